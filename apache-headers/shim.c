@@ -1,0 +1,23 @@
+/* Tiny C shims for httpd/APR macros that bindgen cannot turn into functions.
+ * Each is a one-line wrapper; all logic lives in Rust. Not exported from the
+ * module (static library linked into the cdylib, symbols hidden by rustc). */
+#include "httpd.h"
+#include "http_protocol.h"
+#include "util_filter.h"
+#include "apr_buckets.h"
+
+apr_bucket *fcgi_shim_brigade_first(apr_bucket_brigade *bb) { return APR_BRIGADE_FIRST(bb); }
+apr_bucket *fcgi_shim_brigade_sentinel(apr_bucket_brigade *bb) { return APR_BRIGADE_SENTINEL(bb); }
+int fcgi_shim_brigade_empty(apr_bucket_brigade *bb) { return APR_BRIGADE_EMPTY(bb); }
+apr_bucket *fcgi_shim_bucket_next(apr_bucket *e) { return APR_BUCKET_NEXT(e); }
+int fcgi_shim_bucket_is_eos(apr_bucket *e) { return APR_BUCKET_IS_EOS(e); }
+int fcgi_shim_bucket_is_metadata(apr_bucket *e) { return APR_BUCKET_IS_METADATA(e); }
+apr_size_t fcgi_shim_bucket_length(apr_bucket *e) { return e->length; }
+apr_status_t fcgi_shim_bucket_read(apr_bucket *e, const char **str, apr_size_t *len,
+                                   apr_read_type_e block)
+{
+    return apr_bucket_read(e, str, len, block);
+}
+void fcgi_shim_bucket_delete(apr_bucket *e) { apr_bucket_delete(e); }
+void fcgi_shim_brigade_insert_tail(apr_bucket_brigade *bb, apr_bucket *e) { APR_BRIGADE_INSERT_TAIL(bb, e); }
+void *fcgi_shim_pcalloc(apr_pool_t *p, apr_size_t n) { return apr_pcalloc(p, n); }

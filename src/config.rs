@@ -1,0 +1,468 @@
+//! `FastCgiExternalServer` definitions: option parsing and validation (the messages
+//! `apachectl -t` prints), and the process-wide registry that routes filenames to servers.
+//! Pure Rust, no httpd types: unit-tested directly.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// Where a backend listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A unix-domain socket path.
+    Unix(Vec<u8>),
+    /// A TCP address.
+    Inet(SocketAddr),
+}
+
+/// Longest unix socket path (sun_path is 108 bytes on Linux, one is the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+/// Default `-idle-timeout` (seconds), as mod_fastcgi.
+pub const DEFAULT_IDLE_TIMEOUT: u32 = 30;
+
+/// One `FastCgiExternalServer` line, parsed and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerDef {
+    /// The virtual path, absolute and normalised (no `.`/`..`/`//`, no trailing `/`).
+    pub path: Vec<u8>,
+    /// Where the application listens: one unix socket, or the TCP addresses `-host` resolved to
+    /// (tried in order).
+    pub targets: Vec<Target>,
+    /// `-host`/`-socket` as written, for log lines.
+    pub address_text: String,
+    /// `-appConnTimeout`; `None` (0) means httpd's `Timeout`.
+    pub connect_timeout: Option<Duration>,
+    /// `-idle-timeout` in seconds (≥ 1).
+    pub idle_timeout: u32,
+    pub flush: bool,
+    pub nph: bool,
+    /// `-pass-header` names, as written.
+    pub pass_headers: Vec<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+fn display(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Makes `p` absolute against `root` and removes `.`, `..`, empty segments and any trailing `/`.
+pub fn normalize_path(p: &[u8], root: &[u8]) -> Vec<u8> {
+    let mut joined = Vec::with_capacity(root.len() + p.len() + 1);
+    if !p.starts_with(b"/") {
+        joined.extend_from_slice(root);
+        joined.push(b'/');
+    }
+    joined.extend_from_slice(p);
+    let mut segs: Vec<&[u8]> = Vec::new();
+    for s in joined.split(|&c| c == b'/') {
+        match s {
+            b"" | b"." => {}
+            b".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(joined.len());
+    for s in segs {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+/// Context the parser needs from httpd.
+pub struct ParseCtx<'a> {
+    pub server_root: &'a [u8],
+    /// Directory that relative `-socket` paths are resolved against (FastCgiIpcDir).
+    pub ipc_dir: &'a [u8],
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+}
+
+/// Parses `-host` values: `host:port`, `[v6]:port`, `v6:port` (last colon splits).
+pub fn parse_host(v: &str) -> Result<Vec<SocketAddr>, String> {
+    let (host, port) = if let Some(rest) = v.strip_prefix('[') {
+        let Some((h, after)) = rest.split_once(']') else {
+            return Err(format!("\"{v}\": missing ']' after the IPv6 address"));
+        };
+        let Some(p) = after.strip_prefix(':') else {
+            return Err(format!("\"{v}\": missing port specification"));
+        };
+        (h, p)
+    } else {
+        match v.rsplit_once(':') {
+            Some((h, p)) => (h, p),
+            None => return Err(format!("\"{v}\": missing port specification")),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("\"{v}\": missing host name"));
+    }
+    let port: u16 = match port.parse::<u32>() {
+        Ok(n) if (1..=65535).contains(&n) => n as u16,
+        _ => return Err(format!("bad port number \"{port}\"")),
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    match (host, port).to_socket_addrs() {
+        Ok(it) => {
+            let mut v: Vec<SocketAddr> = Vec::new();
+            for a in it {
+                if !v.contains(&a) {
+                    v.push(a);
+                }
+            }
+            if v.is_empty() {
+                Err(format!("failed to resolve \"{host}\" to an IP address"))
+            } else {
+                Ok(v)
+            }
+        }
+        Err(e) => Err(format!("failed to resolve \"{host}\" to an IP address: {e}")),
+    }
+}
+
+fn parse_uint(opt: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n: u64 = v
+        .parse()
+        .map_err(|_| format!("invalid value for {opt}: \"{v}\" must be a positive integer"))?;
+    if n < min {
+        return Err(format!("invalid value for {opt}: \"{n}\" must be >= {min}"));
+    }
+    if n > max {
+        return Err(format!("invalid value for {opt}: \"{n}\" must be <= {max}"));
+    }
+    Ok(n)
+}
+
+/// Parses the arguments of one `FastCgiExternalServer` line (everything after the directive
+/// name). Errors are complete messages naming the directive and the problem.
+pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<ServerDef, String> {
+    const D: &str = "FastCgiExternalServer";
+    let Some((&raw_path, opts)) = args.split_first().filter(|(p, _)| !p.is_empty()) else {
+        return Err(format!("{D} requires a path and either a -socket or -host option"));
+    };
+    let path = normalize_path(raw_path.as_bytes(), ctx.server_root);
+    let pd = display(&path);
+    let err = |m: String| format!("{D} {pd}: {m}");
+    let mut host: Option<(String, Vec<SocketAddr>)> = None;
+    let mut socket: Option<Vec<u8>> = None;
+    let mut def = ServerDef {
+        path: path.clone(),
+        targets: Vec::new(),
+        address_text: String::new(),
+        connect_timeout: None,
+        idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        flush: false,
+        nph: false,
+        pass_headers: Vec::new(),
+        user: None,
+        group: None,
+    };
+    let mut it = opts.iter();
+    while let Some(&opt) = it.next() {
+        let lower = opt.to_ascii_lowercase();
+        let mut value = |name: &str| -> Result<&str, String> {
+            match it.next() {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(err(format!("invalid value for {name}: \"\" (a value is required)"))),
+            }
+        };
+        match lower.as_str() {
+            "-host" => {
+                let v = value("-host")?;
+                let addrs = parse_host(v).map_err(|m| err(format!("invalid value for -host: {m}")))?;
+                host = Some((v.to_string(), addrs));
+            }
+            "-socket" => {
+                let v = value("-socket")?;
+                let p = if v.starts_with('/') {
+                    normalize_path(v.as_bytes(), b"/")
+                } else {
+                    normalize_path(v.as_bytes(), ctx.ipc_dir)
+                };
+                if p.len() > MAX_SOCKET_PATH {
+                    return Err(err(format!(
+                        "invalid value for -socket: path \"{}\" is too long for a Domain socket ({} bytes, at most {MAX_SOCKET_PATH})",
+                        display(&p),
+                        p.len()
+                    )));
+                }
+                socket = Some(p);
+            }
+            "-appconntimeout" => {
+                let n = parse_uint("-appConnTimeout", value("-appConnTimeout")?, 0, 86_400).map_err(err)?;
+                def.connect_timeout = (n > 0).then(|| Duration::from_secs(n));
+            }
+            "-idle-timeout" => {
+                def.idle_timeout = parse_uint("-idle-timeout", value("-idle-timeout")?, 1, 86_400 * 7).map_err(err)? as u32;
+            }
+            "-flush" => def.flush = true,
+            "-nph" => def.nph = true,
+            "-pass-header" => {
+                let v = value("-pass-header")?;
+                if !is_token(v) {
+                    return Err(err(format!("invalid value for -pass-header: \"{v}\" is not a valid header name")));
+                }
+                if v.eq_ignore_ascii_case("proxy") {
+                    return Err(err(
+                        "-pass-header Proxy is refused: it would hand the client's Proxy header to the application as HTTP_PROXY (httpoxy, CVE-2016-5387)".to_string(),
+                    ));
+                }
+                if !def.pass_headers.iter().any(|h| h.eq_ignore_ascii_case(v)) {
+                    def.pass_headers.push(v.to_string());
+                }
+            }
+            "-user" => def.user = Some(value("-user")?.to_string()),
+            "-group" => def.group = Some(value("-group")?.to_string()),
+            _ => return Err(err(format!("invalid option: {opt}"))),
+        }
+    }
+    match (host, socket) {
+        (Some(_), Some(_)) => Err(err("-host and -socket are mutually exclusive options".into())),
+        (None, None) => Err(err("-socket or -host option missing".into())),
+        (Some((text, addrs)), None) => {
+            def.address_text = text;
+            def.targets = addrs.into_iter().map(Target::Inet).collect();
+            Ok(def)
+        }
+        (None, Some(p)) => {
+            def.address_text = display(&p);
+            def.targets = vec![Target::Unix(p)];
+            Ok(def)
+        }
+    }
+}
+
+/// What the directory walk should be told about a path that does not exist on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fake {
+    /// A missing directory on the way to a virtual path.
+    Dir,
+    /// The missing virtual path itself (treated as a file, as if it existed).
+    File,
+}
+
+/// All definitions of one configuration generation, shared by every virtual host (as in
+/// mod_fastcgi, a definition inside a `<VirtualHost>` serves any request that maps to its path).
+#[derive(Debug)]
+pub struct Registry<T> {
+    entries: Vec<(ServerDef, T)>,
+    by_path: HashMap<Vec<u8>, usize>,
+    fakes: HashMap<Vec<u8>, Fake>,
+    longest: usize,
+}
+
+impl<T> Default for Registry<T> {
+    fn default() -> Self {
+        Registry { entries: Vec::new(), by_path: HashMap::new(), fakes: HashMap::new(), longest: 0 }
+    }
+}
+
+impl<T> Registry<T> {
+    /// Adds a definition. The same path defined again with identical options (the classic :80
+    /// and :443 pair of vhosts) is accepted once; different options for one path are an error.
+    /// `make` builds the runtime companion of a new entry.
+    pub fn add(&mut self, def: ServerDef, make: impl FnOnce(&ServerDef) -> T) -> Result<(), String> {
+        if let Some(&i) = self.by_path.get(&def.path) {
+            if self.entries[i].0 == def {
+                return Ok(());
+            }
+            return Err(format!(
+                "FastCgiExternalServer: redefinition of previously defined class \"{}\" with different options (the same path may be repeated only with identical options)",
+                display(&def.path)
+            ));
+        }
+        let t = make(&def);
+        self.by_path.insert(def.path.clone(), self.entries.len());
+        // Every ancestor directory is a fake directory unless it is itself a virtual path.
+        let p = &def.path;
+        for (i, _) in p.iter().enumerate().filter(|&(i, &c)| c == b'/' && i > 0) {
+            self.fakes.entry(p[..i].to_vec()).or_insert(Fake::Dir);
+        }
+        self.fakes.insert(p.clone(), Fake::File);
+        self.longest = self.longest.max(p.len());
+        self.entries.push((def, t));
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(ServerDef, T)> {
+        self.entries.iter()
+    }
+
+    /// The definition serving `filename`: the longest virtual path equal to it or a parent of it
+    /// on a `/` boundary (`/x/php.fcgi` serves `/x/php.fcgi/a` but not `/x/php.fcgi2`).
+    pub fn lookup(&self, filename: &[u8]) -> Option<&(ServerDef, T)> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let f = trim_trailing_slashes(filename);
+        let mut end = f.len().min(self.longest);
+        loop {
+            if end == f.len() || f.get(end) == Some(&b'/') {
+                if let Some(&i) = self.by_path.get(&f[..end]) {
+                    return self.entries.get(i);
+                }
+            }
+            // Next shorter candidate: the previous '/'.
+            match f[..end].iter().rposition(|&c| c == b'/') {
+                Some(0) | None => return None,
+                Some(pos) => end = pos,
+            }
+        }
+    }
+
+    /// For the directory walk: does `path` lie on the way to (or equal) a virtual path?
+    pub fn fake_for(&self, path: &[u8]) -> Option<Fake> {
+        if self.fakes.is_empty() {
+            return None;
+        }
+        self.fakes.get(trim_trailing_slashes(path)).copied()
+    }
+}
+
+fn trim_trailing_slashes(p: &[u8]) -> &[u8] {
+    let mut e = p.len();
+    while e > 1 && p[e - 1] == b'/' {
+        e -= 1;
+    }
+    &p[..e]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ParseCtx<'static> {
+        ParseCtx { server_root: b"/etc/apache2", ipc_dir: b"/run/apache2/fastcgi" }
+    }
+    fn parse(args: &[&str]) -> Result<ServerDef, String> {
+        parse_external_server(args, &ctx())
+    }
+
+    #[test]
+    fn normalizes_paths() {
+        assert_eq!(normalize_path(b"/a//b/./c/../d/", b"/r"), b"/a/b/d");
+        assert_eq!(normalize_path(b"x/y", b"/etc/apache2"), b"/etc/apache2/x/y");
+        assert_eq!(normalize_path(b"/", b"/r"), b"/");
+        assert_eq!(normalize_path(b"/../..", b"/r"), b"/");
+    }
+
+    #[test]
+    fn parses_full_line() {
+        let d = parse(&[
+            "/usr/local/www/fastcgi/php5.fcgi", "-flush", "-host", "127.0.0.1:9000", "-idle-timeout", "310",
+            "-pass-header", "Authorization", "-appConnTimeout", "3", "-NPH", "-user", "u", "-group", "g",
+        ])
+        .unwrap();
+        assert_eq!(d.path, b"/usr/local/www/fastcgi/php5.fcgi");
+        assert_eq!(d.targets, vec![Target::Inet("127.0.0.1:9000".parse().unwrap())]);
+        assert!(d.flush && d.nph);
+        assert_eq!(d.idle_timeout, 310);
+        assert_eq!(d.connect_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(d.pass_headers, vec!["Authorization".to_string()]);
+        assert_eq!(d.user.as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn defaults() {
+        let d = parse(&["php.fcgi", "-socket", "php.sock"]).unwrap();
+        assert_eq!(d.path, b"/etc/apache2/php.fcgi");
+        assert_eq!(d.targets, vec![Target::Unix(b"/run/apache2/fastcgi/php.sock".to_vec())]);
+        assert_eq!(d.idle_timeout, 30);
+        assert_eq!(d.connect_timeout, None);
+        assert!(!d.flush && !d.nph);
+        let d = parse(&["/x", "-appConnTimeout", "0", "-socket", "/s"]).unwrap();
+        assert_eq!(d.connect_timeout, None);
+    }
+
+    #[test]
+    fn ipv6_and_names() {
+        let d = parse(&["/x", "-host", "[::1]:9000"]).unwrap();
+        assert_eq!(d.targets, vec![Target::Inet("[::1]:9000".parse().unwrap())]);
+        let d = parse(&["/x", "-host", "localhost:9000"]).unwrap();
+        assert!(!d.targets.is_empty());
+        assert!(d.targets.iter().all(|t| matches!(t, Target::Inet(a) if a.port() == 9000 && a.ip().is_loopback())));
+    }
+
+    #[test]
+    fn errors_name_directive_and_problem() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "FastCgiExternalServer requires a path and either a -socket or -host option"),
+            (&["/x"], "FastCgiExternalServer /x: -socket or -host option missing"),
+            (&["/x", "-host", "a:1", "-socket", "/s"], "-host and -socket are mutually exclusive options"),
+            (&["/x", "-socket", "/s", "-foo"], "FastCgiExternalServer /x: invalid option: -foo"),
+            (&["/x", "-socket", "/s", "-idle-timeout", "0"], "invalid value for -idle-timeout: \"0\" must be >= 1"),
+            (&["/x", "-socket", "/s", "-idle-timeout", "x"], "invalid value for -idle-timeout: \"x\" must be a positive integer"),
+            (&["/x", "-socket", "/s", "-idle-timeout"], "invalid value for -idle-timeout: \"\""),
+            (&["/x", "-socket", "/s", "-appConnTimeout", "-1"], "invalid value for -appConnTimeout: \"-1\" must be a positive integer"),
+            (&["/x", "-host", "127.0.0.1"], "missing port specification"),
+            (&["/x", "-host", "127.0.0.1:0"], "bad port number \"0\""),
+            (&["/x", "-host", "127.0.0.1:70000"], "bad port number \"70000\""),
+            (&["/x", "-host", "no-such-host.invalid:80"], "failed to resolve \"no-such-host.invalid\""),
+            (&["/x", "-socket"], "invalid value for -socket: \"\""),
+            (&["/x", "-socket", "/s", "-pass-header", "Proxy"], "httpoxy"),
+            (&["/x", "-socket", "/s", "-pass-header", "Bad Name"], "not a valid header name"),
+            (&["/x", "-socket", "/s", "-pass-header"], "invalid value for -pass-header"),
+        ];
+        for (args, want) in cases {
+            let e = parse(args).unwrap_err();
+            assert!(e.contains(want), "args {args:?}: got {e:?}, want {want:?}");
+            assert!(e.starts_with("FastCgiExternalServer"), "{e}");
+        }
+        let long = format!("/{}", "s".repeat(120));
+        let e = parse(&["/x", "-socket", &long]).unwrap_err();
+        assert!(e.contains("is too long for a Domain socket"), "{e}");
+    }
+
+    #[test]
+    fn registry_routes_on_slash_boundary() {
+        let mut r: Registry<u32> = Registry::default();
+        r.add(parse(&["/x/php.fcgi", "-socket", "/s"]).unwrap(), |_| 1).unwrap();
+        r.add(parse(&["/site", "-socket", "/s2"]).unwrap(), |_| 2).unwrap();
+        r.add(parse(&["/site/deeper", "-socket", "/s3"]).unwrap(), |_| 3).unwrap();
+        let id = |f: &[u8]| r.lookup(f).map(|e| e.1);
+        assert_eq!(id(b"/x/php.fcgi"), Some(1));
+        assert_eq!(id(b"/x/php.fcgi/"), Some(1));
+        assert_eq!(id(b"/x/php.fcgi/a/b.php"), Some(1));
+        assert_eq!(id(b"/x/php.fcgi2"), None);
+        assert_eq!(id(b"/x/php.fcg"), None);
+        assert_eq!(id(b"/x"), None);
+        assert_eq!(id(b"/"), None);
+        assert_eq!(id(b""), None);
+        assert_eq!(id(b"/site/www/index.php"), Some(2));
+        assert_eq!(id(b"/site/deeper/x"), Some(3));
+        assert_eq!(id(b"/site/deeperx"), Some(2));
+        assert_eq!(r.fake_for(b"/x"), Some(Fake::Dir));
+        assert_eq!(r.fake_for(b"/x/"), Some(Fake::Dir));
+        assert_eq!(r.fake_for(b"/x/php.fcgi"), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/x/php.fcgi/a"), None);
+        assert_eq!(r.fake_for(b"/site"), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/y"), None);
+    }
+
+    #[test]
+    fn registry_duplicates() {
+        let mut r: Registry<()> = Registry::default();
+        let a = parse(&["/x", "-socket", "/s", "-flush"]).unwrap();
+        r.add(a.clone(), |_| ()).unwrap();
+        r.add(a, |_| ()).unwrap();
+        assert_eq!(r.iter().count(), 1);
+        let e = r.add(parse(&["/x", "-socket", "/other"]).unwrap(), |_| ()).unwrap_err();
+        assert!(e.contains("redefinition of previously defined class \"/x\""), "{e}");
+    }
+}

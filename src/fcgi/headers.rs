@@ -1,0 +1,759 @@
+//! Scanning and parsing of the CGI response header block an application
+//! writes at the start of its STDOUT stream.
+//!
+//! Stricter than mod_fastcgi: any control character in a header, a
+//! malformed name, or a bad `Status` rejects the whole response, so no header
+//! can ever be injected.
+//!
+//! The block ends at the first LF followed by zero or more CR and then LF
+//! (`\n\n`, `\r\n\r\n`, `\n\r\n`, `\r\n\n`, ...). A block may also be empty: a
+//! stream starting with `\n` or `\r\n` has no headers.
+
+use std::fmt;
+
+use memchr::{memchr, memchr_iter};
+
+/// Default limit on the header block size (64 KiB).
+pub const DEFAULT_MAX_HEADER_BLOCK: usize = 64 * 1024;
+
+/// Longest raw line or value kept in an error (for logging).
+const MAX_ERROR_BYTES: usize = 200;
+
+/// Why a header block was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// The block did not end within `limit` bytes.
+    TooLarge {
+        /// The configured maximum block size.
+        limit: usize,
+    },
+    /// A line that is not a valid header (raw bytes, at most 200).
+    Malformed {
+        /// The offending line, without its LF, truncated to 200 bytes.
+        line: Vec<u8>,
+    },
+    /// A `Status` value that is not `NNN` (100..=999) plus an optional reason
+    /// (the trimmed value, truncated to 200 bytes).
+    InvalidStatus(Vec<u8>),
+}
+
+/// Render bytes for a log line: invalid UTF-8 becomes U+FFFD and ASCII
+/// control characters (and DEL) become `\xNN`.
+pub fn escape_lossy(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut s = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii_control() {
+            s.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderError::TooLarge { limit } => write!(f, "header block larger than {limit} bytes"),
+            HeaderError::Malformed { line } => {
+                write!(f, "malformed header '{}'", escape_lossy(line))
+            }
+            HeaderError::InvalidStatus(v) => write!(f, "invalid Status '{}'", escape_lossy(v)),
+        }
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
+/// Result of [`HeaderScanner::feed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// The block has not ended yet: feed more data.
+    NeedMore,
+    /// The block ended; the body starts at `body_offset` in the chunk passed
+    /// to this `feed` call (may equal the chunk length).
+    Done {
+        /// Index in this call's chunk where the body begins.
+        body_offset: usize,
+    },
+}
+
+/// Parsed response header block.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResponseHead {
+    /// Status code from the last `Status` header.
+    pub status: Option<u16>,
+    /// The last `Status` value, trimmed (e.g. `b"404 Not Found"`).
+    pub status_line: Option<Vec<u8>>,
+    /// The last `Content-Type` value.
+    pub content_type: Option<Vec<u8>>,
+    /// The last `Location` value.
+    pub location: Option<Vec<u8>>,
+    /// Every other header in order, names as sent, duplicates kept.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Incremental finder of the end of the header block; keeps only the block
+/// (at most `max_len` bytes) and never rescans bytes already examined.
+#[derive(Debug, Clone)]
+pub struct HeaderScanner {
+    buf: Vec<u8>,
+    max_len: usize,
+    /// Next index of `buf` to examine.
+    scan_pos: usize,
+    /// The bytes from the last LF (or the block start) up to `scan_pos` are
+    /// all CR: an LF at `scan_pos` would end the block.
+    after_lf: bool,
+    /// End of the header lines: index of the last LF seen (0 = block start).
+    lines_end: usize,
+    done: bool,
+    too_large: bool,
+}
+
+impl HeaderScanner {
+    /// A scanner that accepts blocks of at most `max_len` bytes, terminating
+    /// blank line included.
+    pub fn new(max_len: usize) -> Self {
+        HeaderScanner {
+            buf: Vec::new(),
+            max_len,
+            scan_pos: 0,
+            after_lf: true,
+            lines_end: 0,
+            done: false,
+            too_large: false,
+        }
+    }
+
+    /// Feed the next piece of STDOUT. Only the header part of `chunk` is
+    /// buffered. After `Done`, further calls return `Done { body_offset: 0 }`;
+    /// after `TooLarge`, they return `TooLarge` again.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Feed, HeaderError> {
+        if self.done {
+            return Ok(Feed::Done { body_offset: 0 });
+        }
+        if self.too_large {
+            return Err(HeaderError::TooLarge {
+                limit: self.max_len,
+            });
+        }
+        let old = self.buf.len();
+        let room = self.max_len.saturating_sub(old);
+        let take = room.min(chunk.len());
+        self.buf.extend_from_slice(chunk.get(..take).unwrap_or(&[]));
+        if let Some(end) = self.scan() {
+            self.buf.truncate(end);
+            self.done = true;
+            return Ok(Feed::Done {
+                body_offset: end.saturating_sub(old),
+            });
+        }
+        if take < chunk.len() {
+            self.too_large = true;
+            return Err(HeaderError::TooLarge {
+                limit: self.max_len,
+            });
+        }
+        Ok(Feed::NeedMore)
+    }
+
+    /// Bytes of header block held so far.
+    pub fn buffered_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True once the end of the block was found.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Look for the block end from `scan_pos`; returns the index just past it.
+    fn scan(&mut self) -> Option<usize> {
+        let buf = &self.buf;
+        let mut i = self.scan_pos;
+        loop {
+            if self.after_lf {
+                while buf.get(i) == Some(&b'\r') {
+                    i += 1;
+                }
+                match buf.get(i) {
+                    None => {
+                        self.scan_pos = i;
+                        return None;
+                    }
+                    Some(b'\n') => {
+                        self.scan_pos = i + 1;
+                        return Some(i + 1);
+                    }
+                    Some(_) => self.after_lf = false,
+                }
+            }
+            match memchr(b'\n', buf.get(i..).unwrap_or(&[])) {
+                Some(k) => {
+                    self.lines_end = i + k;
+                    i += k + 1;
+                    self.after_lf = true;
+                }
+                None => {
+                    self.scan_pos = buf.len();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Parse the block after `feed` returned `Done`. Called earlier, it
+    /// returns `Malformed` carrying (the start of) the incomplete data.
+    pub fn parse(&self) -> Result<ResponseHead, HeaderError> {
+        if !self.done {
+            return Err(malformed(&self.buf));
+        }
+        parse_block(self.buf.get(..self.lines_end).unwrap_or(&[]))
+    }
+}
+
+fn truncated(bytes: &[u8]) -> Vec<u8> {
+    bytes.get(..MAX_ERROR_BYTES).unwrap_or(bytes).to_vec()
+}
+
+fn malformed(line: &[u8]) -> HeaderError {
+    HeaderError::Malformed {
+        line: truncated(line),
+    }
+}
+
+/// RFC 7230 `tchar` lookup table.
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        c += 1;
+    }
+    t
+};
+
+#[inline]
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+#[inline]
+fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim_ws(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if is_ws(*first) {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if is_ws(*last) {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+/// Parse header lines (the block without its terminating blank line).
+fn parse_block(block: &[u8]) -> Result<ResponseHead, HeaderError> {
+    let mut entries: Vec<(&[u8], Vec<u8>)> = Vec::new();
+    if !block.is_empty() {
+        let mut start = 0;
+        for lf in memchr_iter(b'\n', block).chain(std::iter::once(block.len())) {
+            let raw = block.get(start..lf).unwrap_or(&[]);
+            start = lf + 1;
+            parse_line(raw, &mut entries)?;
+        }
+    }
+    let mut head = ResponseHead::default();
+    for (name, value) in entries {
+        if name.eq_ignore_ascii_case(b"status") {
+            head.status = Some(parse_status(&value)?);
+            head.status_line = Some(value);
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            head.content_type = Some(value);
+        } else if name.eq_ignore_ascii_case(b"location") {
+            head.location = Some(value);
+        } else {
+            head.headers.push((name.to_vec(), value));
+        }
+    }
+    Ok(head)
+}
+
+/// Parse one raw line (without LF) into `entries` (or fold it into the last).
+fn parse_line<'a>(
+    raw: &'a [u8],
+    entries: &mut Vec<(&'a [u8], Vec<u8>)>,
+) -> Result<(), HeaderError> {
+    let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+    if line.is_empty() || line.iter().any(|&b| is_ctl(b)) {
+        return Err(malformed(raw));
+    }
+    if line.first().is_some_and(|&b| is_ws(b)) {
+        // Obsolete line folding: continue the previous header's value.
+        let Some((_, value)) = entries.last_mut() else {
+            return Err(malformed(raw));
+        };
+        let more = trim_ws(line);
+        if !more.is_empty() {
+            if !value.is_empty() {
+                value.push(b' ');
+            }
+            value.extend_from_slice(more);
+        }
+        return Ok(());
+    }
+    let Some(colon) = memchr(b':', line) else {
+        return Err(malformed(raw));
+    };
+    let name = line.get(..colon).unwrap_or(&[]);
+    if name.is_empty() || !name.iter().all(|&b| TCHAR[usize::from(b)]) {
+        return Err(malformed(raw));
+    }
+    let value = trim_ws(line.get(colon + 1..).unwrap_or(&[]));
+    entries.push((name, value.to_vec()));
+    Ok(())
+}
+
+/// Validate a `Status` value: 3 digits (100..=999), then end or SP/HTAB.
+fn parse_status(v: &[u8]) -> Result<u16, HeaderError> {
+    let bad = || HeaderError::InvalidStatus(truncated(v));
+    let (digits, rest) = match v {
+        [a, b, c, rest @ ..] => ([*a, *b, *c], rest),
+        _ => return Err(bad()),
+    };
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    if rest.first().is_some_and(|&b| !is_ws(b)) {
+        return Err(bad());
+    }
+    let code = digits
+        .iter()
+        .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
+    if code < 100 {
+        return Err(bad());
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: &str, v: &str) -> (Vec<u8>, Vec<u8>) {
+        (n.as_bytes().to_vec(), v.as_bytes().to_vec())
+    }
+
+    /// Feed `input` in pieces ending at `cuts`; returns the body and the
+    /// parsed head, or the error.
+    fn scan(
+        input: &[u8],
+        cuts: &[usize],
+        max: usize,
+    ) -> Result<(Vec<u8>, ResponseHead), HeaderError> {
+        let mut s = HeaderScanner::new(max);
+        let mut bounds = cuts.to_vec();
+        bounds.push(input.len());
+        let mut start = 0;
+        let mut body: Option<Vec<u8>> = None;
+        for &end in &bounds {
+            let chunk = &input[start..end];
+            start = end;
+            match &mut body {
+                Some(b) => b.extend_from_slice(chunk),
+                None => match s.feed(chunk)? {
+                    Feed::NeedMore => {}
+                    Feed::Done { body_offset } => {
+                        assert!(body_offset <= chunk.len());
+                        body = Some(chunk[body_offset..].to_vec());
+                    }
+                },
+            }
+        }
+        match body {
+            Some(b) => {
+                assert!(s.buffered_len() <= max);
+                Ok((b, s.parse()?))
+            }
+            None => Err(HeaderError::Malformed {
+                line: b"<incomplete>".to_vec(),
+            }),
+        }
+    }
+
+    /// Same result for one piece, every 2-piece split, every 3-piece split
+    /// (for short inputs), and byte-at-a-time.
+    fn scan_all(input: &[u8]) -> Result<(Vec<u8>, ResponseHead), HeaderError> {
+        scan_all_max(input, DEFAULT_MAX_HEADER_BLOCK)
+    }
+
+    fn scan_all_max(input: &[u8], max: usize) -> Result<(Vec<u8>, ResponseHead), HeaderError> {
+        let whole = scan(input, &[], max);
+        for a in 0..=input.len() {
+            assert_eq!(scan(input, &[a], max), whole, "cut at {a}");
+            if input.len() <= 40 {
+                for b in a..=input.len() {
+                    assert_eq!(scan(input, &[a, b], max), whole, "cuts at {a},{b}");
+                }
+            }
+        }
+        let every: Vec<usize> = (0..input.len()).collect();
+        assert_eq!(scan(input, &every, max), whole, "byte at a time");
+        whole
+    }
+
+    #[test]
+    fn spec_example_response() {
+        let (body, head) = scan_all(b"Content-type: text/html\r\n\r\n<html>\n<head> ... ").unwrap();
+        assert_eq!(body, b"<html>\n<head> ... ");
+        assert_eq!(head.content_type.as_deref(), Some(&b"text/html"[..]));
+        assert_eq!(head.status, None);
+        assert!(head.headers.is_empty());
+    }
+
+    #[test]
+    fn php_like_response() {
+        let input = b"X-Powered-By: PHP/8.2.7\r\nSet-Cookie: a=1; path=/\r\nSet-Cookie: b=2\r\n\
+Status: 404 Not Found\r\nContent-type: text/html; charset=UTF-8\r\nContent-Length: 5\r\n\r\nhello";
+        let (body, head) = scan_all(input).unwrap();
+        assert_eq!(body, b"hello");
+        assert_eq!(head.status, Some(404));
+        assert_eq!(head.status_line.as_deref(), Some(&b"404 Not Found"[..]));
+        assert_eq!(
+            head.content_type.as_deref(),
+            Some(&b"text/html; charset=UTF-8"[..])
+        );
+        assert_eq!(head.location, None);
+        assert_eq!(
+            head.headers,
+            vec![
+                h("X-Powered-By", "PHP/8.2.7"),
+                h("Set-Cookie", "a=1; path=/"),
+                h("Set-Cookie", "b=2"),
+                h("Content-Length", "5")
+            ]
+        );
+    }
+
+    #[test]
+    fn all_terminator_forms() {
+        for (input, body) in [
+            (&b"A: 1\n\nBODY"[..], &b"BODY"[..]),
+            (b"A: 1\r\n\r\nBODY", b"BODY"),
+            (b"A: 1\n\r\nBODY", b"BODY"),
+            (b"A: 1\r\n\nBODY", b"BODY"),
+            (b"A: 1\n\r\r\r\nBODY", b"BODY"),
+            (b"A: 1\r\n\r\n", b""),
+            (b"A: 1\r\n\r\n\r\n", b"\r\n"),
+            (b"A: 1\n\n\n", b"\n"),
+        ] {
+            let (b, head) = scan_all(input).unwrap();
+            assert_eq!(b, body, "{input:?}");
+            assert_eq!(head.headers, vec![h("A", "1")], "{input:?}");
+        }
+    }
+
+    #[test]
+    fn body_offset_exact() {
+        let mut s = HeaderScanner::new(100);
+        assert_eq!(s.feed(b"A: 1\r").unwrap(), Feed::NeedMore);
+        assert_eq!(s.feed(b"\n\r").unwrap(), Feed::NeedMore);
+        assert_eq!(s.buffered_len(), 7);
+        assert_eq!(s.feed(b"\nxyz").unwrap(), Feed::Done { body_offset: 1 });
+        assert_eq!(s.buffered_len(), 8);
+        assert_eq!(s.feed(b"more").unwrap(), Feed::Done { body_offset: 0 });
+        assert_eq!(s.parse().unwrap().headers, vec![h("A", "1")]);
+
+        let mut s = HeaderScanner::new(100);
+        assert_eq!(s.feed(b"A: 1\n").unwrap(), Feed::NeedMore);
+        assert_eq!(s.feed(b"\n").unwrap(), Feed::Done { body_offset: 1 });
+        assert_eq!(s.feed(b"").unwrap(), Feed::Done { body_offset: 0 });
+
+        let mut s = HeaderScanner::new(100);
+        assert_eq!(s.feed(b"").unwrap(), Feed::NeedMore);
+        assert_eq!(s.feed(b"A: 1\n\nB").unwrap(), Feed::Done { body_offset: 6 });
+    }
+
+    #[test]
+    fn lone_cr_not_a_terminator() {
+        // "\n\r" followed by something other than CR/LF is not an end.
+        let r = scan_all(b"A: 1\n\rB: 2\n\n");
+        assert_eq!(
+            r,
+            Err(HeaderError::Malformed {
+                line: b"\rB: 2".to_vec()
+            })
+        );
+        // CR CR LF after a LF still ends.
+        let (b, _) = scan_all(b"A: 1\n\r\r\nx").unwrap();
+        assert_eq!(b, b"x");
+    }
+
+    #[test]
+    fn empty_block() {
+        let (b, head) = scan_all(b"\r\nbody").unwrap();
+        assert_eq!(b, b"body");
+        assert_eq!(head, ResponseHead::default());
+        let (b, head) = scan_all(b"\nbody").unwrap();
+        assert_eq!(b, b"body");
+        assert_eq!(head, ResponseHead::default());
+    }
+
+    #[test]
+    fn too_large() {
+        // Exactly at the limit is fine.
+        let input = b"A: 1\r\n\r\nbody";
+        assert_eq!(scan_all_max(input, 8).unwrap().0, b"body");
+        // One byte less is not.
+        assert_eq!(
+            scan_all_max(input, 7),
+            Err(HeaderError::TooLarge { limit: 7 })
+        );
+        // Never buffers more than the limit.
+        let mut s = HeaderScanner::new(10);
+        assert_eq!(s.feed(&[b'a'; 10]).unwrap(), Feed::NeedMore);
+        assert_eq!(s.buffered_len(), 10);
+        assert_eq!(s.feed(b"b"), Err(HeaderError::TooLarge { limit: 10 }));
+        assert_eq!(s.buffered_len(), 10);
+        assert_eq!(s.feed(b"\n\n"), Err(HeaderError::TooLarge { limit: 10 }));
+        let mut s = HeaderScanner::new(4);
+        assert_eq!(
+            s.feed(&[b'x'; 1000]),
+            Err(HeaderError::TooLarge { limit: 4 })
+        );
+        assert_eq!(s.buffered_len(), 4);
+        // Zero limit.
+        let mut s = HeaderScanner::new(0);
+        assert_eq!(s.feed(b""), Ok(Feed::NeedMore));
+        assert_eq!(s.feed(b"\n"), Err(HeaderError::TooLarge { limit: 0 }));
+        assert_eq!(
+            HeaderError::TooLarge { limit: 65536 }.to_string(),
+            "header block larger than 65536 bytes"
+        );
+    }
+
+    #[test]
+    fn default_limit() {
+        let mut input = b"X: ".to_vec();
+        input.extend(std::iter::repeat_n(b'a', DEFAULT_MAX_HEADER_BLOCK - 5));
+        input.extend_from_slice(b"\n\n");
+        assert_eq!(input.len(), DEFAULT_MAX_HEADER_BLOCK);
+        let mut s = HeaderScanner::new(DEFAULT_MAX_HEADER_BLOCK);
+        assert_eq!(
+            s.feed(&input).unwrap(),
+            Feed::Done {
+                body_offset: input.len()
+            }
+        );
+        input.insert(0, b'Y');
+        let mut s = HeaderScanner::new(DEFAULT_MAX_HEADER_BLOCK);
+        assert_eq!(s.feed(&input), Err(HeaderError::TooLarge { limit: 65536 }));
+    }
+
+    #[test]
+    fn malformed_lines() {
+        for (input, line) in [
+            (&b"NoColon\r\n\r\n"[..], &b"NoColon\r"[..]),
+            (b"A: 1\r\nBad Name: x\r\n\r\n", b"Bad Name: x\r"),
+            (b"A : 1\n\n", b"A : 1"),
+            (b": v\n\n", b": v"),
+            (b"A: x\0y\n\n", b"A: x\0y"),
+            (b"A: x\ry\n\n", b"A: x\ry"),
+            (b"A: x\x7fy\n\n", b"A: x\x7fy"),
+            (b"A: x\x1by\n\n", b"A: x\x1by"),
+            (b"A: 1\r\r\n\r\n", b"A: 1\r\r"),
+            (b"N\xc3\xa9: v\n\n", b"N\xc3\xa9: v"),
+            (b"A(b): v\n\n", b"A(b): v"),
+            (b" folded: first\n\n", b" folded: first"),
+            (b"\tX: y\r\n\r\n", b"\tX: y\r"),
+        ] {
+            assert_eq!(
+                scan_all(input),
+                Err(HeaderError::Malformed {
+                    line: line.to_vec()
+                }),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_line_truncated_and_display() {
+        let mut input = b"X".repeat(300);
+        input.extend_from_slice(b"\n\n");
+        match scan_all(&input) {
+            Err(HeaderError::Malformed { line }) => assert_eq!(line, b"X".repeat(200)),
+            other => panic!("{other:?}"),
+        }
+        let e = HeaderError::Malformed {
+            line: b"bad\x01line\xff\x7f".to_vec(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "malformed header 'bad\\x01line\u{fffd}\\x7f'"
+        );
+    }
+
+    #[test]
+    fn tab_allowed_in_value_and_trimmed() {
+        let (_, head) = scan_all(b"A:\tx\ty \t\r\nB:\r\nC:   \r\n\r\n").unwrap();
+        assert_eq!(head.headers, vec![h("A", "x\ty"), h("B", ""), h("C", "")]);
+    }
+
+    #[test]
+    fn tchar_names() {
+        let (_, head) = scan_all(b"!#$%&'*+-.^_`|~09azAZ: v\n\n").unwrap();
+        assert_eq!(head.headers, vec![h("!#$%&'*+-.^_`|~09azAZ", "v")]);
+    }
+
+    #[test]
+    fn value_with_colons_and_high_bytes() {
+        let (_, head) = scan_all(b"Location: http://x/\xff?a=b:c\n\n").unwrap();
+        assert_eq!(head.location.as_deref(), Some(&b"http://x/\xff?a=b:c"[..]));
+        assert!(head.headers.is_empty());
+    }
+
+    #[test]
+    fn obs_fold() {
+        let (_, head) =
+            scan_all(b"X-A: one\r\n  two \r\n\tthree\r\nX-B:\r\n  four\r\nX-C: c\r\n \r\n\r\n")
+                .unwrap();
+        assert_eq!(
+            head.headers,
+            vec![h("X-A", "one two three"), h("X-B", "four"), h("X-C", "c")]
+        );
+        // Folding applies to Status too, before validation.
+        let (_, head) = scan_all(b"Status: 404\r\n Not Found\r\n\r\n").unwrap();
+        assert_eq!(head.status, Some(404));
+        assert_eq!(head.status_line.as_deref(), Some(&b"404 Not Found"[..]));
+    }
+
+    #[test]
+    fn status_valid() {
+        for (v, code) in [
+            (&b"200"[..], 200),
+            (b"404 Not Found", 404),
+            (b"100", 100),
+            (b"999 x", 999),
+            (b"302\tFound", 302),
+            (b"500   Internal  Error", 500),
+        ] {
+            let mut input = b"status: ".to_vec();
+            input.extend_from_slice(v);
+            input.extend_from_slice(b"\r\n\r\n");
+            let (_, head) = scan(&input, &[], 1000).unwrap();
+            assert_eq!(head.status, Some(code), "{v:?}");
+            assert_eq!(head.status_line.as_deref(), Some(v));
+        }
+    }
+
+    #[test]
+    fn status_invalid() {
+        for v in [
+            &b"abc"[..],
+            b"-1",
+            b"20",
+            b"2000",
+            b"099",
+            b"000",
+            b"20x",
+            b"200x OK",
+            b"+20",
+            b"",
+            b"2 00",
+        ] {
+            let mut input = b"Status: ".to_vec();
+            input.extend_from_slice(v);
+            input.extend_from_slice(b"\n\n");
+            assert_eq!(
+                scan(&input, &[], 1000),
+                Err(HeaderError::InvalidStatus(v.to_vec())),
+                "{v:?}"
+            );
+        }
+        assert_eq!(
+            HeaderError::InvalidStatus(b"abc".to_vec()).to_string(),
+            "invalid Status 'abc'"
+        );
+    }
+
+    #[test]
+    fn last_status_content_type_location_win() {
+        let (_, head) = scan_all(
+            b"Status: 200 OK\nContent-Type: a/b\nLocation: /x\nSTATUS: 301 Moved\ncontent-type: c/d\nLOCATION: /y\n\n",
+        )
+        .unwrap();
+        assert_eq!(head.status, Some(301));
+        assert_eq!(head.status_line.as_deref(), Some(&b"301 Moved"[..]));
+        assert_eq!(head.content_type.as_deref(), Some(&b"c/d"[..]));
+        assert_eq!(head.location.as_deref(), Some(&b"/y"[..]));
+        assert!(head.headers.is_empty());
+        // An invalid earlier Status still rejects the response.
+        assert_eq!(
+            scan(b"Status: xx\nStatus: 200\n\n", &[], 100),
+            Err(HeaderError::InvalidStatus(b"xx".to_vec()))
+        );
+    }
+
+    #[test]
+    fn content_length_and_transfer_encoding_kept() {
+        let (_, head) =
+            scan_all(b"Content-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert_eq!(
+            head.headers,
+            vec![h("Content-Length", "10"), h("Transfer-Encoding", "chunked")]
+        );
+    }
+
+    #[test]
+    fn parse_before_done() {
+        let mut s = HeaderScanner::new(100);
+        assert_eq!(s.feed(b"A: 1\r\n").unwrap(), Feed::NeedMore);
+        assert!(!s.is_done());
+        assert_eq!(
+            s.parse(),
+            Err(HeaderError::Malformed {
+                line: b"A: 1\r\n".to_vec()
+            })
+        );
+    }
+
+    #[test]
+    fn no_rescan_state_across_feeds() {
+        // Terminator straddling three feeds, with CRs in between.
+        let mut s = HeaderScanner::new(100);
+        assert_eq!(s.feed(b"A: 1\r\n").unwrap(), Feed::NeedMore);
+        assert_eq!(s.feed(b"\r").unwrap(), Feed::NeedMore);
+        assert_eq!(s.feed(b"\r").unwrap(), Feed::NeedMore);
+        assert_eq!(s.feed(b"\nB").unwrap(), Feed::Done { body_offset: 1 });
+        assert_eq!(s.parse().unwrap().headers, vec![h("A", "1")]);
+    }
+}

@@ -1,0 +1,195 @@
+//! The raw socket calls of the backend connection, behind safe signatures: non-blocking
+//! connect (unix and TCP, IPv4/IPv6), poll on one descriptor, and send/recv that never raise
+//! SIGPIPE and never block. Every function takes a borrowed descriptor that the caller owns.
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+pub use crate::config::Target;
+
+fn cvt(rv: libc::c_int) -> io::Result<libc::c_int> {
+    if rv < 0 { Err(io::Error::last_os_error()) } else { Ok(rv) }
+}
+
+fn cvt_size(rv: libc::ssize_t) -> io::Result<usize> {
+    if rv < 0 { Err(io::Error::last_os_error()) } else { Ok(rv as usize) }
+}
+
+/// A new non-blocking, close-on-exec stream socket for `target`.
+pub fn socket_for(target: &Target) -> io::Result<OwnedFd> {
+    let family = match target {
+        Target::Unix(_) => libc::AF_UNIX,
+        Target::Inet(SocketAddr::V4(_)) => libc::AF_INET,
+        Target::Inet(SocketAddr::V6(_)) => libc::AF_INET6,
+    };
+    // SAFETY: plain syscall with constant arguments; the returned descriptor is checked and
+    // immediately owned by an OwnedFd.
+    let fd = cvt(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if matches!(target, Target::Inet(_)) {
+        let one: libc::c_int = 1;
+        // SAFETY: valid descriptor, pointer to a live c_int of the declared size.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    Ok(fd)
+}
+
+/// Starts (or completes) a connect. `Ok(())` when connected; an error otherwise, where
+/// `EINPROGRESS` means "poll for writability then call `take_error`", and for unix sockets
+/// `EAGAIN` means the listen backlog is full.
+pub fn connect(fd: BorrowedFd<'_>, target: &Target) -> io::Result<()> {
+    match target {
+        Target::Unix(path) => {
+            // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+            let mut sa: libc::sockaddr_un = unsafe { zeroed() };
+            sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            if path.len() >= sa.sun_path.len() || path.contains(&0) {
+                return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+            }
+            for (d, s) in sa.sun_path.iter_mut().zip(path.iter()) {
+                *d = *s as libc::c_char;
+            }
+            let len = (size_of::<libc::sa_family_t>() + path.len() + 1) as libc::socklen_t;
+            // SAFETY: `sa` is a fully initialised sockaddr_un and `len` does not exceed its size.
+            cvt(unsafe { libc::connect(fd.as_raw_fd(), (&sa as *const libc::sockaddr_un).cast(), len) }).map(|_| ())
+        }
+        Target::Inet(SocketAddr::V4(a)) => {
+            // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+            let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_port = a.port().to_be();
+            sa.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+            // SAFETY: `sa` is initialised and the length is its exact size.
+            cvt(unsafe {
+                libc::connect(fd.as_raw_fd(), (&sa as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as libc::socklen_t)
+            })
+            .map(|_| ())
+        }
+        Target::Inet(SocketAddr::V6(a)) => {
+            // SAFETY: sockaddr_in6 is plain old data; all-zero is a valid value.
+            let mut sa: libc::sockaddr_in6 = unsafe { zeroed() };
+            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sa.sin6_port = a.port().to_be();
+            sa.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sa.sin6_flowinfo = a.flowinfo();
+            sa.sin6_scope_id = a.scope_id();
+            // SAFETY: `sa` is initialised and the length is its exact size.
+            cvt(unsafe {
+                libc::connect(fd.as_raw_fd(), (&sa as *const libc::sockaddr_in6).cast(), size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+            })
+            .map(|_| ())
+        }
+    }
+}
+
+/// The pending error of a socket (SO_ERROR), as the result of an asynchronous connect.
+pub fn take_error(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut err: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid descriptor; `err`/`len` are live and sized as declared.
+    cvt(unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut len) })?;
+    if err != 0 { Err(io::Error::from_raw_os_error(err)) } else { Ok(()) }
+}
+
+/// Readiness of one descriptor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ready {
+    pub readable: bool,
+    pub writable: bool,
+    /// Error or hang-up condition (the next read/write reports it).
+    pub broken: bool,
+}
+
+/// Waits up to `timeout_ms` (-1: forever) for readability and/or writability.
+/// Returns `Ok(None)` on timeout. EINTR is retried by the caller's loop (returned as a timeout
+/// of zero progress is not correct, so it is retried here with the same timeout).
+pub fn poll(fd: BorrowedFd<'_>, read: bool, write: bool, timeout_ms: i32) -> io::Result<Option<Ready>> {
+    let mut events = 0;
+    if read {
+        events |= libc::POLLIN;
+    }
+    if write {
+        events |= libc::POLLOUT;
+    }
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
+    loop {
+        // SAFETY: one valid pollfd, count 1.
+        let rv = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if rv < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if rv == 0 {
+            return Ok(None);
+        }
+        let r = pfd.revents;
+        return Ok(Some(Ready {
+            readable: r & (libc::POLLIN | libc::POLLHUP) != 0,
+            writable: r & libc::POLLOUT != 0,
+            broken: r & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
+        }));
+    }
+}
+
+/// Non-blocking receive. `Ok(0)` is end of stream; `WouldBlock` when nothing is there.
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is a live, writable slice of the given length.
+        let rv = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        match cvt_size(rv) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Non-blocking gathered send of up to 16 slices; never raises SIGPIPE.
+pub fn sendv(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<usize> {
+    let mut iov: [libc::iovec; 16] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 16];
+    let mut n = 0;
+    for b in bufs.iter().filter(|b| !b.is_empty()).take(16) {
+        iov[n] = libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() };
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n;
+    loop {
+        // SAFETY: `msg` points at `n` iovecs describing live, readable slices.
+        let rv = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        match cvt_size(rv) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Half-closes nothing, just checks whether an idle pooled socket is still usable: true when
+/// the peer has not closed it and has not sent anything unexpected.
+pub fn idle_socket_alive(fd: BorrowedFd<'_>) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: one-byte live buffer.
+    let rv = unsafe { libc::recv(fd.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_DONTWAIT | libc::MSG_PEEK) };
+    if rv < 0 {
+        let e = io::Error::last_os_error();
+        return e.kind() == io::ErrorKind::WouldBlock;
+    }
+    false // 0 = EOF, >0 = unsolicited data: either way not reusable
+}

@@ -1,0 +1,782 @@
+//! The request handler: builds the FastCGI request from httpd's CGI environment, streams the
+//! request body to the application and its response back to the client, in bounded memory,
+//! under the idle timeout, and maps every failure to one log line and the right status.
+use std::ffi::c_int;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::time::{Duration, Instant};
+
+use crate::backend::{Conn, ConnectError, Runtime};
+use crate::config::ServerDef;
+use crate::fcgi::headers::{Feed, HeaderScanner, ResponseHead};
+use crate::fcgi::params::ParamsWriter;
+use crate::fcgi::record::{self, Decoder, Event, rtype};
+use crate::ffi;
+use crate::httpd::log::escape;
+use crate::httpd::{Brigade, Request};
+use crate::rlog;
+
+/// FastCGI request id (one request per connection at a time, as every FastCGI web server does).
+const REQUEST_ID: u16 = 1;
+/// Bytes read from the application per receive call.
+const READ_BUF: usize = 64 * 1024;
+/// Request body bytes read from the client per step.
+const BODY_STEP: usize = 64 * 1024;
+/// Largest PARAMS record content.
+const PARAMS_RECORD: usize = 16 * 1024;
+/// Longest header block accepted from the application.
+pub const MAX_HEADER_BLOCK: usize = crate::fcgi::headers::DEFAULT_MAX_HEADER_BLOCK;
+/// Without -flush, data handed to httpd is flushed after this much application silence.
+const FLUSH_AFTER_SILENCE: Duration = Duration::from_millis(100);
+/// Chunked request bodies are kept in memory up to this size, then spooled to a temp file.
+const SPOOL_IN_MEMORY: usize = 1024 * 1024;
+/// Longest stderr line logged in one piece.
+const STDERR_LINE_MAX: usize = 4000;
+
+/// Where the rest of the request body comes from.
+enum BodySource {
+    /// Nothing more (no body, or all of it queued).
+    Done,
+    /// Streamed from the client (Content-Length bodies).
+    Client,
+    /// Spooled earlier (chunked bodies, whose length had to be known for CONTENT_LENGTH).
+    Spool(Spool),
+}
+
+/// A request body held in memory or in an unlinked temp file.
+enum Spool {
+    Mem(Vec<u8>, usize),
+    File(std::fs::File),
+}
+
+impl Spool {
+    fn read_into(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Spool::Mem(v, pos) => {
+                let n = (v.len() - *pos).min(buf.len());
+                buf[..n].copy_from_slice(&v[*pos..*pos + n]);
+                *pos += n;
+                Ok(n)
+            }
+            Spool::File(f) => f.read(buf),
+        }
+    }
+}
+
+fn temp_file() -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    match std::fs::OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE).open(&dir) {
+        Ok(f) => Ok(f),
+        Err(_) => {
+            // Filesystems without O_TMPFILE: create a unique name and unlink it at once.
+            let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let p = dir.join(format!("mod_fastcgi-body-{}-{n}", std::process::id()));
+            let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&p)?;
+            let _ = std::fs::remove_file(&p);
+            Ok(f)
+        }
+    }
+}
+
+/// How a failure is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fail {
+    /// Already logged; answer with this status (or abort the response if it began).
+    Status(c_int),
+    /// The client went away: nothing to send.
+    ClientGone,
+}
+
+/// What to do with the response once its header block is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    Headers,
+    Body,
+    /// `Location: /local` without a Status: discard the body, then redirect internally.
+    LocalRedirect(Vec<u8>),
+    /// `Location: <absolute URL>` without a Status: discard the body, httpd sends a 302.
+    ExternalRedirect,
+    /// -nph: bytes go to the client unparsed.
+    Nph,
+}
+
+struct Exchange<'r, 'd> {
+    def: &'d ServerDef,
+    conn: Conn,
+    out: Vec<u8>,
+    out_pos: usize,
+    stdin_done: bool,
+    stdin_broken: bool,
+    source: BodySource,
+    body_in: Brigade<'r>,
+    dec: Decoder,
+    scanner: HeaderScanner,
+    mode: Mode,
+    bb: Brigade<'r>,
+    /// Something was handed to httpd's output filters (the response has begun).
+    sent_any: bool,
+    /// Data was passed without a FLUSH since the last flush.
+    unflushed: bool,
+    stderr: Vec<u8>,
+    ended: bool,
+}
+
+/// Turns an environment name into a CGI variable name (as ap_create_environment does).
+fn env_name(name: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    for (i, &c) in name.iter().enumerate() {
+        if i == 0 && c.is_ascii_digit() {
+            out.push(b'_');
+        } else if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else {
+            out.push(b'_');
+        }
+    }
+}
+
+fn redact(name: &[u8]) -> bool {
+    matches!(name, b"HTTP_AUTHORIZATION" | b"HTTP_COOKIE" | b"HTTP_PROXY_AUTHORIZATION" | b"REMOTE_PASSWD")
+}
+
+pub fn handle(r: &mut Request<'_>, def: &ServerDef, _rt: &Runtime) -> c_int {
+    #[cfg(feature = "test-panic")]
+    if r.headers_in().get("X-Fastcgi-Test-Panic").is_some() {
+        panic!("test panic requested by X-Fastcgi-Test-Panic");
+    }
+    let server = String::from_utf8_lossy(&def.path).into_owned();
+
+    // 1. The request body: validate framing first (nothing is opened for a bad request).
+    let info = match r.setup_body() {
+        Ok(i) => i,
+        Err(status) => return status,
+    };
+    let mut body_in = Brigade::new(r);
+    let mut first_piece: Vec<u8> = Vec::new();
+    let mut source = BodySource::Done;
+    let mut body_eos = !info.has_body;
+    let mut spooled_len: Option<u64> = None;
+    if info.has_body && info.chunked {
+        match spool_body(r, &mut body_in, &server) {
+            Ok((spool, len)) => {
+                source = BodySource::Spool(spool);
+                spooled_len = Some(len);
+                body_eos = false;
+            }
+            Err(f) => return finish_early(r, f),
+        }
+    } else if info.has_body {
+        // Read the first piece before connecting: a client that sends nothing never ties up
+        // an application process.
+        match read_client_piece(r, &mut body_in, &mut first_piece, &server) {
+            Ok(eos) => {
+                body_eos = eos;
+                source = if eos { BodySource::Done } else { BodySource::Client };
+            }
+            Err(f) => return finish_early(r, f),
+        }
+    }
+
+    // 2. The CGI environment.
+    r.add_cgi_environment();
+    let env = r.subprocess_env();
+    let hin = r.headers_in();
+    let mut name_buf = Vec::new();
+    for h in &def.pass_headers {
+        if let Some(v) = hin.get(h) {
+            env_name(format!("HTTP_{}", h.to_ascii_uppercase()).as_bytes(), &mut name_buf);
+            env.set(&name_buf, v);
+        }
+    }
+    if let Some(len) = spooled_len {
+        env.set(b"CONTENT_LENGTH", len.to_string().as_bytes());
+    }
+
+    let mut out = Vec::with_capacity(8 * 1024 + first_piece.len() + 64);
+    record::push_begin_request(&mut out, REQUEST_ID, record::ROLE_RESPONDER, false);
+    let trace = r.log_level() >= crate::httpd::log::TRACE3;
+    let mut trace_text = String::new();
+    {
+        let mut pw = ParamsWriter::new(&mut out, REQUEST_ID, PARAMS_RECORD);
+        let mut skipped: Vec<(String, usize)> = Vec::new();
+        env.for_each(|k, v| {
+            env_name(k, &mut name_buf);
+            if name_buf == b"HTTP_PROXY" {
+                return; // httpoxy: never, whatever set it
+            }
+            if let Err(e) = pw.add(&name_buf, v) {
+                skipped.push((String::from_utf8_lossy(&name_buf).into_owned(), e.encoded_len));
+                return;
+            }
+            if trace {
+                let shown = if redact(&name_buf) { "[redacted]".to_string() } else { escape(v) };
+                trace_text.push_str(&format!(" {}={};", escape(&name_buf), shown));
+            }
+        });
+        pw.finish();
+        for (name, len) in skipped {
+            rlog!(
+                r,
+                WARNING,
+                0,
+                50,
+                "FastCGI: variable {name} ({len} bytes encoded) does not fit in a FastCGI PARAMS record of {PARAMS_RECORD} bytes and was not sent to server \"{server}\""
+            );
+        }
+    }
+    if trace {
+        rlog!(r, TRACE3, 0, 51, "FastCGI: params for server \"{server}\":{trace_text}");
+    }
+    record::push_stream(&mut out, rtype::STDIN, REQUEST_ID, &first_piece);
+    let stdin_done = body_eos && matches!(source, BodySource::Done);
+    if stdin_done {
+        record::push_stream_end(&mut out, rtype::STDIN, REQUEST_ID);
+    }
+    drop(first_piece);
+
+    // 3. Connect.
+    let timeout = def.connect_timeout.unwrap_or_else(|| r.server().map(|s| s.timeout()).unwrap_or(Duration::from_secs(60)));
+    let conn = match Conn::connect(&def.targets, timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            log_connect_error(r, def, &e, timeout);
+            return finish_early(r, Fail::Status(ffi::HTTP_SERVICE_UNAVAILABLE));
+        }
+    };
+
+    let mut x = Exchange {
+        def,
+        conn,
+        out,
+        out_pos: 0,
+        stdin_done,
+        stdin_broken: false,
+        source,
+        body_in,
+        dec: Decoder::new(REQUEST_ID),
+        scanner: HeaderScanner::new(MAX_HEADER_BLOCK),
+        mode: if def.nph { Mode::Nph } else { Mode::Headers },
+        bb: Brigade::new(r),
+        sent_any: false,
+        unflushed: false,
+        stderr: Vec::new(),
+        ended: false,
+    };
+    if def.nph {
+        r.bypass_protocol_filters();
+    }
+    let result = x.run(r, &server);
+    x.flush_stderr(r, &server);
+    match result {
+        Ok(()) => x.complete(r),
+        Err(f) => x.fail(r, f),
+    }
+}
+
+/// Reports a failure that happened before anything was sent.
+fn finish_early(r: &mut Request<'_>, f: Fail) -> c_int {
+    match f {
+        Fail::Status(s) => {
+            r.close_connection();
+            s
+        }
+        Fail::ClientGone => ffi::DONE,
+    }
+}
+
+fn log_connect_error(r: &Request<'_>, def: &ServerDef, e: &ConnectError, timeout: Duration) {
+    let server = String::from_utf8_lossy(&def.path);
+    let errno = e.error.raw_os_error().unwrap_or(0);
+    if e.timed_out {
+        let setting = match def.connect_timeout {
+            Some(t) => format!("appConnTimeout={}sec", t.as_secs()),
+            None => format!("Timeout={}sec", timeout.as_secs()),
+        };
+        rlog!(
+            r,
+            ERR,
+            errno,
+            11,
+            "FastCGI: failed to connect to server \"{server}\" ({}): connect() timed out ({setting})",
+            e.target
+        );
+    } else {
+        rlog!(
+            r,
+            ERR,
+            errno,
+            10,
+            "FastCGI: failed to connect to server \"{server}\" ({}): connect() failed: {}",
+            e.target,
+            e.error
+        );
+    }
+}
+
+/// Reads one piece of the request body from the client into `dst`. Returns true at the end.
+fn read_client_piece<'r>(r: &mut Request<'r>, bb: &mut Brigade<'r>, dst: &mut Vec<u8>, server: &str) -> Result<bool, Fail> {
+    if let Err(rv) = r.read_body(bb, BODY_STEP) {
+        bb.cleanup();
+        return Err(body_read_failed(r, rv, server));
+    }
+    match bb.drain(|d| dst.extend_from_slice(d)) {
+        Ok(eos) => Ok(eos),
+        Err(rv) => Err(body_read_failed(r, rv, server)),
+    }
+}
+
+fn body_read_failed(r: &mut Request<'_>, rv: ffi::apr_status_t, server: &str) -> Fail {
+    if r.connection_aborted() {
+        rlog!(r, INFO, rv, 60, "FastCGI: client stopped connection before the request body was read (server \"{server}\")");
+        return Fail::ClientGone;
+    }
+    let status = Request::body_error_status(rv);
+    rlog!(r, INFO, rv, 61, "FastCGI: reading the request body for server \"{server}\" failed; answering {status}");
+    Fail::Status(status)
+}
+
+fn spool_body<'r>(r: &mut Request<'r>, bb: &mut Brigade<'r>, server: &str) -> Result<(Spool, u64), Fail> {
+    let mut mem: Vec<u8> = Vec::new();
+    let mut file: Option<std::fs::File> = None;
+    let mut total: u64 = 0;
+    loop {
+        let mut piece = Vec::new();
+        let eos = read_client_piece(r, bb, &mut piece, server)?;
+        total += piece.len() as u64;
+        if let Some(f) = file.as_mut() {
+            f.write_all(&piece).map_err(|e| spool_failed(r, e, server))?;
+        } else {
+            mem.extend_from_slice(&piece);
+            if mem.len() > SPOOL_IN_MEMORY {
+                let mut f = temp_file().map_err(|e| spool_failed(r, e, server))?;
+                f.write_all(&mem).map_err(|e| spool_failed(r, e, server))?;
+                mem = Vec::new();
+                file = Some(f);
+            }
+        }
+        if eos {
+            break;
+        }
+    }
+    match file {
+        Some(mut f) => {
+            f.seek(SeekFrom::Start(0)).map_err(|e| spool_failed(r, e, server))?;
+            Ok((Spool::File(f), total))
+        }
+        None => Ok((Spool::Mem(mem, 0), total)),
+    }
+}
+
+fn spool_failed(r: &Request<'_>, e: io::Error, server: &str) -> Fail {
+    rlog!(
+        r,
+        ERR,
+        e.raw_os_error().unwrap_or(0),
+        62,
+        "FastCGI: cannot spool the chunked request body for server \"{server}\" to a temporary file: {e}"
+    );
+    Fail::Status(ffi::HTTP_INTERNAL_SERVER_ERROR)
+}
+
+fn is_peer_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPIPE) | Some(libc::ECONNRESET))
+}
+
+impl<'r, 'd> Exchange<'r, 'd> {
+    fn idle(&self) -> Duration {
+        Duration::from_secs(u64::from(self.def.idle_timeout))
+    }
+
+    /// Drives the exchange until END_REQUEST (Ok) or a failure (already logged).
+    fn run(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
+        let mut buf = vec![0u8; READ_BUF];
+        let mut last_activity = Instant::now();
+        while !self.ended {
+            let want_write = !self.stdin_broken && (self.out_pos < self.out.len() || !self.stdin_done);
+            let idle_left = self.idle().saturating_sub(last_activity.elapsed());
+            let wait = if self.unflushed { idle_left.min(FLUSH_AFTER_SILENCE) } else { idle_left };
+            let ready = match self.conn.wait(want_write, wait) {
+                Ok(r) => r,
+                Err(e) => {
+                    rlog!(r, ERR, e.raw_os_error().unwrap_or(0), 21, "FastCGI: comm with server \"{server}\" aborted: poll failed: {e}");
+                    return Err(Fail::Status(ffi::HTTP_BAD_GATEWAY));
+                }
+            };
+            let Some(ready) = ready else {
+                if self.unflushed {
+                    self.bb.push_flush();
+                    self.pass(r, server)?;
+                    self.unflushed = false;
+                    continue;
+                }
+                if last_activity.elapsed() >= self.idle() {
+                    rlog!(
+                        r,
+                        ERR,
+                        0,
+                        20,
+                        "FastCGI: comm with server \"{server}\" aborted: idle timeout ({} sec)",
+                        self.def.idle_timeout
+                    );
+                    return Err(Fail::Status(ffi::HTTP_GATEWAY_TIME_OUT));
+                }
+                continue;
+            };
+            if ready.readable || ready.broken {
+                match self.conn.recv(&mut buf) {
+                    Ok(0) => return self.on_eof(r, server),
+                    Ok(n) => {
+                        last_activity = Instant::now();
+                        self.on_bytes(r, &buf[..n], server)?;
+                        if !self.bb.is_empty() {
+                            if self.def.flush {
+                                self.bb.push_flush();
+                                self.unflushed = false;
+                            } else {
+                                self.unflushed = true;
+                            }
+                            self.pass(r, server)?;
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        rlog!(
+                            r,
+                            ERR,
+                            e.raw_os_error().unwrap_or(0),
+                            21,
+                            "FastCGI: comm with server \"{server}\" aborted: read failed: {e}"
+                        );
+                        return Err(Fail::Status(ffi::HTTP_BAD_GATEWAY));
+                    }
+                }
+            }
+            if ready.writable && want_write {
+                if self.out_pos >= self.out.len() {
+                    self.out.clear();
+                    self.out_pos = 0;
+                    self.refill(r, server)?;
+                    last_activity = Instant::now();
+                }
+                if self.out_pos < self.out.len() {
+                    match self.conn.sendv(&[&self.out[self.out_pos..]]) {
+                        Ok(n) => {
+                            self.out_pos += n;
+                            last_activity = Instant::now();
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) if is_peer_gone(&e) => {
+                            // The application stopped reading; its answer may still be there.
+                            rlog!(
+                                r,
+                                DEBUG,
+                                e.raw_os_error().unwrap_or(0),
+                                22,
+                                "FastCGI: server \"{server}\" closed its input before the request body was sent"
+                            );
+                            self.stdin_broken = true;
+                        }
+                        Err(e) => {
+                            rlog!(
+                                r,
+                                ERR,
+                                e.raw_os_error().unwrap_or(0),
+                                22,
+                                "FastCGI: comm with server \"{server}\" aborted: write failed: {e}"
+                            );
+                            return Err(Fail::Status(ffi::HTTP_BAD_GATEWAY));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the next piece of the request body as STDIN records.
+    fn refill(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
+        match &mut self.source {
+            BodySource::Done => {
+                if !self.stdin_done {
+                    record::push_stream_end(&mut self.out, rtype::STDIN, REQUEST_ID);
+                    self.stdin_done = true;
+                }
+            }
+            BodySource::Client => {
+                let mut piece = Vec::new();
+                let eos = read_client_piece(r, &mut self.body_in, &mut piece, server)?;
+                record::push_stream(&mut self.out, rtype::STDIN, REQUEST_ID, &piece);
+                if eos {
+                    self.source = BodySource::Done;
+                    record::push_stream_end(&mut self.out, rtype::STDIN, REQUEST_ID);
+                    self.stdin_done = true;
+                }
+            }
+            BodySource::Spool(sp) => {
+                let mut piece = vec![0u8; BODY_STEP];
+                let n = sp.read_into(&mut piece).map_err(|e| spool_failed(r, e, server))?;
+                record::push_stream(&mut self.out, rtype::STDIN, REQUEST_ID, &piece[..n]);
+                if n == 0 {
+                    self.source = BodySource::Done;
+                    record::push_stream_end(&mut self.out, rtype::STDIN, REQUEST_ID);
+                    self.stdin_done = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_bytes(&mut self, r: &mut Request<'r>, mut data: &[u8], server: &str) -> Result<(), Fail> {
+        while !data.is_empty() {
+            let (used, ev) = match self.dec.decode(data) {
+                Ok(x) => x,
+                Err(e) => {
+                    rlog!(r, ERR, 0, 32, "FastCGI: comm with server \"{server}\" aborted: protocol error: {e}");
+                    return Err(Fail::Status(ffi::HTTP_BAD_GATEWAY));
+                }
+            };
+            data = &data[used..];
+            match ev {
+                Some(Event::Stdout(d)) => self.on_stdout(r, d, server)?,
+                Some(Event::Stderr(d)) => self.on_stderr(r, d, server),
+                Some(Event::StdoutEnd) => {}
+                Some(Event::EndRequest { app_status, protocol_status }) => {
+                    if protocol_status != record::protocol_status::REQUEST_COMPLETE {
+                        rlog!(
+                            r,
+                            ERR,
+                            0,
+                            33,
+                            "FastCGI: comm with server \"{server}\" aborted: protocol error: invalid FCGI_END_REQUEST status: {protocol_status} != FCGI_REQUEST_COMPLETE(0) (app status {app_status})"
+                        );
+                        return Err(Fail::Status(ffi::HTTP_BAD_GATEWAY));
+                    }
+                    self.ended = true;
+                    if !data.is_empty() {
+                        rlog!(
+                            r,
+                            ERR,
+                            0,
+                            32,
+                            "FastCGI: comm with server \"{server}\" aborted: protocol error: {} bytes after FCGI_END_REQUEST",
+                            data.len()
+                        );
+                        // The response itself is complete; only the connection is unusable.
+                    }
+                    return Ok(());
+                }
+                None => {
+                    if used == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_stdout(&mut self, r: &mut Request<'r>, d: &[u8], server: &str) -> Result<(), Fail> {
+        match self.mode {
+            Mode::Headers => match self.scanner.feed(d) {
+                Ok(Feed::NeedMore) => Ok(()),
+                Ok(Feed::Done { body_offset }) => {
+                    let head = match self.scanner.parse() {
+                        Ok(h) => h,
+                        Err(e) => return Err(self.header_error(r, &e.to_string(), server)),
+                    };
+                    self.apply_head(r, head);
+                    let rest = d.get(body_offset..).unwrap_or(b"");
+                    self.on_body(r, rest);
+                    Ok(())
+                }
+                Err(e) => Err(self.header_error(r, &e.to_string(), server)),
+            },
+            _ => {
+                self.on_body(r, d);
+                Ok(())
+            }
+        }
+    }
+
+    fn header_error(&self, r: &Request<'_>, what: &str, server: &str) -> Fail {
+        rlog!(r, ERR, 0, 31, "FastCGI: comm with server \"{server}\" aborted: error parsing headers: {what}");
+        Fail::Status(ffi::HTTP_BAD_GATEWAY)
+    }
+
+    fn apply_head(&mut self, r: &mut Request<'r>, head: ResponseHead) {
+        if let Some(code) = head.status {
+            r.set_status(code, head.status_line.as_deref());
+        }
+        if let Some(ct) = &head.content_type {
+            r.set_content_type(ct);
+        }
+        let plain = head.status.is_none() || head.status == Some(200);
+        self.mode = Mode::Body;
+        if let Some(loc) = head.location {
+            if plain && loc.starts_with(b"/") {
+                self.mode = Mode::LocalRedirect(loc);
+            } else {
+                r.headers_out().set(b"Location", &loc);
+                if plain {
+                    self.mode = Mode::ExternalRedirect;
+                }
+            }
+        }
+        let (out, err_out) = (r.headers_out(), r.err_headers_out());
+        for (name, value) in &head.headers {
+            if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // Not trusted (CVE-2024-24795 class): httpd frames the body it actually gets.
+                continue;
+            }
+            if name.eq_ignore_ascii_case(b"set-cookie") {
+                err_out.add(name, value);
+            } else {
+                out.add(name, value);
+            }
+        }
+    }
+
+    fn on_body(&mut self, r: &Request<'r>, d: &[u8]) {
+        if d.is_empty() || r.header_only() {
+            return;
+        }
+        if matches!(self.mode, Mode::Body | Mode::Nph) {
+            self.bb.write(d);
+        }
+    }
+
+    fn on_stderr(&mut self, r: &Request<'_>, d: &[u8], server: &str) {
+        for &c in d {
+            match c {
+                b'\n' | b'\r' => self.log_stderr_line(r, server),
+                0 => {}
+                c => {
+                    self.stderr.push(c);
+                    if self.stderr.len() >= STDERR_LINE_MAX {
+                        self.log_stderr_line(r, server);
+                    }
+                }
+            }
+        }
+    }
+
+    fn log_stderr_line(&mut self, r: &Request<'_>, server: &str) {
+        if self.stderr.is_empty() {
+            return;
+        }
+        let mut line = String::with_capacity(self.stderr.len());
+        for chunk in self.stderr.utf8_chunks() {
+            for ch in chunk.valid().chars() {
+                if ch.is_control() && ch != '\t' {
+                    line.push_str(&format!("\\x{:02x}", ch as u32));
+                } else {
+                    line.push(ch);
+                }
+            }
+            for b in chunk.invalid() {
+                line.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+        rlog!(r, ERR, 0, 40, "FastCGI: server \"{server}\" stderr: {line}");
+        self.stderr.clear();
+    }
+
+    fn flush_stderr(&mut self, r: &Request<'_>, server: &str) {
+        self.log_stderr_line(r, server);
+    }
+
+    fn pass(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
+        self.sent_any = true;
+        if r.pass(&mut self.bb).is_err() || r.connection_aborted() {
+            rlog!(r, INFO, 0, 60, "FastCGI: client stopped connection before send body completed (server \"{server}\")");
+            return Err(Fail::ClientGone);
+        }
+        Ok(())
+    }
+
+    fn on_eof(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
+        if self.mode == Mode::Headers {
+            rlog!(
+                r,
+                ERR,
+                0,
+                30,
+                "FastCGI: incomplete headers ({} bytes) received from server \"{server}\"",
+                self.scanner.buffered_len()
+            );
+        } else {
+            rlog!(
+                r,
+                ERR,
+                0,
+                23,
+                "FastCGI: comm with server \"{server}\" aborted: connection closed before FCGI_END_REQUEST"
+            );
+        }
+        Err(Fail::Status(ffi::HTTP_BAD_GATEWAY))
+    }
+
+    /// END_REQUEST received: finish the response.
+    fn complete(mut self, r: &mut Request<'r>) -> c_int {
+        let server = String::from_utf8_lossy(&self.def.path).into_owned();
+        match std::mem::replace(&mut self.mode, Mode::Body) {
+            Mode::Headers => {
+                rlog!(
+                    r,
+                    ERR,
+                    0,
+                    30,
+                    "FastCGI: incomplete headers ({} bytes) received from server \"{server}\"",
+                    self.scanner.buffered_len()
+                );
+                self.fail(r, Fail::Status(ffi::HTTP_BAD_GATEWAY))
+            }
+            Mode::LocalRedirect(loc) => {
+                drop(self);
+                r.discard_body();
+                r.make_get_without_body();
+                r.internal_redirect(&loc);
+                ffi::OK
+            }
+            Mode::ExternalRedirect => {
+                drop(self);
+                r.discard_body();
+                ffi::HTTP_MOVED_TEMPORARILY
+            }
+            Mode::Body | Mode::Nph => {
+                drop(self.conn);
+                self.bb.push_eos();
+                if r.pass(&mut self.bb).is_err() {
+                    rlog!(r, INFO, 0, 60, "FastCGI: client stopped connection before send body completed (server \"{server}\")");
+                }
+                ffi::OK
+            }
+        }
+    }
+
+    fn fail(self, r: &mut Request<'r>, f: Fail) -> c_int {
+        let Exchange { conn, mut bb, sent_any, .. } = self;
+        drop(conn);
+        match f {
+            Fail::ClientGone => ffi::OK,
+            Fail::Status(status) if !sent_any => {
+                r.close_connection();
+                r.headers_out().clear();
+                r.err_headers_out().clear();
+                status
+            }
+            Fail::Status(status) => {
+                // The response has begun: make it visibly incomplete (no final chunk, connection
+                // closed) instead of pretending it ended.
+                bb.cleanup();
+                let err = if status == ffi::HTTP_GATEWAY_TIME_OUT { status } else { ffi::HTTP_BAD_GATEWAY };
+                bb.push_error(err, r.pool());
+                bb.push_eos();
+                let _ = r.pass(&mut bb);
+                r.close_connection();
+                ffi::OK
+            }
+        }
+    }
+}

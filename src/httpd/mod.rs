@@ -1,0 +1,553 @@
+//! Safe, NULL-checked wrappers over the httpd/APR objects the module touches: requests,
+//! tables, pools, brigades, and the error log. All raw pointer work lives here (and in
+//! `ffi`); the rest of the module is written against these types.
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::marker::PhantomData;
+use std::ptr::{NonNull, null, null_mut};
+use std::time::Duration;
+
+use crate::ffi;
+
+pub mod log;
+
+/// Borrowed bytes of a C string owned by an APR pool that outlives `'a`.
+///
+/// # Safety
+/// `p` must be NULL or point to a NUL-terminated string valid for `'a`.
+unsafe fn cbytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: guaranteed by the caller.
+        Some(unsafe { CStr::from_ptr(p) }.to_bytes())
+    }
+}
+
+/// An APR pool.
+#[derive(Clone, Copy)]
+pub struct Pool<'a> {
+    p: NonNull<ffi::apr_pool_t>,
+    _l: PhantomData<&'a ()>,
+}
+
+impl<'a> Pool<'a> {
+    /// # Safety
+    /// `p` must be NULL or a live pool for `'a`.
+    pub unsafe fn from_ptr(p: *mut ffi::apr_pool_t) -> Option<Self> {
+        NonNull::new(p).map(|p| Pool { p, _l: PhantomData })
+    }
+    pub fn as_ptr(&self) -> *mut ffi::apr_pool_t {
+        self.p.as_ptr()
+    }
+    /// Copies `b` into the pool as a NUL-terminated string. Interior NULs truncate the C view.
+    pub fn strdup(&self, b: &[u8]) -> *mut c_char {
+        // SAFETY: the pool is live; apr_pstrmemdup copies `len` bytes and appends a NUL.
+        unsafe { ffi::apr_pstrmemdup(self.as_ptr(), b.as_ptr().cast(), b.len()) }
+    }
+    /// Moves `value` into the pool: it is dropped when the pool is cleared or destroyed.
+    /// Returns a pointer valid for the pool's lifetime.
+    pub fn adopt<T: 'static>(&self, value: T) -> *mut T {
+        unsafe extern "C" fn drop_box<T>(data: *mut c_void) -> ffi::apr_status_t {
+            crate::boundary!(0, {
+                // SAFETY: `data` is the Box<T> leaked by `adopt`, dropped exactly once here.
+                drop(unsafe { Box::from_raw(data.cast::<T>()) });
+                0
+            })
+        }
+        let raw = Box::into_raw(Box::new(value));
+        // SAFETY: live pool; the cleanup receives `raw` exactly once when the pool dies.
+        unsafe {
+            ffi::apr_pool_cleanup_register(self.as_ptr(), raw.cast(), Some(drop_box::<T>), Some(ffi::apr_pool_cleanup_null));
+        }
+        raw
+    }
+    /// Pool user data lookup by a static key.
+    pub fn userdata(&self, key: &'static CStr) -> *mut c_void {
+        let mut out: *mut c_void = null_mut();
+        // SAFETY: live pool, valid key, `out` is a live out-pointer.
+        unsafe { ffi::apr_pool_userdata_get(&mut out, key.as_ptr(), self.as_ptr()) };
+        out
+    }
+    /// Stores user data without registering a cleanup (use `adopt` for ownership).
+    pub fn set_userdata(&self, key: &'static CStr, data: *mut c_void) {
+        // SAFETY: live pool; the key is static so `setn` may keep the pointer.
+        unsafe { ffi::apr_pool_userdata_setn(data, key.as_ptr(), None, self.as_ptr()) };
+    }
+}
+
+/// An APR table (headers, environment).
+#[derive(Clone, Copy)]
+pub struct Table<'a> {
+    t: NonNull<ffi::apr_table_t>,
+    _l: PhantomData<&'a ()>,
+}
+
+impl<'a> Table<'a> {
+    /// # Safety
+    /// `t` must be NULL or a live table for `'a`.
+    pub unsafe fn from_ptr(t: *mut ffi::apr_table_t) -> Option<Self> {
+        NonNull::new(t).map(|t| Table { t, _l: PhantomData })
+    }
+    fn key(name: &str) -> std::ffi::CString {
+        std::ffi::CString::new(name).unwrap_or_default()
+    }
+    /// Case-insensitive lookup.
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        let k = Self::key(name);
+        // SAFETY: live table, NUL-terminated key; the value lives in the table's pool.
+        unsafe { cbytes(ffi::apr_table_get(self.t.as_ptr(), k.as_ptr())) }
+    }
+    /// Sets a value (both copied by APR).
+    pub fn set(&self, name: &[u8], value: &[u8]) {
+        let (k, v) = (cstring_lossy(name), cstring_lossy(value));
+        // SAFETY: live table; apr_table_set copies key and value.
+        unsafe { ffi::apr_table_set(self.t.as_ptr(), k.as_ptr(), v.as_ptr()) }
+    }
+    /// Adds a value (duplicates kept; both copied by APR).
+    pub fn add(&self, name: &[u8], value: &[u8]) {
+        let (k, v) = (cstring_lossy(name), cstring_lossy(value));
+        // SAFETY: live table; apr_table_add copies key and value.
+        unsafe { ffi::apr_table_add(self.t.as_ptr(), k.as_ptr(), v.as_ptr()) }
+    }
+    pub fn unset(&self, name: &str) {
+        let k = Self::key(name);
+        // SAFETY: live table, NUL-terminated key.
+        unsafe { ffi::apr_table_unset(self.t.as_ptr(), k.as_ptr()) }
+    }
+    pub fn clear(&self) {
+        // SAFETY: live table.
+        unsafe { ffi::apr_table_clear(self.t.as_ptr()) }
+    }
+    /// Calls `f` for every entry in order (entries with a NULL key are skipped).
+    pub fn for_each(&self, mut f: impl FnMut(&'a [u8], &'a [u8])) {
+        // SAFETY: live table; apr_table_elts returns its array header whose `elts` holds
+        // `nelts` apr_table_entry_t, each with pool-owned strings.
+        unsafe {
+            let arr = ffi::apr_table_elts(self.t.as_ptr());
+            if arr.is_null() || (*arr).elts.is_null() {
+                return;
+            }
+            let n = usize::try_from((*arr).nelts).unwrap_or(0);
+            let ents = std::slice::from_raw_parts((*arr).elts.cast::<ffi::apr_table_entry_t>(), n);
+            for e in ents {
+                if let Some(k) = cbytes(e.key) {
+                    f(k, cbytes(e.val).unwrap_or(b""));
+                }
+            }
+        }
+    }
+}
+
+/// A CString from bytes, with interior NULs removed (they cannot be represented in C strings).
+pub fn cstring_lossy(b: &[u8]) -> std::ffi::CString {
+    match std::ffi::CString::new(b) {
+        Ok(c) => c,
+        Err(_) => std::ffi::CString::new(b.iter().copied().filter(|&c| c != 0).collect::<Vec<u8>>()).unwrap_or_default(),
+    }
+}
+
+/// A server_rec (main server or virtual host).
+#[derive(Clone, Copy)]
+pub struct Server<'a> {
+    s: NonNull<ffi::server_rec>,
+    _l: PhantomData<&'a ()>,
+}
+
+impl<'a> Server<'a> {
+    /// # Safety
+    /// `s` must be NULL or a live server_rec for `'a`.
+    pub unsafe fn from_ptr(s: *mut ffi::server_rec) -> Option<Self> {
+        NonNull::new(s).map(|s| Server { s, _l: PhantomData })
+    }
+    pub fn as_ptr(&self) -> *mut ffi::server_rec {
+        self.s.as_ptr()
+    }
+    /// The per-server config vector entry of this module.
+    pub fn module_config(&self) -> *mut c_void {
+        // SAFETY: live server; ap_get_module_config indexes its config vector.
+        unsafe { ffi::ap_get_module_config((*self.s.as_ptr()).module_config, crate::module::module_ptr()) }
+    }
+    /// httpd's `Timeout` for this server.
+    pub fn timeout(&self) -> Duration {
+        // SAFETY: live server.
+        let t = unsafe { (*self.s.as_ptr()).timeout };
+        Duration::from_micros(u64::try_from(t).unwrap_or(60_000_000).max(1_000_000))
+    }
+    pub fn hostname(&self) -> &'a [u8] {
+        // SAFETY: live server; the name (if set) lives in pconf.
+        unsafe { cbytes((*self.s.as_ptr()).server_hostname) }.unwrap_or(b"")
+    }
+}
+
+/// A request being processed.
+pub struct Request<'a> {
+    r: NonNull<ffi::request_rec>,
+    _l: PhantomData<&'a ()>,
+}
+
+impl<'a> Request<'a> {
+    /// # Safety
+    /// `r` must be NULL or a live request_rec, used only by this thread, for `'a`.
+    pub unsafe fn from_ptr(r: *mut ffi::request_rec) -> Option<Self> {
+        NonNull::new(r).map(|r| Request { r, _l: PhantomData })
+    }
+    pub fn as_ptr(&self) -> *mut ffi::request_rec {
+        self.r.as_ptr()
+    }
+    fn raw(&self) -> &ffi::request_rec {
+        // SAFETY: live request (constructor contract).
+        unsafe { self.r.as_ref() }
+    }
+    fn raw_mut(&mut self) -> &mut ffi::request_rec {
+        // SAFETY: live request used by this thread only (constructor contract).
+        unsafe { self.r.as_mut() }
+    }
+    pub fn pool(&self) -> Pool<'a> {
+        // SAFETY: every request has a live pool for its lifetime.
+        unsafe { Pool::from_ptr(self.raw().pool) }.expect("request without pool")
+    }
+    pub fn server(&self) -> Option<Server<'a>> {
+        // SAFETY: r->server is live for the request.
+        unsafe { Server::from_ptr(self.raw().server) }
+    }
+    pub fn filename(&self) -> Option<&'a [u8]> {
+        // SAFETY: pool string or NULL.
+        unsafe { cbytes(self.raw().filename) }
+    }
+    pub fn path_info(&self) -> Option<&'a [u8]> {
+        // SAFETY: pool string or NULL.
+        unsafe { cbytes(self.raw().path_info) }
+    }
+    pub fn uri(&self) -> &'a [u8] {
+        // SAFETY: pool string or NULL.
+        unsafe { cbytes(self.raw().uri) }.unwrap_or(b"")
+    }
+    pub fn handler(&self) -> Option<&'a [u8]> {
+        // SAFETY: static or pool string, or NULL.
+        unsafe { cbytes(self.raw().handler) }
+    }
+    pub fn set_handler(&mut self, h: &'static CStr) {
+        self.raw_mut().handler = h.as_ptr();
+    }
+    pub fn method(&self) -> &'a [u8] {
+        // SAFETY: pool string or NULL.
+        unsafe { cbytes(self.raw().method) }.unwrap_or(b"")
+    }
+    /// A HEAD request: the body is not sent.
+    pub fn header_only(&self) -> bool {
+        self.raw().header_only != 0
+    }
+    pub fn is_subrequest(&self) -> bool {
+        !self.raw().main.is_null()
+    }
+    fn table(&self, t: *mut ffi::apr_table_t) -> Table<'a> {
+        // SAFETY: request tables are live for the request; httpd never leaves them NULL.
+        unsafe { Table::from_ptr(t) }.expect("request table is NULL")
+    }
+    pub fn headers_in(&self) -> Table<'a> {
+        self.table(self.raw().headers_in)
+    }
+    pub fn headers_out(&self) -> Table<'a> {
+        self.table(self.raw().headers_out)
+    }
+    pub fn err_headers_out(&self) -> Table<'a> {
+        self.table(self.raw().err_headers_out)
+    }
+    pub fn subprocess_env(&self) -> Table<'a> {
+        self.table(self.raw().subprocess_env)
+    }
+    /// httpd's standard CGI environment (ap_add_common_vars + ap_add_cgi_vars) into subprocess_env.
+    pub fn add_cgi_environment(&mut self) {
+        // SAFETY: live request; these functions only read the request and fill subprocess_env
+        // (ap_add_cgi_vars may run a lookup subrequest).
+        unsafe {
+            ffi::ap_add_common_vars(self.as_ptr());
+            ffi::ap_add_cgi_vars(self.as_ptr());
+        }
+    }
+    pub fn set_status(&mut self, status: u16, status_line: Option<&[u8]>) {
+        let line = status_line.map(|l| self.pool().strdup(l) as *const c_char).unwrap_or(null());
+        let r = self.raw_mut();
+        r.status = c_int::from(status);
+        r.status_line = line;
+    }
+    pub fn status(&self) -> i32 {
+        self.raw().status
+    }
+    pub fn set_content_type(&mut self, ct: &[u8]) {
+        let p = self.pool().strdup(ct);
+        // SAFETY: live request; `p` lives in the request pool as required.
+        unsafe { ffi::ap_set_content_type(self.as_ptr(), p) }
+    }
+    /// Turns the request into a GET without a body (before an internal redirect).
+    pub fn make_get_without_body(&mut self) {
+        let r = self.raw_mut();
+        r.method = c"GET".as_ptr();
+        r.method_number = ffi::M_GET;
+        self.headers_in().unset("Content-Length");
+        self.headers_in().unset("Transfer-Encoding");
+    }
+    pub fn internal_redirect(&mut self, uri: &[u8]) {
+        let u = self.pool().strdup(uri);
+        // SAFETY: live request; `u` lives in its pool.
+        unsafe { ffi::ap_internal_redirect_handler(u, self.as_ptr()) }
+    }
+    /// Validates the body framing (Content-Length / Transfer-Encoding, LimitRequestBody) and
+    /// prepares for reading. Err is an HTTP status.
+    pub fn setup_body(&mut self) -> Result<BodyInfo, i32> {
+        // SAFETY: live request.
+        let rc = unsafe { ffi::ap_setup_client_block(self.as_ptr(), ffi::REQUEST_CHUNKED_DECHUNK) };
+        if rc != ffi::OK {
+            return Err(rc);
+        }
+        // SAFETY: live request, after ap_setup_client_block.
+        let has_body = unsafe { ffi::ap_should_client_block(self.as_ptr()) } != 0;
+        let r = self.raw();
+        Ok(BodyInfo { has_body, chunked: r.read_chunked != 0, length: u64::try_from(r.remaining).unwrap_or(0) })
+    }
+    /// Reads the next piece of the request body into `bb` (blocking, under httpd's Timeout).
+    pub fn read_body(&mut self, bb: &mut Brigade<'a>, max: usize) -> Result<(), ffi::apr_status_t> {
+        // SAFETY: live request and brigade; ap_get_brigade appends buckets to `bb`.
+        let rv = unsafe {
+            ffi::ap_get_brigade(
+                self.raw().input_filters,
+                bb.as_ptr(),
+                ffi::ap_input_mode_t_AP_MODE_READBYTES,
+                ffi::apr_read_type_e_APR_BLOCK_READ,
+                max as ffi::apr_off_t,
+            )
+        };
+        if rv == 0 { Ok(()) } else { Err(rv) }
+    }
+    /// Status for a body read error (413 for LimitRequestBody, 400 for bad chunking, …).
+    pub fn body_error_status(rv: ffi::apr_status_t) -> i32 {
+        // SAFETY: pure function.
+        unsafe { ffi::ap_map_http_request_error(rv, ffi::HTTP_BAD_REQUEST) }
+    }
+    pub fn discard_body(&mut self) {
+        // SAFETY: live request.
+        unsafe { ffi::ap_discard_request_body(self.as_ptr()) };
+    }
+    /// Passes a brigade down the output filters.
+    pub fn pass(&mut self, bb: &mut Brigade<'a>) -> Result<(), ffi::apr_status_t> {
+        // SAFETY: live request and brigade.
+        let rv = unsafe { ffi::ap_pass_brigade(self.raw().output_filters, bb.as_ptr()) };
+        bb.cleanup();
+        if rv == 0 { Ok(()) } else { Err(rv) }
+    }
+    /// Non-parsed headers: drop every filter up to the connection level so the application's
+    /// bytes (status line included) reach the client unchanged.
+    pub fn bypass_protocol_filters(&mut self) {
+        let r = self.raw_mut();
+        let mut cur = r.proto_output_filters;
+        // SAFETY: the filter chain is a live linked list for the request.
+        unsafe {
+            while !cur.is_null() && ((*(*cur).frec).ftype as u32) < (ffi::ap_filter_type_AP_FTYPE_CONNECTION as u32) {
+                cur = (*cur).next;
+            }
+        }
+        r.output_filters = cur;
+        r.proto_output_filters = cur;
+        r.assbackwards = 1;
+    }
+    pub fn connection_aborted(&self) -> bool {
+        // SAFETY: the connection outlives the request.
+        unsafe { self.raw().connection.as_ref() }.is_some_and(|c| c.aborted != 0)
+    }
+    /// Do not keep the client connection alive after this response.
+    pub fn close_connection(&mut self) {
+        // SAFETY: the connection outlives the request; only this thread uses it.
+        if let Some(c) = unsafe { self.raw().connection.as_mut() } {
+            c.keepalive = ffi::ap_conn_keepalive_e_AP_CONN_CLOSE;
+        }
+    }
+    pub fn bucket_alloc(&self) -> *mut ffi::apr_bucket_alloc_t {
+        // SAFETY: the connection outlives the request.
+        unsafe { self.raw().connection.as_ref() }.map(|c| c.bucket_alloc).unwrap_or(null_mut())
+    }
+    /// This module's effective log level for the request.
+    pub fn log_level(&self) -> i32 {
+        // SAFETY: live request.
+        unsafe { ffi::ap_get_request_module_loglevel(self.as_ptr(), crate::module::module_index()) }
+    }
+    pub fn client_ip(&self) -> &'a [u8] {
+        // SAFETY: pool string or NULL.
+        unsafe { cbytes(self.raw().useragent_ip) }.unwrap_or(b"")
+    }
+}
+
+/// What `setup_body` learned about the request body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyInfo {
+    pub has_body: bool,
+    pub chunked: bool,
+    /// Content-Length when not chunked.
+    pub length: u64,
+}
+
+/// A bucket brigade in the request pool.
+pub struct Brigade<'a> {
+    bb: NonNull<ffi::apr_bucket_brigade>,
+    alloc: *mut ffi::apr_bucket_alloc_t,
+    _l: PhantomData<&'a ()>,
+}
+
+impl<'a> Brigade<'a> {
+    pub fn new(r: &Request<'a>) -> Self {
+        let alloc = r.bucket_alloc();
+        // SAFETY: live pool and bucket allocator of the request's connection.
+        let bb = unsafe { ffi::apr_brigade_create(r.pool().as_ptr(), alloc) };
+        Brigade { bb: NonNull::new(bb).expect("apr_brigade_create"), alloc, _l: PhantomData }
+    }
+    pub fn as_ptr(&self) -> *mut ffi::apr_bucket_brigade {
+        self.bb.as_ptr()
+    }
+    /// Appends a copy of `data` (heap buckets; small writes are coalesced).
+    pub fn write(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        // SAFETY: live brigade; with no flush callback apr_brigade_write copies into heap buckets.
+        unsafe { ffi::apr_brigade_write(self.as_ptr(), None, null_mut(), data.as_ptr().cast(), data.len()) };
+    }
+    fn push(&mut self, e: *mut ffi::apr_bucket) {
+        if !e.is_null() {
+            // SAFETY: `e` is a fresh bucket from this brigade's allocator.
+            unsafe { ffi::fcgi_shim_brigade_insert_tail(self.as_ptr(), e) }
+        }
+    }
+    pub fn push_flush(&mut self) {
+        // SAFETY: live allocator.
+        let e = unsafe { ffi::apr_bucket_flush_create(self.alloc) };
+        self.push(e);
+    }
+    pub fn push_eos(&mut self) {
+        // SAFETY: live allocator.
+        let e = unsafe { ffi::apr_bucket_eos_create(self.alloc) };
+        self.push(e);
+    }
+    /// An error bucket: tells httpd's HTTP filters the response is broken (no final chunk,
+    /// connection closed) when `status` is 502 or 504.
+    pub fn push_error(&mut self, status: i32, pool: Pool<'a>) {
+        // SAFETY: live pool and allocator.
+        let e = unsafe { ffi::ap_bucket_error_create(status, null(), pool.as_ptr(), self.alloc) };
+        self.push(e);
+    }
+    pub fn is_empty(&self) -> bool {
+        // SAFETY: live brigade.
+        unsafe { ffi::fcgi_shim_brigade_empty(self.as_ptr()) != 0 }
+    }
+    pub fn cleanup(&mut self) {
+        // SAFETY: live brigade.
+        unsafe { ffi::apr_brigade_cleanup(self.as_ptr().cast()) };
+    }
+    /// Visits the data of every bucket (reading morphing buckets as needed), then empties the
+    /// brigade. Returns whether an EOS bucket was seen.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> Result<bool, ffi::apr_status_t> {
+        let mut eos = false;
+        // SAFETY: walking a live brigade with the APR ring macros (through the shim); each
+        // bucket is read before being deleted, and `next` is taken before deletion.
+        unsafe {
+            let sentinel = ffi::fcgi_shim_brigade_sentinel(self.as_ptr());
+            let mut e = ffi::fcgi_shim_brigade_first(self.as_ptr());
+            while e != sentinel {
+                let next = ffi::fcgi_shim_bucket_next(e);
+                if ffi::fcgi_shim_bucket_is_eos(e) != 0 {
+                    eos = true;
+                } else if ffi::fcgi_shim_bucket_is_metadata(e) == 0 {
+                    let mut p: *const c_char = null();
+                    let mut n: ffi::apr_size_t = 0;
+                    let rv = ffi::fcgi_shim_bucket_read(e, &mut p, &mut n, ffi::apr_read_type_e_APR_BLOCK_READ);
+                    if rv != 0 {
+                        self.cleanup();
+                        return Err(rv);
+                    }
+                    if n > 0 && !p.is_null() {
+                        f(std::slice::from_raw_parts(p.cast::<u8>(), n));
+                    }
+                    // A read may split the bucket; continue from the one after `e`.
+                    let after = ffi::fcgi_shim_bucket_next(e);
+                    ffi::fcgi_shim_bucket_delete(e);
+                    e = after;
+                    continue;
+                }
+                ffi::fcgi_shim_bucket_delete(e);
+                e = next;
+            }
+        }
+        Ok(eos)
+    }
+}
+
+/// `cmd_parms` of a directive being parsed.
+pub struct Cmd<'a> {
+    c: NonNull<ffi::cmd_parms>,
+    _l: PhantomData<&'a ()>,
+}
+
+impl<'a> Cmd<'a> {
+    /// # Safety
+    /// `c` must be NULL or the live cmd_parms of the current directive.
+    pub unsafe fn from_ptr(c: *mut ffi::cmd_parms) -> Option<Self> {
+        NonNull::new(c).map(|c| Cmd { c, _l: PhantomData })
+    }
+    fn raw(&self) -> &ffi::cmd_parms {
+        // SAFETY: constructor contract.
+        unsafe { self.c.as_ref() }
+    }
+    pub fn pool(&self) -> Pool<'a> {
+        // SAFETY: cmd->pool is pconf, live during configuration.
+        unsafe { Pool::from_ptr(self.raw().pool) }.expect("cmd without pool")
+    }
+    pub fn temp_pool(&self) -> Pool<'a> {
+        // SAFETY: cmd->temp_pool is live during configuration.
+        unsafe { Pool::from_ptr(self.raw().temp_pool) }.expect("cmd without temp pool")
+    }
+    pub fn server(&self) -> Option<Server<'a>> {
+        // SAFETY: cmd->server is live during configuration.
+        unsafe { Server::from_ptr(self.raw().server) }
+    }
+    /// Error unless the directive is used at server/vhost level (not in <Directory> etc.).
+    pub fn check_global_or_vhost(&self) -> Option<*const c_char> {
+        // SAFETY: live cmd; ap_check_cmd_context only reads it.
+        let e = unsafe { ffi::ap_check_cmd_context(self.c.as_ptr(), ffi::NOT_IN_DIR_CONTEXT as u32) };
+        (!e.is_null()).then_some(e)
+    }
+    /// Error unless at main-server level.
+    pub fn check_global_only(&self) -> Option<*const c_char> {
+        // SAFETY: live cmd; ap_check_cmd_context only reads it.
+        let e = unsafe { ffi::ap_check_cmd_context(self.c.as_ptr(), ffi::GLOBAL_ONLY as u32) };
+        (!e.is_null()).then_some(e)
+    }
+    pub fn server_root_relative(&self, p: &[u8]) -> Vec<u8> {
+        let c = cstring_lossy(p);
+        // SAFETY: live pool; returns a pool string or NULL for an invalid path.
+        unsafe { cbytes(ffi::ap_server_root_relative(self.temp_pool().as_ptr(), c.as_ptr())) }
+            .map(<[u8]>::to_vec)
+            .unwrap_or_else(|| p.to_vec())
+    }
+    pub fn runtime_dir_relative(&self, p: &[u8]) -> Vec<u8> {
+        let c = cstring_lossy(p);
+        // SAFETY: live pool; returns a pool string or NULL.
+        unsafe { cbytes(ffi::ap_runtime_dir_relative(self.temp_pool().as_ptr(), c.as_ptr())) }
+            .map(<[u8]>::to_vec)
+            .unwrap_or_else(|| p.to_vec())
+    }
+    /// The name of the directive being parsed.
+    pub fn directive_name(&self) -> String {
+        // SAFETY: cmd->cmd is the command_rec being run (or NULL); names are static strings.
+        unsafe { self.raw().cmd.as_ref().and_then(|c| cbytes(c.name)) }
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_else(|| "directive".into())
+    }
+    /// Copies an error message into the config pool for returning to httpd.
+    pub fn error(&self, msg: &str) -> *const c_char {
+        self.pool().strdup(msg.as_bytes())
+    }
+}
+
+/// The main server's root directory, for resolving relative paths.
+pub fn server_root() -> Vec<u8> {
+    // SAFETY: ap_server_root is a global set before any configuration is read.
+    unsafe { cbytes(ffi::ap_server_root) }.map(<[u8]>::to_vec).unwrap_or_else(|| b"/".to_vec())
+}

@@ -1,0 +1,385 @@
+//! The module structure httpd loads (`fastcgi_module`), its directive table and hooks.
+//! Every `extern "C"` function here runs its body inside `boundary!`, so a panic becomes a safe
+//! return value and one log line instead of unwinding into httpd.
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::ptr::{addr_of, addr_of_mut, null, null_mut};
+
+use crate::backend::Runtime;
+use crate::config::{self, Fake, Registry};
+use crate::ffi;
+use crate::httpd::{Cmd, Pool, Request, Server};
+use crate::{boundary, slog};
+
+/// Handler name set on requests routed to an external FastCGI server (as mod_fastcgi).
+pub const HANDLER: &CStr = c"fastcgi-script";
+
+/// Configuration shared by every server_rec of one configuration generation. Lives in pconf
+/// (dropped when the configuration is re-read).
+#[derive(Default)]
+pub struct Shared {
+    pub registry: Registry<Runtime>,
+    /// FastCgiIpcDir (for relative `-socket` paths); default `<runtime dir>/fastcgi`.
+    pub ipc_dir: Option<Vec<u8>>,
+    /// FastCgiWrapper was enabled (accepted for compatibility; we never spawn applications).
+    pub wrapper: bool,
+}
+
+const SHARED_KEY: &CStr = c"mod_fastcgi-rs:shared";
+
+#[repr(transparent)]
+struct StaticPtrs<const N: usize>([*const c_char; N]);
+// SAFETY: read-only table of pointers to static C strings.
+unsafe impl<const N: usize> Sync for StaticPtrs<N> {}
+
+#[repr(transparent)]
+struct Commands<const N: usize>([ffi::command_rec; N]);
+// SAFETY: httpd only reads the command table; every pointer in it is to static data.
+unsafe impl<const N: usize> Sync for Commands<N> {}
+
+const fn argv_cmd(
+    name: &'static CStr,
+    req_override: c_int,
+    f: unsafe extern "C" fn(*mut ffi::cmd_parms, *mut c_void, c_int, *const *mut c_char) -> *const c_char,
+    help: &'static CStr,
+) -> ffi::command_rec {
+    ffi::command_rec {
+        name: name.as_ptr(),
+        func: ffi::cmd_func { take_argv: Some(f) },
+        cmd_data: null_mut(),
+        req_override,
+        args_how: ffi::cmd_how_TAKE_ARGV,
+        errmsg: help.as_ptr(),
+    }
+}
+
+const SRV: c_int = ffi::RSRC_CONF;
+const ANY: c_int = ffi::RSRC_CONF | ffi::OR_ALL;
+
+static COMMANDS: Commands<13> = Commands([
+    argv_cmd(c"FastCgiExternalServer", SRV,
+        cmd_external_server,
+        c"<path> -host <host:port>|-socket <path> [-appConnTimeout n] [-idle-timeout n] [-flush] [-pass-header name] [-nph] [-user u] [-group g]",
+    ),
+    argv_cmd(c"ExternalAppClass", SRV, cmd_external_server, c"alias of FastCgiExternalServer"),
+    argv_cmd(c"FastCgiIpcDir", SRV, cmd_ipc_dir, c"directory for relative -socket paths"),
+    argv_cmd(c"FastCgiWrapper", SRV, cmd_wrapper, c"On|Off|path (accepted for compatibility; applications are never spawned)"),
+    argv_cmd(c"FastCgiSuexec", SRV, cmd_wrapper, c"alias of FastCgiWrapper"),
+    argv_cmd(c"FastCgiConfig", SRV, cmd_config, c"options for dynamic applications (not supported; ignored with a warning)"),
+    argv_cmd(c"FCGIConfig", SRV, cmd_config, c"alias of FastCgiConfig"),
+    argv_cmd(c"FastCgiServer", ANY, cmd_unsupported, c"not supported: run the application under its own manager (php-fpm) and use FastCgiExternalServer"),
+    argv_cmd(c"AppClass", ANY, cmd_unsupported, c"alias of FastCgiServer (not supported)"),
+    argv_cmd(c"FastCgiAuthenticator", ANY, cmd_unsupported, c"not supported"),
+    argv_cmd(c"FastCgiAuthorizer", ANY, cmd_unsupported, c"not supported"),
+    argv_cmd(c"FastCgiAccessChecker", ANY, cmd_unsupported, c"not supported"),
+    ffi::command_rec {
+        name: null(),
+        func: ffi::cmd_func { take_argv: None },
+        cmd_data: null_mut(),
+        req_override: 0,
+        args_how: 0,
+        errmsg: null(),
+    },
+]);
+
+/// The module record httpd finds with `dlsym("fastcgi_module")`. It must be mutable: httpd
+/// writes `module_index`, `next` and `dynamic_load_handle` into it (a read-only static would sit
+/// in RELRO memory and crash LoadModule).
+#[unsafe(no_mangle)]
+pub static mut fastcgi_module: ffi::module = ffi::module {
+    version: ffi::MODULE_MAGIC_NUMBER_MAJOR,
+    minor_version: ffi::MODULE_MAGIC_NUMBER_MINOR,
+    module_index: -1,
+    name: c"mod_fastcgi.c".as_ptr(),
+    dynamic_load_handle: null_mut(),
+    next: null_mut(),
+    magic: ffi::MODULE_MAGIC_COOKIE as std::ffi::c_ulong,
+    rewrite_args: None,
+    create_dir_config: None,
+    merge_dir_config: None,
+    create_server_config: Some(create_server_config),
+    merge_server_config: Some(merge_server_config),
+    cmds: addr_of!(COMMANDS.0) as *const ffi::command_rec,
+    register_hooks: Some(register_hooks),
+    flags: 0,
+};
+
+/// Pointer to the module record (for ap_get_module_config).
+pub fn module_ptr() -> *const ffi::module {
+    addr_of!(fastcgi_module)
+}
+
+/// This module's index, read at call time (it changes across restarts).
+pub fn module_index() -> c_int {
+    // SAFETY: plain read of an int httpd set during LoadModule; no reference is kept.
+    unsafe { (*addr_of!(fastcgi_module)).module_index }
+}
+
+/// The shared configuration for a server.
+pub fn shared<'a>(s: Server<'a>) -> Option<&'a Shared> {
+    let p = s.module_config().cast::<Shared>();
+    // SAFETY: the config pointer of every server is the `Shared` adopted into pconf by
+    // create_server_config; it lives as long as the server_rec. Shared data is only mutated
+    // while directives are parsed (single-threaded).
+    unsafe { p.as_ref() }
+}
+
+fn shared_mut<'a>(s: Server<'a>) -> Option<&'a mut Shared> {
+    let p = s.module_config().cast::<Shared>();
+    // SAFETY: as in `shared`; called only from directive handlers, when httpd is
+    // single-threaded and no other reference to `Shared` is alive.
+    unsafe { p.as_mut() }
+}
+
+unsafe extern "C" fn create_server_config(p: *mut ffi::apr_pool_t, _s: *mut ffi::server_rec) -> *mut c_void {
+    boundary!(null_mut(), {
+        // SAFETY: httpd passes its live configuration pool.
+        let Some(pool) = (unsafe { Pool::from_ptr(p) }) else { return null_mut() };
+        let existing = pool.userdata(SHARED_KEY);
+        if !existing.is_null() {
+            return existing;
+        }
+        let ptr = pool.adopt(Shared::default()).cast::<c_void>();
+        pool.set_userdata(SHARED_KEY, ptr);
+        ptr
+    })
+}
+
+unsafe extern "C" fn merge_server_config(_p: *mut ffi::apr_pool_t, base: *mut c_void, add: *mut c_void) -> *mut c_void {
+    // Every server shares the same `Shared`; keep whichever is set.
+    if add.is_null() { base } else { add }
+}
+
+/// Collects TAKE_ARGV arguments as UTF-8 strings (directive arguments are config text).
+///
+/// # Safety
+/// `argv` must hold `argc` NUL-terminated strings.
+unsafe fn args<'a>(argc: c_int, argv: *const *mut c_char) -> Vec<std::borrow::Cow<'a, str>> {
+    let n = usize::try_from(argc).unwrap_or(0);
+    if argv.is_null() || n == 0 {
+        return Vec::new();
+    }
+    // SAFETY: caller guarantees `argc` valid entries.
+    let v = unsafe { std::slice::from_raw_parts(argv, n) };
+    v.iter()
+        .filter(|p| !p.is_null())
+        // SAFETY: each entry is a NUL-terminated string in the config pool.
+        .map(|&p| String::from_utf8_lossy(unsafe { CStr::from_ptr(p) }.to_bytes()))
+        .collect()
+}
+
+unsafe extern "C" fn cmd_external_server(cmd: *mut ffi::cmd_parms, _m: *mut c_void, argc: c_int, argv: *const *mut c_char) -> *const c_char {
+    boundary!(c"FastCgiExternalServer: internal error".as_ptr(), {
+        // SAFETY: httpd passes the live cmd_parms of this directive.
+        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else { return null() };
+        if let Some(e) = cmd.check_global_or_vhost() {
+            return e;
+        }
+        // SAFETY: httpd passes argc/argv of this directive.
+        let a = unsafe { args(argc, argv) };
+        let a: Vec<&str> = a.iter().map(|s| s.as_ref()).collect();
+        let Some(server) = cmd.server() else { return null() };
+        let Some(sh) = shared_mut(server) else { return cmd.error("FastCgiExternalServer: module configuration missing") };
+        let ipc = sh.ipc_dir.clone().unwrap_or_else(|| cmd.runtime_dir_relative(b"fastcgi"));
+        let root = crate::httpd::server_root();
+        let ctx = config::ParseCtx { server_root: &root, ipc_dir: &ipc };
+        let def = match config::parse_external_server(&a, &ctx) {
+            Ok(d) => d,
+            Err(e) => return cmd.error(&e),
+        };
+        match sh.registry.add(def, Runtime::new) {
+            Ok(()) => null(),
+            Err(e) => cmd.error(&e),
+        }
+    })
+}
+
+unsafe extern "C" fn cmd_ipc_dir(cmd: *mut ffi::cmd_parms, _m: *mut c_void, argc: c_int, argv: *const *mut c_char) -> *const c_char {
+    boundary!(c"FastCgiIpcDir: internal error".as_ptr(), {
+        // SAFETY: httpd passes the live cmd_parms of this directive.
+        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else { return null() };
+        if let Some(e) = cmd.check_global_only() {
+            return e;
+        }
+        // SAFETY: httpd passes argc/argv of this directive.
+        let a = unsafe { args(argc, argv) };
+        if a.len() != 1 || a[0].is_empty() {
+            return cmd.error("FastCgiIpcDir takes exactly one argument, a directory");
+        }
+        let Some(sh) = cmd.server().and_then(shared_mut) else { return null() };
+        if !sh.registry.is_empty() {
+            return cmd.error("The FastCgiIpcDir command must precede static FastCGI server definitions");
+        }
+        let dir = cmd.server_root_relative(a[0].as_bytes());
+        sh.ipc_dir = Some(config::normalize_path(&dir, b"/"));
+        null()
+    })
+}
+
+unsafe extern "C" fn cmd_wrapper(cmd: *mut ffi::cmd_parms, _m: *mut c_void, argc: c_int, argv: *const *mut c_char) -> *const c_char {
+    boundary!(c"FastCgiWrapper: internal error".as_ptr(), {
+        // SAFETY: httpd passes the live cmd_parms of this directive.
+        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else { return null() };
+        if let Some(e) = cmd.check_global_only() {
+            return e;
+        }
+        // SAFETY: httpd passes argc/argv of this directive.
+        let a = unsafe { args(argc, argv) };
+        if a.len() != 1 {
+            return cmd.error("FastCgiWrapper takes one argument: On, Off or a path");
+        }
+        let Some(sh) = cmd.server().and_then(shared_mut) else { return null() };
+        sh.wrapper = !a[0].eq_ignore_ascii_case("off");
+        null()
+    })
+}
+
+unsafe extern "C" fn cmd_config(cmd: *mut ffi::cmd_parms, _m: *mut c_void, _argc: c_int, _argv: *const *mut c_char) -> *const c_char {
+    boundary!(c"FastCgiConfig: internal error".as_ptr(), {
+        // SAFETY: httpd passes the live cmd_parms of this directive.
+        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else { return null() };
+        if let Some(e) = cmd.check_global_only() {
+            return e;
+        }
+        slog!(
+            cmd.server(),
+            WARNING,
+            0,
+            2,
+            "FastCgiConfig only tunes dynamic FastCGI applications, which mod_fastcgi-rs does not run; the directive is ignored"
+        );
+        null()
+    })
+}
+
+unsafe extern "C" fn cmd_unsupported(cmd: *mut ffi::cmd_parms, _m: *mut c_void, _argc: c_int, _argv: *const *mut c_char) -> *const c_char {
+    boundary!(c"unsupported directive".as_ptr(), {
+        // SAFETY: httpd passes the live cmd_parms of this directive.
+        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else { return null() };
+        let name = cmd.directive_name();
+        cmd.error(&format!(
+            "{name} is not supported by mod_fastcgi-rs: it only connects to external FastCGI servers. \
+             Run the application under its own process manager (for PHP: php-fpm) and use FastCgiExternalServer"
+        ))
+    })
+}
+
+static PRE_DIRWALK: StaticPtrs<1> = StaticPtrs([null()]);
+
+unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
+    boundary!((), {
+        crate::install_quiet_panic_hook();
+        // SAFETY: registering hook functions with static predecessor lists (NULL = none).
+        unsafe {
+            ffi::ap_hook_dirwalk_stat(Some(dirwalk_stat), PRE_DIRWALK.0.as_ptr(), null(), ffi::APR_HOOK_MIDDLE);
+            ffi::ap_hook_fixups(Some(fixups), null(), null(), ffi::APR_HOOK_MIDDLE);
+            ffi::ap_hook_handler(Some(handler), null(), null(), ffi::APR_HOOK_MIDDLE);
+            ffi::ap_hook_post_config(Some(post_config), null(), null(), ffi::APR_HOOK_MIDDLE);
+        }
+    })
+}
+
+/// Answers the directory walk's stat calls for the missing directories on the way to a
+/// virtual path (as directories) and for a missing virtual path itself (as a file), so a
+/// request is routed, split and access-checked as if they existed. Anything that exists on disk
+/// is reported as it is.
+unsafe extern "C" fn dirwalk_stat(finfo: *mut ffi::apr_finfo_t, r: *mut ffi::request_rec, wanted: i32) -> ffi::apr_status_t {
+    boundary!(ffi::AP_DECLINED, {
+        // SAFETY: httpd passes the live request being walked.
+        let Some(req) = (unsafe { Request::from_ptr(r) }) else { return ffi::AP_DECLINED };
+        let Some(sh) = req.server().and_then(shared) else { return ffi::AP_DECLINED };
+        let Some(name) = req.filename() else { return ffi::AP_DECLINED };
+        let Some(kind) = sh.registry.fake_for(name) else { return ffi::AP_DECLINED };
+        if finfo.is_null() {
+            return ffi::AP_DECLINED;
+        }
+        // SAFETY: `finfo` is the walk's output struct; r->filename is a live C string.
+        let rv = unsafe { ffi::apr_stat(finfo, (*r).filename, wanted, req.pool().as_ptr()) };
+        if rv != libc::ENOENT {
+            return rv;
+        }
+        // SAFETY: `finfo` is a live apr_finfo_t owned by the caller.
+        unsafe {
+            *finfo = ffi::apr_finfo_t::default();
+            (*finfo).pool = req.pool().as_ptr();
+            (*finfo).valid = ffi::APR_FINFO_TYPE;
+            (*finfo).filetype = match kind {
+                Fake::Dir => ffi::apr_filetype_e_APR_DIR,
+                Fake::File => ffi::apr_filetype_e_APR_REG,
+            };
+            (*finfo).fname = (*r).filename;
+        }
+        ffi::APR_INCOMPLETE
+    })
+}
+
+/// Routes requests whose filename is (or lies below) a virtual path to our handler.
+unsafe extern "C" fn fixups(r: *mut ffi::request_rec) -> c_int {
+    boundary!(ffi::DECLINED, {
+        // SAFETY: httpd passes the live request.
+        let Some(mut req) = (unsafe { Request::from_ptr(r) }) else { return ffi::DECLINED };
+        let Some(sh) = req.server().and_then(shared) else { return ffi::DECLINED };
+        let Some(name) = req.filename() else { return ffi::DECLINED };
+        if sh.registry.lookup(name).is_none() {
+            return ffi::DECLINED;
+        }
+        req.set_handler(HANDLER);
+        ffi::OK
+    })
+}
+
+unsafe extern "C" fn handler(r: *mut ffi::request_rec) -> c_int {
+    boundary!(r, ffi::HTTP_INTERNAL_SERVER_ERROR, {
+        // SAFETY: httpd passes the live request, used by this thread only.
+        let Some(mut req) = (unsafe { Request::from_ptr(r) }) else { return ffi::DECLINED };
+        if req.handler() != Some(HANDLER.to_bytes()) {
+            return ffi::DECLINED;
+        }
+        let Some(sh) = req.server().and_then(shared) else { return ffi::DECLINED };
+        let Some(name) = req.filename() else { return ffi::DECLINED };
+        let Some((def, rt)) = sh.registry.lookup(name) else {
+            crate::rlog!(
+                &req,
+                INFO,
+                0,
+                90,
+                "FastCGI: no FastCgiExternalServer serves \"{}\" (dynamic FastCGI applications are not supported); declining",
+                crate::httpd::log::escape(name)
+            );
+            return ffi::DECLINED;
+        };
+        crate::handler::handle(&mut req, def, rt)
+    })
+}
+
+unsafe extern "C" fn post_config(
+    pconf: *mut ffi::apr_pool_t,
+    _plog: *mut ffi::apr_pool_t,
+    _ptemp: *mut ffi::apr_pool_t,
+    s: *mut ffi::server_rec,
+) -> c_int {
+    boundary!(ffi::OK, {
+        let _ = pconf;
+        // SAFETY: httpd passes the live main server.
+        let server = unsafe { Server::from_ptr(s) };
+        let Some(sh) = server.and_then(shared) else { return ffi::OK };
+        for (def, _) in sh.registry.iter() {
+            if (def.user.is_some() || def.group.is_some()) && !sh.wrapper {
+                slog!(
+                    server,
+                    WARNING,
+                    0,
+                    1,
+                    "FastCGI: there is no fastcgi wrapper set, user/group options are ignored (server \"{}\")",
+                    String::from_utf8_lossy(&def.path)
+                );
+            }
+        }
+        ffi::OK
+    })
+}
+
+#[allow(dead_code)]
+fn _assert_mut_static() {
+    // The record must stay a `static mut` (see the comment on `fastcgi_module`).
+    let _ = addr_of_mut!(fastcgi_module);
+}
