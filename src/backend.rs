@@ -1,26 +1,224 @@
-//! Connections to a FastCGI application: non-blocking connect with a deadline (unix and TCP),
-//! readiness waits, and gathered sends. Safe code over `ffi::sock`.
+//! Connections to a FastCGI application and the per-child connection pool.
+//!
+//! Pool design (see README, "Connection pool"): each child process keeps, per server
+//! definition, a LIFO list of idle connections that ended cleanly with FCGI_KEEP_CONN. A
+//! php-fpm worker stays bound to a kept connection, so idle connections are a loan of an
+//! application process. Counters in shared memory track, for the whole instance, how many
+//! connections are open and how many requests are waiting for the application; whenever
+//! someone waits, idle connections are closed (by the request that would have pooled its
+//! connection, and by each child's reaper thread every 20 ms even if that child gets no
+//! traffic), so nobody queues in php-fpm's backlog behind idle connections. `-max-conns` caps
+//! the open connections instance-wide, so requests wait in Apache (bounded by the connect
+//! timeout) rather than in the backlog.
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{ServerDef, Target};
-use crate::ffi::sock::{self, Ready};
+use crate::ffi::sock::{self, Ready, SharedCounters};
 
-/// Per-definition runtime state of one child process (the connection pool lives here).
-#[derive(Debug, Default)]
-pub struct Runtime {}
+/// A fresh connection whose request has had no answer for this long counts as waiting.
+pub const STALL_AFTER: Duration = Duration::from_millis(20);
+/// How often each child's reaper looks at its idle connections.
+pub const REAP_EVERY: Duration = Duration::from_millis(20);
+
+/// Per-definition runtime state of one child process.
+#[derive(Debug)]
+pub struct Runtime {
+    keep_conn: bool,
+    max_conns: u32,
+    pool_idle: Duration,
+    idle: Mutex<Vec<(Conn, Instant)>>,
+    shared: AtomicPtr<SharedCounters>,
+    local: SharedCounters,
+    /// Requests of this process waiting for a connection slot (they take pooled ones first).
+    local_waiting: AtomicU32,
+}
 
 impl Runtime {
-    pub fn new(_def: &ServerDef) -> Self {
-        Runtime {}
+    pub fn new(def: &ServerDef) -> Arc<Self> {
+        Arc::new(Runtime {
+            keep_conn: def.keep_conn,
+            max_conns: def.max_conns,
+            pool_idle: Duration::from_secs(u64::from(def.pool_idle_timeout)),
+            idle: Mutex::new(Vec::new()),
+            shared: AtomicPtr::new(std::ptr::null_mut()),
+            local: SharedCounters::default(),
+            local_waiting: AtomicU32::new(0),
+        })
     }
+
+    /// Attaches the instance-wide counters (called before the children are forked).
+    pub fn attach(&self, c: &'static SharedCounters) {
+        self.shared.store(c as *const SharedCounters as *mut SharedCounters, Ordering::Release);
+    }
+
+    fn counters(&self) -> &SharedCounters {
+        let p = self.shared.load(Ordering::Acquire);
+        // SAFETY-free: `attach` only stores pointers to 'static, never-unmapped counters.
+        match p.is_null() {
+            true => &self.local,
+            false => counters_ref(p),
+        }
+    }
+
+    pub fn keep_conn(&self) -> bool {
+        self.keep_conn
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((mut c, since)) = idle.pop() {
+            if since.elapsed() < self.pool_idle && c.is_reusable() {
+                c.reused = true;
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// A connection for one request: a pooled one if `pooled` allows and one is alive, else a
+    /// new one (waiting for a slot under -max-conns, at most `timeout`).
+    pub fn checkout(self: &Arc<Self>, targets: &[Target], timeout: Duration, pooled: bool) -> Result<Conn, ConnectError> {
+        if pooled && self.keep_conn {
+            if let Some(c) = self.take_idle() {
+                return Ok(c);
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let cnt = self.counters();
+        if self.max_conns > 0 {
+            let mut waiting = false;
+            let mut backoff = Duration::from_micros(200);
+            loop {
+                let cur = cnt.open.load(Ordering::Acquire);
+                if cur < self.max_conns {
+                    if cnt.open.compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                        break;
+                    }
+                    continue;
+                }
+                if !waiting {
+                    waiting = true;
+                    cnt.waiting.fetch_add(1, Ordering::AcqRel);
+                    self.local_waiting.fetch_add(1, Ordering::AcqRel);
+                }
+                if pooled && self.keep_conn {
+                    if let Some(c) = self.take_idle() {
+                        cnt.waiting.fetch_sub(1, Ordering::AcqRel);
+                        self.local_waiting.fetch_sub(1, Ordering::AcqRel);
+                        return Ok(c);
+                    }
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    cnt.waiting.fetch_sub(1, Ordering::AcqRel);
+                    self.local_waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Err(ConnectError {
+                        error: io::Error::from_raw_os_error(libc::EAGAIN),
+                        timed_out: true,
+                        target: format!("all {} connections (-max-conns) busy", self.max_conns),
+                    });
+                }
+                std::thread::sleep(backoff.min(deadline - now));
+                backoff = (backoff * 2).min(Duration::from_millis(5));
+            }
+            if waiting {
+                cnt.waiting.fetch_sub(1, Ordering::AcqRel);
+                self.local_waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+        } else {
+            cnt.open.fetch_add(1, Ordering::AcqRel);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match Conn::connect(targets, left) {
+            Ok(mut c) => {
+                c.rt = Some(Arc::clone(self));
+                Ok(c)
+            }
+            Err(e) => {
+                cnt.open.fetch_sub(1, Ordering::AcqRel);
+                Err(e)
+            }
+        }
+    }
+
+    /// Returns a connection whose request ended cleanly. It is pooled unless pooling is off or
+    /// another request (in any child) is waiting for the application — then it is closed, so
+    /// the application process it holds can take that request. Waiters in this same process
+    /// take pooled connections directly, so for them it is kept.
+    pub fn checkin(&self, c: Conn) {
+        if !self.keep_conn {
+            return;
+        }
+        let others_wait = self.counters().waiting.load(Ordering::Acquire) > self.local_waiting.load(Ordering::Acquire);
+        if others_wait {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.push((c, Instant::now()));
+    }
+
+    /// Closes idle connections that expired, that the application closed, or that hold an
+    /// application process while a request elsewhere waits. Run by each child's reaper.
+    pub fn reap(&self) {
+        let others_wait = self.counters().waiting.load(Ordering::Acquire) > self.local_waiting.load(Ordering::Acquire);
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.is_empty() {
+            return;
+        }
+        idle.retain(|(c, since)| !others_wait && since.elapsed() < self.pool_idle && c.is_reusable());
+    }
+
+    /// Closes every idle connection (child exit, graceful restart).
+    pub fn close_all(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Marks or unmarks a request waiting on a fresh connection (see STALL_AFTER).
+    pub fn set_waiting(&self, on: bool) {
+        let c = self.counters();
+        if on {
+            c.waiting.fetch_add(1, Ordering::AcqRel);
+        } else {
+            c.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Instance-wide open connections (for tests and status).
+    pub fn open_count(&self) -> u32 {
+        self.counters().open.load(Ordering::Acquire)
+    }
+
+    /// Idle connections in this child.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+fn counters_ref(p: *mut SharedCounters) -> &'static SharedCounters {
+    // SAFETY: only pointers into the 'static slice returned by sock::shared_counters are stored.
+    unsafe { &*p }
 }
 
 /// An open connection to the application.
 #[derive(Debug)]
 pub struct Conn {
     fd: OwnedFd,
+    /// Came from the pool (the application may have closed it meanwhile).
+    pub reused: bool,
+    /// The runtime whose open-connection count this connection holds.
+    rt: Option<Arc<Runtime>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.counters().open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// Why a connect failed.
@@ -40,7 +238,8 @@ pub fn target_text(t: &Target) -> String {
 }
 
 fn ms(d: Duration) -> i32 {
-    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+    // Round up so a sub-millisecond remainder still waits.
+    i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
 }
 
 impl Conn {
@@ -51,7 +250,7 @@ impl Conn {
         let mut last = ConnectError { error: io::Error::from_raw_os_error(libc::EINVAL), timed_out: false, target: String::new() };
         for t in targets {
             match Self::connect_one(t, deadline) {
-                Ok(c) => return Ok(c),
+                Ok(fd) => return Ok(Conn { fd, reused: false, rt: None }),
                 Err((error, timed_out)) => {
                     last = ConnectError { error, timed_out, target: target_text(t) };
                     if timed_out {
@@ -63,19 +262,19 @@ impl Conn {
         Err(last)
     }
 
-    fn connect_one(t: &Target, deadline: Instant) -> Result<Conn, (io::Error, bool)> {
+    fn connect_one(t: &Target, deadline: Instant) -> Result<OwnedFd, (io::Error, bool)> {
         let mut backoff = Duration::from_millis(1);
         loop {
             let fd = sock::socket_for(t).map_err(|e| (e, false))?;
             match sock::connect(fd.as_fd(), t) {
-                Ok(()) => return Ok(Conn { fd }),
+                Ok(()) => return Ok(fd),
                 Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match sock::poll(fd.as_fd(), false, true, ms(left)).map_err(|e| (e, false))? {
                         None => return Err((io::Error::from_raw_os_error(libc::ETIMEDOUT), true)),
                         Some(_) => {
                             sock::take_error(fd.as_fd()).map_err(|e| (e, false))?;
-                            return Ok(Conn { fd });
+                            return Ok(fd);
                         }
                     }
                 }
@@ -111,5 +310,41 @@ impl Conn {
     /// True when an idle connection is still open and clean (for pooling).
     pub fn is_reusable(&self) -> bool {
         sock::idle_socket_alive(self.fd.as_fd())
+    }
+}
+
+/// The reaper of one child process: a thread that runs `Runtime::reap` every REAP_EVERY until
+/// stopped. Dropping it stops and joins the thread and closes every idle connection.
+pub struct Reaper {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    runtimes: Vec<Arc<Runtime>>,
+}
+
+impl Reaper {
+    pub fn start(runtimes: Vec<Arc<Runtime>>) -> io::Result<Reaper> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, rts) = (Arc::clone(&stop), runtimes.clone());
+        let thread = std::thread::Builder::new().name("fastcgi-reaper".into()).spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                std::thread::sleep(REAP_EVERY);
+                for rt in &rts {
+                    rt.reap();
+                }
+            }
+        })?;
+        Ok(Reaper { stop, thread: Some(thread), runtimes })
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for rt in &self.runtimes {
+            rt.close_all();
+        }
     }
 }

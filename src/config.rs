@@ -20,6 +20,8 @@ pub enum Target {
 pub const MAX_SOCKET_PATH: usize = 107;
 /// Default `-idle-timeout` (seconds), as mod_fastcgi.
 pub const DEFAULT_IDLE_TIMEOUT: u32 = 30;
+/// Default `-pool-idle-timeout` (seconds).
+pub const DEFAULT_POOL_IDLE_TIMEOUT: u32 = 5;
 
 /// One `FastCgiExternalServer` line, parsed and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +43,13 @@ pub struct ServerDef {
     pub pass_headers: Vec<String>,
     pub user: Option<String>,
     pub group: Option<String>,
+    /// `-keep-conn on|off`: reuse connections (FCGI_KEEP_CONN) through the per-child pool.
+    pub keep_conn: bool,
+    /// `-max-conns n`: most connections the whole Apache instance opens to this server at once
+    /// (0 = no cap; the starvation guard still releases idle connections when others wait).
+    pub max_conns: u32,
+    /// `-pool-idle-timeout n`: seconds an unused pooled connection is kept.
+    pub pool_idle_timeout: u32,
 }
 
 fn display(b: &[u8]) -> String {
@@ -168,6 +177,9 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
         pass_headers: Vec::new(),
         user: None,
         group: None,
+        keep_conn: true,
+        max_conns: 0,
+        pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
     };
     let mut it = opts.iter();
     while let Some(&opt) = it.next() {
@@ -222,6 +234,21 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
                 if !def.pass_headers.iter().any(|h| h.eq_ignore_ascii_case(v)) {
                     def.pass_headers.push(v.to_string());
                 }
+            }
+            "-keep-conn" => {
+                let v = value("-keep-conn")?;
+                def.keep_conn = match v.to_ascii_lowercase().as_str() {
+                    "on" | "yes" | "true" | "1" => true,
+                    "off" | "no" | "false" | "0" => false,
+                    _ => return Err(err(format!("invalid value for -keep-conn: \"{v}\" must be on or off"))),
+                };
+            }
+            "-max-conns" => {
+                def.max_conns = parse_uint("-max-conns", value("-max-conns")?, 0, 100_000).map_err(err)? as u32;
+            }
+            "-pool-idle-timeout" => {
+                def.pool_idle_timeout =
+                    parse_uint("-pool-idle-timeout", value("-pool-idle-timeout")?, 1, 86_400).map_err(err)? as u32;
             }
             "-user" => def.user = Some(value("-user")?.to_string()),
             "-group" => def.group = Some(value("-group")?.to_string()),
@@ -386,6 +413,13 @@ mod tests {
         assert_eq!(d.idle_timeout, 30);
         assert_eq!(d.connect_timeout, None);
         assert!(!d.flush && !d.nph);
+        assert!(d.keep_conn);
+        assert_eq!((d.max_conns, d.pool_idle_timeout), (0, DEFAULT_POOL_IDLE_TIMEOUT));
+        let d = parse(&["/x", "-socket", "/s", "-keep-conn", "off", "-max-conns", "4", "-pool-idle-timeout", "2"]).unwrap();
+        assert!(!d.keep_conn);
+        assert_eq!((d.max_conns, d.pool_idle_timeout), (4, 2));
+        assert!(parse(&["/x", "-socket", "/s", "-keep-conn", "maybe"]).unwrap_err().contains("must be on or off"));
+        assert!(parse(&["/x", "-socket", "/s", "-pool-idle-timeout", "0"]).unwrap_err().contains("must be >= 1"));
         let d = parse(&["/x", "-appConnTimeout", "0", "-socket", "/s"]).unwrap();
         assert_eq!(d.connect_timeout, None);
     }

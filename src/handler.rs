@@ -5,7 +5,9 @@ use std::ffi::c_int;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
 
-use crate::backend::{Conn, ConnectError, Runtime};
+use std::sync::Arc;
+
+use crate::backend::{Conn, ConnectError, Runtime, STALL_AFTER};
 use crate::config::ServerDef;
 use crate::fcgi::headers::{Feed, HeaderScanner, ResponseHead};
 use crate::fcgi::params::ParamsWriter;
@@ -24,7 +26,7 @@ const BODY_STEP: usize = 64 * 1024;
 /// Largest PARAMS record content.
 const PARAMS_RECORD: usize = 16 * 1024;
 /// Longest header block accepted from the application.
-pub const MAX_HEADER_BLOCK: usize = crate::fcgi::headers::DEFAULT_MAX_HEADER_BLOCK;
+pub const MAX_HEADER_BLOCK: usize = 128 * 1024;
 /// Without -flush, data handed to httpd is flushed after this much application silence.
 const FLUSH_AFTER_SILENCE: Duration = Duration::from_millis(100);
 /// Chunked request bodies are kept in memory up to this size, then spooled to a temp file.
@@ -49,6 +51,16 @@ enum Spool {
 }
 
 impl Spool {
+    fn rewind(&mut self) -> io::Result<()> {
+        match self {
+            Spool::Mem(_, pos) => {
+                *pos = 0;
+                Ok(())
+            }
+            Spool::File(f) => f.seek(SeekFrom::Start(0)).map(|_| ()),
+        }
+    }
+
     fn read_into(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Spool::Mem(v, pos) => {
@@ -85,6 +97,9 @@ enum Fail {
     Status(c_int),
     /// The client went away: nothing to send.
     ClientGone,
+    /// A pooled connection turned out to be closed before anything was received, and the
+    /// request can be replayed on a fresh connection.
+    Retry,
 }
 
 /// What to do with the response once its header block is known.
@@ -102,7 +117,16 @@ enum Mode {
 
 struct Exchange<'r, 'd> {
     def: &'d ServerDef,
+    rt: &'d Arc<Runtime>,
     conn: Conn,
+    /// Response bytes received on this connection.
+    received: u64,
+    /// Request body was read from the client during the exchange (no replay possible).
+    consumed_client: bool,
+    /// Bytes followed END_REQUEST (the connection cannot be reused).
+    trailing: bool,
+    /// This request is counted as waiting for the application (fresh connection unanswered).
+    stall_marked: bool,
     out: Vec<u8>,
     out_pos: usize,
     stdin_done: bool,
@@ -139,7 +163,7 @@ fn redact(name: &[u8]) -> bool {
     matches!(name, b"HTTP_AUTHORIZATION" | b"HTTP_COOKIE" | b"HTTP_PROXY_AUTHORIZATION" | b"REMOTE_PASSWD")
 }
 
-pub fn handle(r: &mut Request<'_>, def: &ServerDef, _rt: &Runtime) -> c_int {
+pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int {
     #[cfg(feature = "test-panic")]
     if r.headers_in().get("X-Fastcgi-Test-Panic").is_some() {
         panic!("test panic requested by X-Fastcgi-Test-Panic");
@@ -193,7 +217,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, _rt: &Runtime) -> c_int {
     }
 
     let mut out = Vec::with_capacity(8 * 1024 + first_piece.len() + 64);
-    record::push_begin_request(&mut out, REQUEST_ID, record::ROLE_RESPONDER, false);
+    record::push_begin_request(&mut out, REQUEST_ID, record::ROLE_RESPONDER, rt.keep_conn());
     let trace = r.log_level() >= crate::httpd::log::TRACE3;
     let mut trace_text = String::new();
     {
@@ -234,42 +258,71 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, _rt: &Runtime) -> c_int {
     }
     drop(first_piece);
 
-    // 3. Connect.
+    // 3. Connect (a pooled connection if one is alive) and run the exchange. A pooled
+    // connection the application closed meanwhile is detected before any response byte; the
+    // request is then replayed once on a fresh connection.
     let timeout = def.connect_timeout.unwrap_or_else(|| r.server().map(|s| s.timeout()).unwrap_or(Duration::from_secs(60)));
-    let conn = match Conn::connect(&def.targets, timeout) {
-        Ok(c) => c,
-        Err(e) => {
-            log_connect_error(r, def, &e, timeout);
-            return finish_early(r, Fail::Status(ffi::HTTP_SERVICE_UNAVAILABLE));
-        }
-    };
-
-    let mut x = Exchange {
-        def,
-        conn,
-        out,
-        out_pos: 0,
-        stdin_done,
-        stdin_broken: false,
-        source,
-        body_in,
-        dec: Decoder::new(REQUEST_ID),
-        scanner: HeaderScanner::new(MAX_HEADER_BLOCK),
-        mode: if def.nph { Mode::Nph } else { Mode::Headers },
-        bb: Brigade::new(r),
-        sent_any: false,
-        unflushed: false,
-        stderr: Vec::new(),
-        ended: false,
-    };
-    if def.nph {
+    let nph = def.nph || r.filename().and_then(|f| f.rsplit(|&c| c == b'/').next()).is_some_and(|b| b.starts_with(b"nph-"));
+    if nph {
+        // Unparsed output carries its own framing (or none): never reuse the client connection.
         r.bypass_protocol_filters();
+        r.close_connection();
     }
-    let result = x.run(r, &server);
-    x.flush_stderr(r, &server);
-    match result {
-        Ok(()) => x.complete(r),
-        Err(f) => x.fail(r, f),
+    let mut attempt = 0;
+    loop {
+        let conn = match rt.checkout(&def.targets, timeout, attempt == 0) {
+            Ok(c) => c,
+            Err(e) => {
+                log_connect_error(r, def, &e, timeout);
+                return finish_early(r, Fail::Status(ffi::HTTP_SERVICE_UNAVAILABLE));
+            }
+        };
+        let replay = conn.reused.then(|| out.clone());
+        let mut x = Exchange {
+            def,
+            rt,
+            conn,
+            received: 0,
+            consumed_client: false,
+            trailing: false,
+            stall_marked: false,
+            out,
+            out_pos: 0,
+            stdin_done,
+            stdin_broken: false,
+            source,
+            body_in,
+            dec: Decoder::new(REQUEST_ID),
+            scanner: HeaderScanner::new(MAX_HEADER_BLOCK),
+            mode: if nph { Mode::Nph } else { Mode::Headers },
+            bb: Brigade::new(r),
+            sent_any: false,
+            unflushed: false,
+            stderr: Vec::new(),
+            ended: false,
+        };
+        let result = x.run(r, &server);
+        x.flush_stderr(r, &server);
+        if let (Err(Fail::Retry), Some(initial)) = (result, replay) {
+            rlog!(r, DEBUG, 0, 24, "FastCGI: pooled connection to server \"{server}\" was closed by the application; retrying on a new connection");
+            let Exchange { source: s, body_in: b, .. } = x;
+            (out, source, body_in) = (initial, s, b);
+            if let BodySource::Spool(sp) = &mut source {
+                if let Err(e) = sp.rewind() {
+                    return finish_early(r, spool_failed(r, e, &server));
+                }
+            }
+            attempt += 1;
+            continue;
+        }
+        return match result {
+            Ok(()) => x.complete(r),
+            Err(Fail::Retry) => {
+                rlog!(r, ERR, 0, 23, "FastCGI: comm with server \"{server}\" aborted: connection closed before any response");
+                x.fail(r, Fail::Status(ffi::HTTP_BAD_GATEWAY))
+            }
+            Err(f) => x.fail(r, f),
+        };
     }
 }
 
@@ -280,7 +333,7 @@ fn finish_early(r: &mut Request<'_>, f: Fail) -> c_int {
             r.close_connection();
             s
         }
-        Fail::ClientGone => ffi::DONE,
+        Fail::ClientGone | Fail::Retry => ffi::DONE,
     }
 }
 
@@ -391,10 +444,23 @@ impl<'r, 'd> Exchange<'r, 'd> {
     fn run(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
         let mut buf = vec![0u8; READ_BUF];
         let mut last_activity = Instant::now();
+        let started = last_activity;
         while !self.ended {
             let want_write = !self.stdin_broken && (self.out_pos < self.out.len() || !self.stdin_done);
             let idle_left = self.idle().saturating_sub(last_activity.elapsed());
-            let wait = if self.unflushed { idle_left.min(FLUSH_AFTER_SILENCE) } else { idle_left };
+            let mut wait = if self.unflushed { idle_left.min(FLUSH_AFTER_SILENCE) } else { idle_left };
+            let stall_pending = !self.stall_marked && self.received == 0 && !self.conn.reused && self.rt.keep_conn();
+            if stall_pending {
+                let since = started.elapsed();
+                if since >= STALL_AFTER {
+                    // Possibly queued behind connections idling in other children's pools:
+                    // tell every child to stop keeping idle connections until we are served.
+                    self.rt.set_waiting(true);
+                    self.stall_marked = true;
+                } else {
+                    wait = wait.min(STALL_AFTER - since);
+                }
+            }
             let ready = match self.conn.wait(want_write, wait) {
                 Ok(r) => r,
                 Err(e) => {
@@ -407,6 +473,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
                     self.bb.push_flush();
                     self.pass(r, server)?;
                     self.unflushed = false;
+                    last_activity = Instant::now();
                     continue;
                 }
                 if last_activity.elapsed() >= self.idle() {
@@ -427,6 +494,8 @@ impl<'r, 'd> Exchange<'r, 'd> {
                     Ok(0) => return self.on_eof(r, server),
                     Ok(n) => {
                         last_activity = Instant::now();
+                        self.received += n as u64;
+                        self.unmark_stall();
                         self.on_bytes(r, &buf[..n], server)?;
                         if !self.bb.is_empty() {
                             if self.def.flush {
@@ -436,10 +505,13 @@ impl<'r, 'd> Exchange<'r, 'd> {
                                 self.unflushed = true;
                             }
                             self.pass(r, server)?;
+                            // Time spent waiting for a slow client is not backend inactivity.
+                            last_activity = Instant::now();
                         }
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if self.replayable() && is_peer_gone(&e) => return Err(Fail::Retry),
                     Err(e) => {
                         rlog!(
                             r,
@@ -504,6 +576,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 }
             }
             BodySource::Client => {
+                self.consumed_client = true;
                 let mut piece = Vec::new();
                 let eos = read_client_piece(r, &mut self.body_in, &mut piece, server)?;
                 record::push_stream(&mut self.out, rtype::STDIN, REQUEST_ID, &piece);
@@ -554,6 +627,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
                     }
                     self.ended = true;
                     if !data.is_empty() {
+                        self.trailing = true;
                         rlog!(
                             r,
                             ERR,
@@ -695,7 +769,33 @@ impl<'r, 'd> Exchange<'r, 'd> {
         Ok(())
     }
 
+    fn replayable(&self) -> bool {
+        self.conn.reused && self.received == 0 && !self.consumed_client
+    }
+
+    fn unmark_stall(&mut self) {
+        if self.stall_marked {
+            self.stall_marked = false;
+            self.rt.set_waiting(false);
+        }
+    }
+
+    /// The connection may go back to the pool: the request ended cleanly with every record
+    /// consumed and the whole request body sent.
+    fn reusable(&self) -> bool {
+        self.rt.keep_conn()
+            && self.ended
+            && !self.trailing
+            && self.dec.at_record_boundary()
+            && self.stdin_done
+            && !self.stdin_broken
+            && self.out_pos >= self.out.len()
+    }
+
     fn on_eof(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
+        if self.replayable() {
+            return Err(Fail::Retry);
+        }
         if self.mode == Mode::Headers {
             rlog!(
                 r,
@@ -720,34 +820,40 @@ impl<'r, 'd> Exchange<'r, 'd> {
     /// END_REQUEST received: finish the response.
     fn complete(mut self, r: &mut Request<'r>) -> c_int {
         let server = String::from_utf8_lossy(&self.def.path).into_owned();
-        match std::mem::replace(&mut self.mode, Mode::Body) {
-            Mode::Headers => {
-                rlog!(
-                    r,
-                    ERR,
-                    0,
-                    30,
-                    "FastCGI: incomplete headers ({} bytes) received from server \"{server}\"",
-                    self.scanner.buffered_len()
-                );
-                self.fail(r, Fail::Status(ffi::HTTP_BAD_GATEWAY))
-            }
+        self.unmark_stall();
+        if self.mode == Mode::Headers {
+            rlog!(
+                r,
+                ERR,
+                0,
+                30,
+                "FastCGI: incomplete headers ({} bytes) received from server \"{server}\"",
+                self.scanner.buffered_len()
+            );
+            return self.fail(r, Fail::Status(ffi::HTTP_BAD_GATEWAY));
+        }
+        let reusable = self.reusable();
+        let Exchange { conn, rt, mut bb, mode, .. } = self;
+        // Hand the connection back before talking to the (possibly slow) client.
+        if reusable {
+            rt.checkin(conn);
+        } else {
+            drop(conn);
+        }
+        match mode {
             Mode::LocalRedirect(loc) => {
-                drop(self);
                 r.discard_body();
                 r.make_get_without_body();
                 r.internal_redirect(&loc);
                 ffi::OK
             }
             Mode::ExternalRedirect => {
-                drop(self);
                 r.discard_body();
                 ffi::HTTP_MOVED_TEMPORARILY
             }
-            Mode::Body | Mode::Nph => {
-                drop(self.conn);
-                self.bb.push_eos();
-                if r.pass(&mut self.bb).is_err() {
+            Mode::Headers | Mode::Body | Mode::Nph => {
+                bb.push_eos();
+                if r.pass(&mut bb).is_err() {
                     rlog!(r, INFO, 0, 60, "FastCGI: client stopped connection before send body completed (server \"{server}\")");
                 }
                 ffi::OK
@@ -756,10 +862,12 @@ impl<'r, 'd> Exchange<'r, 'd> {
     }
 
     fn fail(self, r: &mut Request<'r>, f: Fail) -> c_int {
-        let Exchange { conn, mut bb, sent_any, .. } = self;
+        let mut x = self;
+        x.unmark_stall();
+        let Exchange { conn, mut bb, sent_any, .. } = x;
         drop(conn);
         match f {
-            Fail::ClientGone => ffi::OK,
+            Fail::ClientGone | Fail::Retry => ffi::OK,
             Fail::Status(status) if !sent_any => {
                 r.close_connection();
                 r.headers_out().clear();

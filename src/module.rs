@@ -4,7 +4,7 @@
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr::{addr_of, addr_of_mut, null, null_mut};
 
-use crate::backend::Runtime;
+use crate::backend::{Reaper, Runtime};
 use crate::config::{self, Fake, Registry};
 use crate::ffi;
 use crate::httpd::{Cmd, Pool, Request, Server};
@@ -17,7 +17,7 @@ pub const HANDLER: &CStr = c"fastcgi-script";
 /// (dropped when the configuration is re-read).
 #[derive(Default)]
 pub struct Shared {
-    pub registry: Registry<Runtime>,
+    pub registry: Registry<std::sync::Arc<Runtime>>,
     /// FastCgiIpcDir (for relative `-socket` paths); default `<runtime dir>/fastcgi`.
     pub ipc_dir: Option<Vec<u8>>,
     /// FastCgiWrapper was enabled (accepted for compatibility; we never spawn applications).
@@ -274,6 +274,7 @@ unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
             ffi::ap_hook_fixups(Some(fixups), null(), null(), ffi::APR_HOOK_MIDDLE);
             ffi::ap_hook_handler(Some(handler), null(), null(), ffi::APR_HOOK_MIDDLE);
             ffi::ap_hook_post_config(Some(post_config), null(), null(), ffi::APR_HOOK_MIDDLE);
+            ffi::ap_hook_child_init(Some(child_init), null(), null(), ffi::APR_HOOK_MIDDLE);
         }
     })
 }
@@ -362,6 +363,22 @@ unsafe extern "C" fn post_config(
         // SAFETY: httpd passes the live main server.
         let server = unsafe { Server::from_ptr(s) };
         let Some(sh) = server.and_then(shared) else { return ffi::OK };
+        // Instance-wide connection counters, inherited by the children forked after this.
+        let n = sh.registry.iter().count();
+        match crate::ffi::sock::shared_counters(n) {
+            Some(counters) => {
+                for ((_, rt), c) in sh.registry.iter().zip(counters.iter()) {
+                    rt.attach(c);
+                }
+            }
+            None => slog!(
+                server,
+                WARNING,
+                0,
+                3,
+                "FastCGI: cannot map shared memory for connection accounting; -max-conns and the starvation guard work per child process only"
+            ),
+        }
         for (def, _) in sh.registry.iter() {
             if (def.user.is_some() || def.group.is_some()) && !sh.wrapper {
                 slog!(
@@ -375,6 +392,31 @@ unsafe extern "C" fn post_config(
             }
         }
         ffi::OK
+    })
+}
+
+/// Starts this child's pool reaper; it stops (and idle connections close) with the child pool.
+unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::server_rec) {
+    boundary!((), {
+        // SAFETY: httpd passes the child's live pool and main server.
+        let (Some(pool), Some(server)) = (unsafe { Pool::from_ptr(pchild) }, unsafe { Server::from_ptr(s) }) else { return };
+        let Some(sh) = shared(server) else { return };
+        let rts: Vec<_> = sh.registry.iter().filter(|(_, rt)| rt.keep_conn()).map(|(_, rt)| std::sync::Arc::clone(rt)).collect();
+        if rts.is_empty() {
+            return;
+        }
+        match Reaper::start(rts) {
+            Ok(r) => {
+                pool.adopt(r);
+            }
+            Err(e) => slog!(
+                Some(server),
+                WARNING,
+                e.raw_os_error().unwrap_or(0),
+                4,
+                "FastCGI: cannot start the connection pool reaper thread ({e}); idle pooled connections expire only when used"
+            ),
+        }
     })
 }
 

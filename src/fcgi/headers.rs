@@ -95,19 +95,22 @@ pub struct ResponseHead {
 }
 
 /// Incremental finder of the end of the header block; keeps only the block
-/// (at most `max_len` bytes) and never rescans bytes already examined.
+/// (at most `max_len` bytes), scans each chunk in place before copying it and
+/// never rescans bytes already examined.
 #[derive(Debug, Clone)]
 pub struct HeaderScanner {
+    /// The header bytes received so far (the whole block once done).
     buf: Vec<u8>,
+    /// Largest block accepted, terminator included.
     max_len: usize,
-    /// Next index of `buf` to examine.
-    scan_pos: usize,
-    /// The bytes from the last LF (or the block start) up to `scan_pos` are
-    /// all CR: an LF at `scan_pos` would end the block.
+    /// All bytes since the last LF (or the block start) are CR: an LF next
+    /// would end the block.
     after_lf: bool,
     /// End of the header lines: index of the last LF seen (0 = block start).
     lines_end: usize,
+    /// The end of the block was found.
     done: bool,
+    /// The block exceeded `max_len`.
     too_large: bool,
 }
 
@@ -118,7 +121,6 @@ impl HeaderScanner {
         HeaderScanner {
             buf: Vec::new(),
             max_len,
-            scan_pos: 0,
             after_lf: true,
             lines_end: 0,
             done: false,
@@ -138,18 +140,15 @@ impl HeaderScanner {
                 limit: self.max_len,
             });
         }
-        let old = self.buf.len();
-        let room = self.max_len.saturating_sub(old);
-        let take = room.min(chunk.len());
-        self.buf.extend_from_slice(chunk.get(..take).unwrap_or(&[]));
-        if let Some(end) = self.scan() {
-            self.buf.truncate(end);
+        let room = self.max_len.saturating_sub(self.buf.len());
+        let seg = chunk.get(..room).unwrap_or(chunk);
+        if let Some(end) = self.scan(seg) {
+            self.buf.extend_from_slice(seg.get(..end).unwrap_or(seg));
             self.done = true;
-            return Ok(Feed::Done {
-                body_offset: end.saturating_sub(old),
-            });
+            return Ok(Feed::Done { body_offset: end });
         }
-        if take < chunk.len() {
+        self.buf.extend_from_slice(seg);
+        if seg.len() < chunk.len() {
             self.too_large = true;
             return Err(HeaderError::TooLarge {
                 limit: self.max_len,
@@ -168,38 +167,26 @@ impl HeaderScanner {
         self.done
     }
 
-    /// Look for the block end from `scan_pos`; returns the index just past it.
-    fn scan(&mut self) -> Option<usize> {
-        let buf = &self.buf;
-        let mut i = self.scan_pos;
+    /// Look for the block end in `seg`, the bytes that follow `buf`; returns
+    /// the index in `seg` just past the end. Records the last LF position.
+    fn scan(&mut self, seg: &[u8]) -> Option<usize> {
+        let base = self.buf.len();
+        let mut i = 0;
         loop {
             if self.after_lf {
-                while buf.get(i) == Some(&b'\r') {
+                while seg.get(i) == Some(&b'\r') {
                     i += 1;
                 }
-                match buf.get(i) {
-                    None => {
-                        self.scan_pos = i;
-                        return None;
-                    }
-                    Some(b'\n') => {
-                        self.scan_pos = i + 1;
-                        return Some(i + 1);
-                    }
+                match seg.get(i) {
+                    None => return None,
+                    Some(b'\n') => return Some(i + 1),
                     Some(_) => self.after_lf = false,
                 }
             }
-            match memchr(b'\n', buf.get(i..).unwrap_or(&[])) {
-                Some(k) => {
-                    self.lines_end = i + k;
-                    i += k + 1;
-                    self.after_lf = true;
-                }
-                None => {
-                    self.scan_pos = buf.len();
-                    return None;
-                }
-            }
+            let k = memchr(b'\n', seg.get(i..).unwrap_or(&[]))?;
+            self.lines_end = base + i + k;
+            i += k + 1;
+            self.after_lf = true;
         }
     }
 

@@ -193,3 +193,37 @@ pub fn idle_socket_alive(fd: BorrowedFd<'_>) -> bool {
     }
     false // 0 = EOF, >0 = unsolicited data: either way not reusable
 }
+
+/// Counters shared by every child process of one Apache instance, one set per
+/// FastCgiExternalServer definition (in anonymous shared memory created before the children
+/// are forked).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct SharedCounters {
+    /// Connections open to the server from all children (in use or pooled).
+    pub open: std::sync::atomic::AtomicU32,
+    /// Requests somewhere in the instance that are waiting for the server to take them (a
+    /// connection slot under -max-conns, or a fresh connection not yet answered). While
+    /// non-zero, nobody keeps idle connections: they would hold application processes.
+    pub waiting: std::sync::atomic::AtomicU32,
+}
+
+/// Maps zeroed shared memory for `n` counter sets. The mapping is deliberately never unmapped:
+/// children keep using it for their whole life, and one small mapping per configuration
+/// generation is the price (each set is 8 bytes).
+pub fn shared_counters(n: usize) -> Option<&'static [SharedCounters]> {
+    if n == 0 {
+        return Some(&[]);
+    }
+    let len = n.checked_mul(size_of::<SharedCounters>())?;
+    // SAFETY: anonymous shared mapping; no file, no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: the mapping is `len` bytes, page-aligned, zero-filled (a valid bit pattern for
+    // atomics), never unmapped, and only accessed through atomics.
+    Some(unsafe { std::slice::from_raw_parts(p.cast::<SharedCounters>(), n) })
+}
