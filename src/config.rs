@@ -438,7 +438,7 @@ mod tests {
         let cases: &[(&[&str], &str)] = &[
             (&[], "FastCgiExternalServer requires a path and either a -socket or -host option"),
             (&["/x"], "FastCgiExternalServer /x: -socket or -host option missing"),
-            (&["/x", "-host", "a:1", "-socket", "/s"], "-host and -socket are mutually exclusive options"),
+            (&["/x", "-host", "127.0.0.1:1", "-socket", "/s"], "-host and -socket are mutually exclusive options"),
             (&["/x", "-socket", "/s", "-foo"], "FastCgiExternalServer /x: invalid option: -foo"),
             (&["/x", "-socket", "/s", "-idle-timeout", "0"], "invalid value for -idle-timeout: \"0\" must be >= 1"),
             (&["/x", "-socket", "/s", "-idle-timeout", "x"], "invalid value for -idle-timeout: \"x\" must be a positive integer"),
