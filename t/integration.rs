@@ -1,0 +1,37 @@
+//! Integration tests for mod_fastcgi-rs against a real Apache httpd and php-fpm.
+//!
+//! Run: `cargo build --release && cargo test --release --test integration [-- FILTER...]`
+//!
+//! Environment:
+//! * `MOD_FASTCGI_SO` – module to load (default `<crate>/target/release/libmod_fastcgi.so`)
+//! * `MPM`            – `event` (default) | `prefork` | `worker`
+//! * `APACHE2`        – httpd binary (default `/usr/sbin/apache2`)
+//! * `PHP_FPM`        – php-fpm binary (default: first `/usr/sbin/php-fpm*`)
+//! * `MFCGI_KEEP=1`   – keep the temp dir even when everything passed
+//! * `MFCGI_VERBOSE=1` – print per-test durations and some measurements
+//!
+//! One php-fpm master (several pools) and ONE Apache instance serve all suites; every suite
+//! adds its vhosts (each on its own loopback port) in its `setup`. Output: one
+//! `test <name> ... ok|FAILED: <reason>` line per test and a final `N passed, N failed`.
+
+#[path = "support/apache.rs"]
+mod apache;
+#[path = "support/check.rs"]
+mod check;
+#[path = "support/fpm.rs"]
+mod fpm;
+#[path = "support/harness.rs"]
+mod harness;
+#[path = "support/http.rs"]
+mod http;
+#[path = "support/procs.rs"]
+mod procs;
+#[path = "support/util.rs"]
+mod util;
+
+mod foundation;
+mod selftest;
+
+fn main() {
+    harness::main(&[selftest::SUITE, foundation::SUITE, foundation::FINAL]);
+}
