@@ -1,0 +1,177 @@
+# mod_fastcgi-rs — build, test and ops targets.
+#
+#   make [build]      cargo build --release + target/release/mod_fastcgi.so
+#   make deps         install missing Debian packages (apt-get; root only)
+#   make test         deps, build, unit tests, integration tests per MPM (MPMS="event prefork")
+#   make demo         private Apache + php-fpm on 127.0.0.1:$(DEMO_PORT) (scripts/demo.sh)
+#   make demo-stop    stop the demo servers (by PID)
+#   make install      install the module (apxs -i) + Debian mods-available files
+#   make clippy       cargo clippy --release -- -D warnings
+#   make fuzz         run every cargo-fuzz target for $(FUZZ_SECONDS)s (not part of `make test`);
+#                     fuzz/corpus/<t> is read as seeds, new inputs go to fuzz/target/fuzz-corpus/<t>
+#   make bench        benches/run.sh, if present
+#   make clean        cargo clean, remove fuzz/target and .demo
+#
+# Rust comes from PATH or $HOME/.cargo/bin (rustup); `make deps` does not install it.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+# Steps depend on each other's side effects (apt, cargo lock); never run them in parallel.
+.NOTPARALLEL:
+
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export DEBIAN_FRONTEND := noninteractive
+
+CARGO        ?= cargo
+MPMS         ?= event prefork
+TEST_TIMEOUT ?= 900
+FUZZ_SECONDS ?= 60
+DEMO_PORT    ?= 8080
+DEMO_MPM     ?= event
+DESTDIR      ?=
+APXS         ?= $(shell command -v apxs || command -v apxs2 || echo apxs)
+ENABLE       ?= 0
+
+SO_BUILT := target/release/libmod_fastcgi.so
+SO       := target/release/mod_fastcgi.so
+
+# Debian packages needed to build and test (php-fpm pulls php8.x-fpm; build-essential
+# gives cc/ld for cargo and the C shim; libclang-dev is for bindgen).
+DEB_PACKAGES := apache2 apache2-dev php-fpm libclang-dev curl wrk ca-certificates \
+                build-essential pkg-config
+# Debian layout for `make install` (overridable for other layouts).
+LIBEXECDIR   ?= $(shell $(APXS) -q LIBEXECDIR 2>/dev/null || echo /usr/lib/apache2/modules)
+SYSCONFDIR   ?= $(shell $(APXS) -q SYSCONFDIR 2>/dev/null || echo /etc/apache2)
+
+.PHONY: build deps check-cargo test unit integration demo demo-stop demo-status \
+        install uninstall clippy fuzz bench clean
+
+# ---------------------------------------------------------------------------------------
+check-cargo:
+	@command -v $(CARGO) >/dev/null || { \
+	  echo "ERROR: cargo not found in PATH or $$HOME/.cargo/bin." >&2; \
+	  echo "       Install the Rust toolchain (https://rustup.rs: rustup toolchain install stable)." >&2; \
+	  exit 1; }
+
+build: check-cargo
+	$(CARGO) build --release
+	@# `install` writes a new inode, so a running Apache keeps its mapping of the old file.
+	install -m 0644 $(SO_BUILT) $(SO)
+	@echo "built $(SO)"
+
+# ---------------------------------------------------------------------------------------
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+	  echo "deps: all Debian packages present ($(DEB_PACKAGES))"; \
+	elif [ "$$(id -u)" -ne 0 ]; then \
+	  echo "ERROR: missing Debian packages:$$missing" >&2; \
+	  echo "       install them as root: apt-get install -y --no-install-recommends$$missing" >&2; \
+	  exit 1; \
+	else \
+	  echo "deps: installing:$$missing"; \
+	  apt-get -o DPkg::Lock::Timeout=300 update; \
+	  apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null && echo "deps: $$($(CARGO) --version)" || { \
+	  echo "ERROR: cargo not found in PATH or $$HOME/.cargo/bin; install Rust with rustup." >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------
+test: deps build unit integration
+
+unit: check-cargo
+	$(CARGO) test --lib
+
+# Runs every MPM in $(MPMS) even if one fails, then fails if any failed.
+integration: check-cargo build
+	@failed=""; \
+	for mpm in $(MPMS); do \
+	  echo "=== integration tests, MPM=$$mpm (timeout $(TEST_TIMEOUT)s)"; \
+	  if MPM=$$mpm MOD_FASTCGI_SO="$${MOD_FASTCGI_SO:-$(CURDIR)/$(SO_BUILT)}" \
+	       timeout -k 30 $(TEST_TIMEOUT) $(CARGO) test --release --test integration </dev/null; then \
+	    echo "=== MPM=$$mpm: OK"; \
+	  else \
+	    rc=$$?; echo "=== MPM=$$mpm: FAILED (exit $$rc$$( [ $$rc -eq 124 ] && echo ', timed out'))"; \
+	    failed="$$failed $$mpm"; \
+	  fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "integration tests failed for MPM(s):$$failed" >&2; exit 1; fi; \
+	echo "integration tests passed for MPM(s): $(MPMS)"
+
+# ---------------------------------------------------------------------------------------
+demo: deps build
+	DEMO_PORT=$(DEMO_PORT) DEMO_MPM=$(DEMO_MPM) MOD_FASTCGI_SO="$(CURDIR)/$(SO)" scripts/demo.sh start
+
+demo-stop:
+	scripts/demo.sh stop
+
+demo-status:
+	scripts/demo.sh status
+
+# ---------------------------------------------------------------------------------------
+# Installs $(SO) as $(LIBEXECDIR)/mod_fastcgi.so with apxs. On Debian (mods-available
+# exists) it also installs fastcgi.load/fastcgi.conf so `a2enmod fastcgi` works; the module
+# is enabled only with ENABLE=1 (Debian's `apxs -a` would overwrite our fastcgi.load, keep a
+# .bak~ copy and run a2enmod itself, so it is not used there). Elsewhere `apxs -i -a` adds
+# the LoadModule line to httpd.conf (not with DESTDIR). Reload Apache afterwards yourself.
+install:
+	@test -f $(SO) || { echo "ERROR: $(SO) missing; run 'make build' first (as your build user)" >&2; exit 1; }
+	install -d $(DESTDIR)$(LIBEXECDIR)
+	@if [ -d "$(DESTDIR)$(SYSCONFDIR)/mods-available" ] || [ -d "$(SYSCONFDIR)/mods-available" ]; then \
+	  ( set -x; \
+	    $(APXS) -i -S LIBEXECDIR=$(DESTDIR)$(LIBEXECDIR) -n fastcgi $(SO); \
+	    install -d $(DESTDIR)$(SYSCONFDIR)/mods-available; \
+	    install -m 0644 conf-examples/debian/fastcgi.load $(DESTDIR)$(SYSCONFDIR)/mods-available/fastcgi.load; \
+	    install -m 0644 conf-examples/debian/fastcgi.conf $(DESTDIR)$(SYSCONFDIR)/mods-available/fastcgi.conf ); \
+	  if [ "$(ENABLE)" = 1 ] && [ -z "$(DESTDIR)" ]; then ( set -x; a2enmod fastcgi ); \
+	  else echo "installed; enable with: a2enmod fastcgi, then apache2ctl -t && apache2ctl graceful"; fi; \
+	elif [ -n "$(DESTDIR)" ]; then \
+	  ( set -x; $(APXS) -i -S LIBEXECDIR=$(DESTDIR)$(LIBEXECDIR) -n fastcgi $(SO) ); \
+	else \
+	  ( set -x; $(APXS) -i -a -n fastcgi $(SO) ); \
+	fi
+
+# Reverts `make install` on Debian (module file and mods-available files).
+uninstall:
+	-@if [ -z "$(DESTDIR)" ] && [ -e $(SYSCONFDIR)/mods-enabled/fastcgi.load ]; then a2dismod -q -f -p fastcgi; fi
+	rm -f $(DESTDIR)$(LIBEXECDIR)/mod_fastcgi.so \
+	      $(DESTDIR)$(SYSCONFDIR)/mods-available/fastcgi.load \
+	      $(DESTDIR)$(SYSCONFDIR)/mods-available/fastcgi.conf
+
+# ---------------------------------------------------------------------------------------
+clippy: check-cargo
+	@$(CARGO) clippy --version >/dev/null 2>&1 || { \
+	  if command -v rustup >/dev/null; then rustup component add clippy; \
+	  else echo "ERROR: cargo clippy missing and no rustup to install it" >&2; exit 1; fi; }
+	$(CARGO) clippy --release -- -D warnings
+
+fuzz: check-cargo
+	@test -f fuzz/Cargo.toml || { echo "fuzz/Cargo.toml not there yet; nothing to fuzz"; exit 0; }; \
+	export RUSTC_BOOTSTRAP=1; \
+	$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked; \
+	cd fuzz; \
+	targets=$$($(CARGO) fuzz list); \
+	[ -n "$$targets" ] || { echo "no fuzz targets"; exit 0; }; \
+	for t in $$targets; do \
+	  echo "=== fuzzing $$t for $(FUZZ_SECONDS)s (new inputs: fuzz/target/fuzz-corpus/$$t, seeds: fuzz/corpus/$$t)"; \
+	  mkdir -p "target/fuzz-corpus/$$t"; \
+	  seeds=""; if [ -d "corpus/$$t" ]; then seeds="corpus/$$t"; fi; \
+	  $(CARGO) fuzz run "$$t" "target/fuzz-corpus/$$t" $$seeds -- -max_total_time=$(FUZZ_SECONDS); \
+	done
+
+bench:
+	@if [ -f benches/run.sh ]; then bash benches/run.sh; \
+	else echo "benches/run.sh is not there yet; nothing to benchmark"; fi
+
+clean:
+	-scripts/demo.sh stop
+	-$(CARGO) clean
+	rm -rf fuzz/target
+	@# .demo may be a symlink to the /tmp fallback used when www-data cannot reach the repo.
+	@if [ -L .demo ] && [ "$$(readlink .demo)" = /tmp/mod_fastcgi-demo ]; then rm -rf /tmp/mod_fastcgi-demo; fi
+	rm -rf .demo
