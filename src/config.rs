@@ -44,6 +44,8 @@ pub struct ServerDef {
     pub user: Option<String>,
     pub group: Option<String>,
     /// `-keep-conn on|off`: reuse connections (FCGI_KEEP_CONN) through the per-child pool.
+    /// Default: on when `-max-conns` is set (the pool then knows what the application can
+    /// serve), off otherwise (one connection per request, as mod_fastcgi).
     pub keep_conn: bool,
     /// `-max-conns n`: most connections the whole Apache instance opens to this server at once
     /// (0 = no cap; the starvation guard still releases idle connections when others wait).
@@ -177,10 +179,11 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
         pass_headers: Vec::new(),
         user: None,
         group: None,
-        keep_conn: true,
+        keep_conn: false,
         max_conns: 0,
         pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
     };
+    let mut keep_conn: Option<bool> = None;
     let mut it = opts.iter();
     while let Some(&opt) = it.next() {
         let lower = opt.to_ascii_lowercase();
@@ -237,9 +240,9 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
             }
             "-keep-conn" => {
                 let v = value("-keep-conn")?;
-                def.keep_conn = match v.to_ascii_lowercase().as_str() {
-                    "on" | "yes" | "true" | "1" => true,
-                    "off" | "no" | "false" | "0" => false,
+                keep_conn = match v.to_ascii_lowercase().as_str() {
+                    "on" | "yes" | "true" | "1" => Some(true),
+                    "off" | "no" | "false" | "0" => Some(false),
                     _ => return Err(err(format!("invalid value for -keep-conn: \"{v}\" must be on or off"))),
                 };
             }
@@ -255,6 +258,7 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
             _ => return Err(err(format!("invalid option: {opt}"))),
         }
     }
+    def.keep_conn = keep_conn.unwrap_or(def.max_conns > 0);
     match (host, socket) {
         (Some(_), Some(_)) => Err(err("-host and -socket are mutually exclusive options".into())),
         (None, None) => Err(err("-socket or -host option missing".into())),
@@ -413,7 +417,10 @@ mod tests {
         assert_eq!(d.idle_timeout, 30);
         assert_eq!(d.connect_timeout, None);
         assert!(!d.flush && !d.nph);
-        assert!(d.keep_conn);
+        assert!(!d.keep_conn);
+        assert!(parse(&["/x", "-socket", "/s", "-max-conns", "8"]).unwrap().keep_conn);
+        assert!(!parse(&["/x", "-socket", "/s", "-max-conns", "8", "-keep-conn", "off"]).unwrap().keep_conn);
+        assert!(parse(&["/x", "-socket", "/s", "-keep-conn", "on"]).unwrap().keep_conn);
         assert_eq!((d.max_conns, d.pool_idle_timeout), (0, DEFAULT_POOL_IDLE_TIMEOUT));
         let d = parse(&["/x", "-socket", "/s", "-keep-conn", "off", "-max-conns", "4", "-pool-idle-timeout", "2"]).unwrap();
         assert!(!d.keep_conn);
