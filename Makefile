@@ -44,7 +44,7 @@ DEB_PACKAGES := apache2 apache2-dev php-fpm libclang-dev curl wrk ca-certificate
 LIBEXECDIR   ?= $(shell $(APXS) -q LIBEXECDIR 2>/dev/null || echo /usr/lib/apache2/modules)
 SYSCONFDIR   ?= $(shell $(APXS) -q SYSCONFDIR 2>/dev/null || echo /etc/apache2)
 
-.PHONY: build deps check-cargo test unit integration demo demo-stop demo-status \
+.PHONY: build deps check-cargo test unit lint integration demo demo-stop demo-status \
         install uninstall clippy fuzz bench clean
 
 # ---------------------------------------------------------------------------------------
@@ -82,7 +82,14 @@ deps:
 	  echo "ERROR: cargo not found in PATH or $$HOME/.cargo/bin; install Rust with rustup." >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------
-test: deps build unit integration
+test: deps build unit lint integration
+
+# clippy with -D warnings (undocumented_unsafe_blocks is on in src/lib.rs); skipped with a
+# notice where the clippy component is not installed.
+lint: check-cargo
+	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
+	  $(CARGO) clippy --release -- -D warnings; \
+	else echo "lint: cargo clippy not installed; skipped"; fi
 
 unit: check-cargo
 	$(CARGO) test --lib

@@ -82,10 +82,11 @@ impl Runtime {
     /// A connection for one request: a pooled one if `pooled` allows and one is alive, else a
     /// new one (waiting for a slot under -max-conns, at most `timeout`).
     pub fn checkout(self: &Arc<Self>, targets: &[Target], timeout: Duration, pooled: bool) -> Result<Conn, ConnectError> {
-        if pooled && self.keep_conn {
-            if let Some(c) = self.take_idle() {
-                return Ok(c);
-            }
+        if pooled
+            && self.keep_conn
+            && let Some(c) = self.take_idle()
+        {
+            return Ok(c);
         }
         let deadline = Instant::now() + timeout;
         let cnt = self.counters();
@@ -105,12 +106,13 @@ impl Runtime {
                     cnt.waiting.fetch_add(1, Ordering::AcqRel);
                     self.local_waiting.fetch_add(1, Ordering::AcqRel);
                 }
-                if pooled && self.keep_conn {
-                    if let Some(c) = self.take_idle() {
-                        cnt.waiting.fetch_sub(1, Ordering::AcqRel);
-                        self.local_waiting.fetch_sub(1, Ordering::AcqRel);
-                        return Ok(c);
-                    }
+                if pooled
+                    && self.keep_conn
+                    && let Some(c) = self.take_idle()
+                {
+                    cnt.waiting.fetch_sub(1, Ordering::AcqRel);
+                    self.local_waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Ok(c);
                 }
                 let now = Instant::now();
                 if now >= deadline {

@@ -344,10 +344,10 @@ impl<T> Registry<T> {
         let f = trim_trailing_slashes(filename);
         let mut end = f.len().min(self.longest);
         loop {
-            if end == f.len() || f.get(end) == Some(&b'/') {
-                if let Some(&i) = self.by_path.get(&f[..end]) {
-                    return self.entries.get(i);
-                }
+            if (end == f.len() || f.get(end) == Some(&b'/'))
+                && let Some(&i) = self.by_path.get(&f[..end])
+            {
+                return self.entries.get(i);
             }
             // Next shorter candidate: the previous '/'.
             match f[..end].iter().rposition(|&c| c == b'/') {

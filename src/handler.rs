@@ -307,10 +307,10 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             rlog!(r, DEBUG, 0, 24, "FastCGI: pooled connection to server \"{server}\" was closed by the application; retrying on a new connection");
             let Exchange { source: s, body_in: b, .. } = x;
             (out, source, body_in) = (initial, s, b);
-            if let BodySource::Spool(sp) = &mut source {
-                if let Err(e) = sp.rewind() {
-                    return finish_early(r, spool_failed(r, e, &server));
-                }
+            if let BodySource::Spool(sp) = &mut source
+                && let Err(e) = sp.rewind()
+            {
+                return finish_early(r, spool_failed(r, e, &server));
             }
             attempt += 1;
             continue;

@@ -59,7 +59,7 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// Logs a caught panic (one error line).
 #[cfg(not(test))]
 #[doc(hidden)]
-pub fn report_panic(r: *mut ffi::request_rec, payload: &(dyn std::any::Any + Send), at: &str) {
+pub(crate) fn report_panic(r: *mut ffi::request_rec, payload: &(dyn std::any::Any + Send), at: &str) {
     let msg = format!("FastCGI: internal error (panic caught at {at}): {}; request answered with 500", panic_text(payload));
     // Logging itself must not panic out of here.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -5,13 +5,10 @@ use std::ffi::c_int;
 use super::{Request, Server, cstring_lossy};
 use crate::ffi;
 
-pub const EMERG: c_int = ffi::APLOG_EMERG;
 pub const ERR: c_int = ffi::APLOG_ERR;
 pub const WARNING: c_int = ffi::APLOG_WARNING;
-pub const NOTICE: c_int = ffi::APLOG_NOTICE;
 pub const INFO: c_int = ffi::APLOG_INFO;
 pub const DEBUG: c_int = ffi::APLOG_DEBUG;
-pub const TRACE1: c_int = ffi::APLOG_TRACE1;
 pub const TRACE3: c_int = ffi::APLOG_TRACE3;
 
 /// Logs one line for a request: `FCGI<id>: <msg>`; `status` is an errno/apr_status_t shown

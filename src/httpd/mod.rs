@@ -214,14 +214,6 @@ impl<'a> Request<'a> {
         // SAFETY: pool string or NULL.
         unsafe { cbytes(self.raw().filename) }
     }
-    pub fn path_info(&self) -> Option<&'a [u8]> {
-        // SAFETY: pool string or NULL.
-        unsafe { cbytes(self.raw().path_info) }
-    }
-    pub fn uri(&self) -> &'a [u8] {
-        // SAFETY: pool string or NULL.
-        unsafe { cbytes(self.raw().uri) }.unwrap_or(b"")
-    }
     pub fn handler(&self) -> Option<&'a [u8]> {
         // SAFETY: static or pool string, or NULL.
         unsafe { cbytes(self.raw().handler) }
@@ -229,16 +221,9 @@ impl<'a> Request<'a> {
     pub fn set_handler(&mut self, h: &'static CStr) {
         self.raw_mut().handler = h.as_ptr();
     }
-    pub fn method(&self) -> &'a [u8] {
-        // SAFETY: pool string or NULL.
-        unsafe { cbytes(self.raw().method) }.unwrap_or(b"")
-    }
     /// A HEAD request: the body is not sent.
     pub fn header_only(&self) -> bool {
         self.raw().header_only != 0
-    }
-    pub fn is_subrequest(&self) -> bool {
-        !self.raw().main.is_null()
     }
     fn table(&self, t: *mut ffi::apr_table_t) -> Table<'a> {
         // SAFETY: request tables are live for the request; httpd never leaves them NULL.
@@ -271,9 +256,6 @@ impl<'a> Request<'a> {
         r.status = c_int::from(status);
         r.status_line = line;
     }
-    pub fn status(&self) -> i32 {
-        self.raw().status
-    }
     pub fn set_content_type(&mut self, ct: &[u8]) {
         let p = self.pool().strdup(ct);
         // SAFETY: live request; `p` lives in the request pool as required.
@@ -303,7 +285,7 @@ impl<'a> Request<'a> {
         // SAFETY: live request, after ap_setup_client_block.
         let has_body = unsafe { ffi::ap_should_client_block(self.as_ptr()) } != 0;
         let r = self.raw();
-        Ok(BodyInfo { has_body, chunked: r.read_chunked != 0, length: u64::try_from(r.remaining).unwrap_or(0) })
+        Ok(BodyInfo { has_body, chunked: r.read_chunked != 0 })
     }
     /// Reads the next piece of the request body into `bb` (blocking, under httpd's Timeout).
     pub fn read_body(&mut self, bb: &mut Brigade<'a>, max: usize) -> Result<(), ffi::apr_status_t> {
@@ -342,7 +324,7 @@ impl<'a> Request<'a> {
         let mut cur = r.proto_output_filters;
         // SAFETY: the filter chain is a live linked list for the request.
         unsafe {
-            while !cur.is_null() && ((*(*cur).frec).ftype as u32) < (ffi::ap_filter_type_AP_FTYPE_CONNECTION as u32) {
+            while !cur.is_null() && (*(*cur).frec).ftype < ffi::ap_filter_type_AP_FTYPE_CONNECTION {
                 cur = (*cur).next;
             }
         }
@@ -370,10 +352,6 @@ impl<'a> Request<'a> {
         // SAFETY: live request.
         unsafe { ffi::ap_get_request_module_loglevel(self.as_ptr(), crate::module::module_index()) }
     }
-    pub fn client_ip(&self) -> &'a [u8] {
-        // SAFETY: pool string or NULL.
-        unsafe { cbytes(self.raw().useragent_ip) }.unwrap_or(b"")
-    }
 }
 
 /// What `setup_body` learned about the request body.
@@ -381,8 +359,6 @@ impl<'a> Request<'a> {
 pub struct BodyInfo {
     pub has_body: bool,
     pub chunked: bool,
-    /// Content-Length when not chunked.
-    pub length: u64,
 }
 
 /// A bucket brigade in the request pool.
