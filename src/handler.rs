@@ -170,6 +170,15 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
     }
     let server = String::from_utf8_lossy(&def.path).into_owned();
 
+    // 0. Decoded CR/LF in the path (from %0d/%0a) never reach the application: they are the
+    // raw material of PATH_INFO confusion attacks on php-fpm (CVE-2019-11043 class). httpd
+    // itself already refuses %00.
+    let bad = |p: Option<&[u8]>| p.is_some_and(|p| p.iter().any(|&c| c == b'\r' || c == b'\n' || c == 0));
+    if bad(r.path_info()) || bad(r.filename()) {
+        rlog!(r, INFO, 0, 63, "FastCGI: request path with a CR, LF or NUL character refused (server \"{server}\")");
+        return ffi::HTTP_NOT_FOUND;
+    }
+
     // 1. The request body: validate framing first (nothing is opened for a bad request).
     let info = match r.setup_body() {
         Ok(i) => i,

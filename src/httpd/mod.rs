@@ -214,6 +214,10 @@ impl<'a> Request<'a> {
         // SAFETY: pool string or NULL.
         unsafe { cbytes(self.raw().filename) }
     }
+    pub fn path_info(&self) -> Option<&'a [u8]> {
+        // SAFETY: pool string or NULL.
+        unsafe { cbytes(self.raw().path_info) }
+    }
     pub fn handler(&self) -> Option<&'a [u8]> {
         // SAFETY: static or pool string, or NULL.
         unsafe { cbytes(self.raw().handler) }
