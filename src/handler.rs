@@ -454,6 +454,18 @@ impl<'r, 'd> Exchange<'r, 'd> {
         let mut buf = vec![0u8; READ_BUF];
         let mut last_activity = Instant::now();
         let started = last_activity;
+        // A new or pooled connection is almost always writable: send the request head at once
+        // instead of polling first.
+        match self.conn.sendv(&[&self.out]) {
+            Ok(n) => self.out_pos = n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if self.replayable() && is_peer_gone(&e) => return Err(Fail::Retry),
+            Err(e) if is_peer_gone(&e) => self.stdin_broken = true,
+            Err(e) => {
+                rlog!(r, ERR, e.raw_os_error().unwrap_or(0), 22, "FastCGI: comm with server \"{server}\" aborted: write failed: {e}");
+                return Err(Fail::Status(ffi::HTTP_BAD_GATEWAY));
+            }
+        }
         while !self.ended {
             let want_write = !self.stdin_broken && (self.out_pos < self.out.len() || !self.stdin_done);
             let idle_left = self.idle().saturating_sub(last_activity.elapsed());
