@@ -393,7 +393,11 @@ fn body_read_failed(r: &mut Request<'_>, rv: ffi::apr_status_t, server: &str) ->
         return Fail::ClientGone;
     }
     let status = Request::body_error_status(rv);
-    rlog!(r, INFO, rv, 61, "FastCGI: reading the request body for server \"{server}\" failed; answering {status}");
+    if status == ffi::AP_FILTER_ERROR {
+        rlog!(r, INFO, rv, 61, "FastCGI: reading the request body for server \"{server}\" failed; httpd's input filter already answered (e.g. 413 for LimitRequestBody)");
+    } else {
+        rlog!(r, INFO, rv, 61, "FastCGI: reading the request body for server \"{server}\" failed; answering {status}");
+    }
     Fail::Status(status)
 }
 
@@ -899,8 +903,9 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 // The response has begun: make it visibly incomplete (no final chunk, connection
                 // closed) instead of pretending it ended.
                 bb.cleanup();
-                let err = if status == ffi::HTTP_GATEWAY_TIME_OUT { status } else { ffi::HTTP_BAD_GATEWAY };
-                bb.push_error(err, r.pool());
+                // 502 is the status httpd's chunk filter recognises as "backend broke": it then
+                // omits the terminating chunk and closes the connection (whatever the cause).
+                bb.push_error(ffi::HTTP_BAD_GATEWAY, r.pool());
                 bb.push_eos();
                 let _ = r.pass(&mut bb);
                 r.close_connection();

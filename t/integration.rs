@@ -18,6 +18,8 @@
 mod apache;
 #[path = "support/check.rs"]
 mod check;
+#[path = "support/fakefcgi.rs"]
+mod fakefcgi;
 #[path = "support/fpm.rs"]
 mod fpm;
 #[path = "support/harness.rs"]
@@ -29,9 +31,10 @@ mod procs;
 #[path = "support/util.rs"]
 mod util;
 
+mod conformance;
 mod foundation;
 mod selftest;
 
 fn main() {
-    harness::main(&[selftest::SUITE, foundation::SUITE, foundation::FINAL]);
+    harness::main(&[selftest::SUITE, foundation::SUITE, conformance::SUITE, foundation::FINAL]);
 }

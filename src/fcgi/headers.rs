@@ -301,12 +301,12 @@ fn parse_line<'a>(
 ) -> Result<(), HeaderError> {
     let line = raw.strip_suffix(b"\r").unwrap_or(raw);
     if line.is_empty() || line.iter().any(|&b| is_ctl(b)) {
-        return Err(malformed(raw));
+        return Err(malformed(line));
     }
     if line.first().is_some_and(|&b| is_ws(b)) {
         // Obsolete line folding: continue the previous header's value.
         let Some((_, value)) = entries.last_mut() else {
-            return Err(malformed(raw));
+            return Err(malformed(line));
         };
         let more = trim_ws(line);
         if !more.is_empty() {
@@ -318,11 +318,11 @@ fn parse_line<'a>(
         return Ok(());
     }
     let Some(colon) = memchr(b':', line) else {
-        return Err(malformed(raw));
+        return Err(malformed(line));
     };
     let name = line.get(..colon).unwrap_or(&[]);
     if name.is_empty() || !name.iter().all(|&b| TCHAR[usize::from(b)]) {
-        return Err(malformed(raw));
+        return Err(malformed(line));
     }
     let value = trim_ws(line.get(colon + 1..).unwrap_or(&[]));
     entries.push((name, value.to_vec()));
@@ -568,19 +568,19 @@ Status: 404 Not Found\r\nContent-type: text/html; charset=UTF-8\r\nContent-Lengt
     #[test]
     fn malformed_lines() {
         for (input, line) in [
-            (&b"NoColon\r\n\r\n"[..], &b"NoColon\r"[..]),
-            (b"A: 1\r\nBad Name: x\r\n\r\n", b"Bad Name: x\r"),
+            (&b"NoColon\r\n\r\n"[..], &b"NoColon"[..]),
+            (b"A: 1\r\nBad Name: x\r\n\r\n", b"Bad Name: x"),
             (b"A : 1\n\n", b"A : 1"),
             (b": v\n\n", b": v"),
             (b"A: x\0y\n\n", b"A: x\0y"),
             (b"A: x\ry\n\n", b"A: x\ry"),
             (b"A: x\x7fy\n\n", b"A: x\x7fy"),
             (b"A: x\x1by\n\n", b"A: x\x1by"),
-            (b"A: 1\r\r\n\r\n", b"A: 1\r\r"),
+            (b"A: 1\r\r\n\r\n", b"A: 1\r"),
             (b"N\xc3\xa9: v\n\n", b"N\xc3\xa9: v"),
             (b"A(b): v\n\n", b"A(b): v"),
             (b" folded: first\n\n", b" folded: first"),
-            (b"\tX: y\r\n\r\n", b"\tX: y\r"),
+            (b"\tX: y\r\n\r\n", b"\tX: y"),
         ] {
             assert_eq!(
                 scan_all(input),
