@@ -359,7 +359,7 @@ fn log_connect_error(r: &Request<'_>, def: &ServerDef, e: &ConnectError, timeout
             ERR,
             errno,
             11,
-            "FastCGI: failed to connect to server \"{server}\" ({}): connect() timed out ({setting})",
+            "FastCGI: failed to connect to server \"{server}\": connect() timed out ({setting}) (address {})",
             e.target
         );
     } else {
@@ -368,9 +368,9 @@ fn log_connect_error(r: &Request<'_>, def: &ServerDef, e: &ConnectError, timeout
             ERR,
             errno,
             10,
-            "FastCGI: failed to connect to server \"{server}\" ({}): connect() failed: {}",
-            e.target,
-            e.error
+            "FastCGI: failed to connect to server \"{server}\": connect() failed: {} (address {})",
+            e.error,
+            e.target
         );
     }
 }

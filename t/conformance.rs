@@ -982,8 +982,8 @@ fn full_backlog_case(ctx: &Ctx, id: &str, setting: &str) -> Result<(), String> {
         format!("503 after {} ms, want about 2000 ms", ms(took))
     })?;
     logs.expect_one_error(&[
-        &format!("FastCGI: failed to connect to server \"{}\" (unix:{sock})", vpath(ctx, id)),
-        &format!("connect() timed out ({setting})"),
+        &format!("FastCGI: failed to connect to server \"{}\": connect() timed out ({setting})", vpath(ctx, id)),
+        &format!("(address unix:{sock})"),
         "(11)",
     ])?;
     after_connect_fault(ctx, &logs)
@@ -1642,7 +1642,8 @@ fn connect_failure(ctx: &Ctx, id: &str, addr: &str, errno: &str) -> Result<(), S
     ensure(r.status == 503, || format!("want 503, got {}", r.summary()))?;
     ensure(t0.elapsed() < Duration::from_secs(2), || format!("took {} ms", ms(t0.elapsed())))?;
     logs.expect_one_error(&[
-        &format!("FastCGI: failed to connect to server \"{}\" ({addr}): connect() failed", vpath(ctx, id)),
+        &format!("FastCGI: failed to connect to server \"{}\": connect() failed", vpath(ctx, id)),
+        &format!("(address {addr})"),
         errno,
     ])?;
     after_connect_fault(ctx, &logs)
