@@ -50,14 +50,14 @@ impl Runtime {
         })
     }
 
-    /// Attaches the instance-wide counters (called before the children are forked).
-    pub fn attach(&self, c: &'static SharedCounters) {
-        self.shared.store(c as *const SharedCounters as *mut SharedCounters, Ordering::Release);
+    /// Attaches the instance-wide counters (called before the children are forked). `c` must
+    /// stay mapped for as long as this runtime can be used (see `SharedCounterMap`).
+    pub fn attach(&self, c: *mut SharedCounters) {
+        self.shared.store(c, Ordering::Release);
     }
 
     fn counters(&self) -> &SharedCounters {
         let p = self.shared.load(Ordering::Acquire);
-        // SAFETY-free: `attach` only stores pointers to 'static, never-unmapped counters.
         match p.is_null() {
             true => &self.local,
             false => counters_ref(p),
@@ -200,8 +200,10 @@ impl Runtime {
     }
 }
 
-fn counters_ref(p: *mut SharedCounters) -> &'static SharedCounters {
-    // SAFETY: only pointers into the 'static slice returned by sock::shared_counters are stored.
+fn counters_ref<'a>(p: *mut SharedCounters) -> &'a SharedCounters {
+    // SAFETY: `attach` stores pointers into a SharedCounterMap that outlives every use of the
+    // runtime: in children it is never unmapped; in the parent it is unmapped by a pconf cleanup
+    // that runs before the runtimes are dropped, and the parent never handles requests.
     unsafe { &*p }
 }
 

@@ -899,7 +899,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 r.err_headers_out().clear();
                 status
             }
-            Fail::Status(status) => {
+            Fail::Status(_) => {
                 // The response has begun: make it visibly incomplete (no final chunk, connection
                 // closed) instead of pretending it ended.
                 bb.cleanup();

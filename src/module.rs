@@ -359,16 +359,23 @@ unsafe extern "C" fn post_config(
     s: *mut ffi::server_rec,
 ) -> c_int {
     boundary!(ffi::OK, {
-        let _ = pconf;
         // SAFETY: httpd passes the live main server.
         let server = unsafe { Server::from_ptr(s) };
         let Some(sh) = server.and_then(shared) else { return ffi::OK };
         // Instance-wide connection counters, inherited by the children forked after this.
         let n = sh.registry.iter().count();
-        match crate::ffi::sock::shared_counters(n) {
-            Some(counters) => {
-                for ((_, rt), c) in sh.registry.iter().zip(counters.iter()) {
-                    rt.attach(c);
+        match crate::ffi::sock::SharedCounterMap::new(n) {
+            Some(map) => {
+                for (i, (_, rt)) in sh.registry.iter().enumerate() {
+                    if let Some(c) = map.get(i) {
+                        rt.attach(c);
+                    }
+                }
+                // Unmapped with pconf (before the runtimes, which were adopted earlier);
+                // children keep their inherited mapping.
+                // SAFETY: httpd passes its live configuration pool.
+                if let Some(p) = unsafe { Pool::from_ptr(pconf) } {
+                    p.adopt(map);
                 }
             }
             None => slog!(

@@ -208,22 +208,45 @@ pub struct SharedCounters {
     pub waiting: std::sync::atomic::AtomicU32,
 }
 
-/// Maps zeroed shared memory for `n` counter sets. The mapping is deliberately never unmapped:
-/// children keep using it for their whole life, and one small mapping per configuration
-/// generation is the price (each set is 8 bytes).
-pub fn shared_counters(n: usize) -> Option<&'static [SharedCounters]> {
-    if n == 0 {
-        return Some(&[]);
+/// Anonymous shared memory holding `n` counter sets, created before the children are forked
+/// (each child keeps its own mapping of it for its whole life). Dropping it unmaps it in this
+/// process only; hand out references only to code that is gone before the drop.
+pub struct SharedCounterMap {
+    ptr: std::ptr::NonNull<SharedCounters>,
+    n: usize,
+}
+
+// SAFETY: the mapping is only accessed through atomics.
+unsafe impl Send for SharedCounterMap {}
+// SAFETY: as above.
+unsafe impl Sync for SharedCounterMap {}
+
+impl SharedCounterMap {
+    pub fn new(n: usize) -> Option<Self> {
+        let len = n.max(1).checked_mul(size_of::<SharedCounters>())?;
+        // SAFETY: anonymous shared mapping; no file, no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        Some(SharedCounterMap { ptr: std::ptr::NonNull::new(p.cast())?, n })
     }
-    let len = n.checked_mul(size_of::<SharedCounters>())?;
-    // SAFETY: anonymous shared mapping; no file, no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
-    };
-    if p == libc::MAP_FAILED {
-        return None;
+
+    /// Raw pointer to counter set `i` (valid while this map lives in this process, and for the
+    /// whole life of a child forked after it was created).
+    pub fn get(&self, i: usize) -> Option<*mut SharedCounters> {
+        // SAFETY: in-bounds offset inside the mapping.
+        (i < self.n).then(|| unsafe { self.ptr.as_ptr().add(i) })
     }
-    // SAFETY: the mapping is `len` bytes, page-aligned, zero-filled (a valid bit pattern for
-    // atomics), never unmapped, and only accessed through atomics.
-    Some(unsafe { std::slice::from_raw_parts(p.cast::<SharedCounters>(), n) })
+}
+
+impl Drop for SharedCounterMap {
+    fn drop(&mut self) {
+        let len = self.n.max(1) * size_of::<SharedCounters>();
+        // SAFETY: unmapping exactly the region mmap returned; callers guarantee no references
+        // into it remain in this process.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), len) };
+    }
 }
