@@ -12,7 +12,7 @@
 //! timeout) rather than in the backlog.
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,15 @@ pub struct Runtime {
     local: SharedCounters,
     /// Requests of this process waiting for a connection slot (they take pooled ones first).
     local_waiting: AtomicU32,
+    /// This process's entry in the shared owner table (usize::MAX: none claimed / table full).
+    owner: AtomicUsize,
+    /// The child is stopping (graceful restart/stop): pool nothing more.
+    stopping: AtomicBool,
+    /// When a waiter last looked for the shares of dead children.
+    last_reclaim: Mutex<Option<Instant>>,
 }
+
+const NO_OWNER: usize = usize::MAX;
 
 impl Runtime {
     pub fn new(def: &ServerDef) -> Arc<Self> {
@@ -45,8 +53,11 @@ impl Runtime {
             pool_idle: Duration::from_secs(u64::from(def.pool_idle_timeout)),
             idle: Mutex::new(Vec::new()),
             shared: AtomicPtr::new(std::ptr::null_mut()),
-            local: SharedCounters::default(),
+            local: SharedCounters { open: AtomicU32::new(0), waiting: AtomicU32::new(0), owners: std::array::from_fn(|_| Default::default()) },
             local_waiting: AtomicU32::new(0),
+            owner: AtomicUsize::new(NO_OWNER),
+            stopping: AtomicBool::new(false),
+            last_reclaim: Mutex::new(None),
         })
     }
 
@@ -91,8 +102,12 @@ impl Runtime {
         let deadline = Instant::now() + timeout;
         let cnt = self.counters();
         if self.max_conns > 0 {
+            // Only a waiter that may take a pooled connection counts as a local taker; one that
+            // may not (a replay) must make this process give its idle connections up instead.
+            let local_taker = pooled && self.keep_conn;
             let mut waiting = false;
-            let mut backoff = Duration::from_micros(200);
+            let started = Instant::now();
+            let mut backoff = Duration::from_micros(100);
             loop {
                 let cur = cnt.open.load(Ordering::Acquire);
                 if cur < self.max_conns {
@@ -104,20 +119,25 @@ impl Runtime {
                 if !waiting {
                     waiting = true;
                     cnt.waiting.fetch_add(1, Ordering::AcqRel);
-                    self.local_waiting.fetch_add(1, Ordering::AcqRel);
+                    if local_taker {
+                        self.local_waiting.fetch_add(1, Ordering::AcqRel);
+                    }
                 }
-                if pooled
-                    && self.keep_conn
-                    && let Some(c) = self.take_idle()
-                {
-                    cnt.waiting.fetch_sub(1, Ordering::AcqRel);
-                    self.local_waiting.fetch_sub(1, Ordering::AcqRel);
-                    return Ok(c);
+                if let Some(c) = self.take_idle() {
+                    if local_taker {
+                        self.end_wait(waiting, local_taker);
+                        return Ok(c);
+                    }
+                    // Free our own idle connection's slot for this request.
+                    drop(c);
+                    continue;
+                }
+                if started.elapsed() >= Duration::from_millis(50) {
+                    self.reclaim_dead();
                 }
                 let now = Instant::now();
                 if now >= deadline {
-                    cnt.waiting.fetch_sub(1, Ordering::AcqRel);
-                    self.local_waiting.fetch_sub(1, Ordering::AcqRel);
+                    self.end_wait(waiting, local_taker);
                     return Err(ConnectError {
                         error: io::Error::from_raw_os_error(libc::EAGAIN),
                         timed_out: true,
@@ -125,18 +145,17 @@ impl Runtime {
                     });
                 }
                 std::thread::sleep(backoff.min(deadline - now));
-                backoff = (backoff * 2).min(Duration::from_millis(5));
+                // Short, capped backoff: waiters poll at similar rates, so newcomers gain little.
+                backoff = (backoff * 2).min(Duration::from_millis(1));
             }
-            if waiting {
-                cnt.waiting.fetch_sub(1, Ordering::AcqRel);
-                self.local_waiting.fetch_sub(1, Ordering::AcqRel);
-            }
+            self.end_wait(waiting, local_taker);
         } else {
             cnt.open.fetch_add(1, Ordering::AcqRel);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match Conn::connect(targets, left) {
             Ok(mut c) => {
+                self.owner_add(1);
                 c.rt = Some(Arc::clone(self));
                 Ok(c)
             }
@@ -147,12 +166,85 @@ impl Runtime {
         }
     }
 
+    fn end_wait(&self, waiting: bool, local_taker: bool) {
+        if waiting {
+            self.counters().waiting.fetch_sub(1, Ordering::AcqRel);
+            if local_taker {
+                self.local_waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Adds `n` (may wrap for -1) to this process's share in the owner table, claiming an entry
+    /// on first use.
+    fn owner_add(&self, n: u32) {
+        let cnt = self.counters();
+        let mut i = self.owner.load(Ordering::Acquire);
+        if i == NO_OWNER {
+            let me = std::process::id();
+            i = cnt
+                .owners
+                .iter()
+                .position(|o| o.pid.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire).is_ok())
+                .unwrap_or(NO_OWNER - 1);
+            self.owner.store(i, Ordering::Release);
+        }
+        if let Some(o) = cnt.owners.get(i) {
+            o.open.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Gives back the open-connection shares of children that died without closing their
+    /// connections (killed): their sockets are gone, so are their slots.
+    fn reclaim_dead(&self) {
+        {
+            let mut last = self.last_reclaim.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_millis(50)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let cnt = self.counters();
+        let me = std::process::id();
+        for o in &cnt.owners {
+            let pid = o.pid.load(Ordering::Acquire);
+            if pid == 0 || pid == me || sock::process_alive(pid) {
+                continue;
+            }
+            if o.pid.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                let n = o.open.swap(0, Ordering::AcqRel);
+                if n > 0 {
+                    cnt.open.fetch_sub(n, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
+    /// Releases this process's owner entry (child exit, after every connection was closed).
+    fn release_owner(&self) {
+        let i = self.owner.swap(NO_OWNER, Ordering::AcqRel);
+        if let Some(o) = self.counters().owners.get(i) {
+            let n = o.open.swap(0, Ordering::AcqRel);
+            if n > 0 {
+                self.counters().open.fetch_sub(n, Ordering::AcqRel);
+            }
+            o.pid.store(0, Ordering::Release);
+        }
+    }
+
+    /// The child is stopping: close idle connections and pool nothing more, so the old
+    /// generation never holds application processes the new one needs.
+    pub fn stop_pooling(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.close_all();
+    }
+
     /// Returns a connection whose request ended cleanly. It is pooled unless pooling is off or
     /// another request (in any child) is waiting for the application — then it is closed, so
     /// the application process it holds can take that request. Waiters in this same process
     /// take pooled connections directly, so for them it is kept.
     pub fn checkin(&self, c: Conn) {
-        if !self.keep_conn {
+        if !self.keep_conn || self.stopping.load(Ordering::Acquire) {
             return;
         }
         let others_wait = self.counters().waiting.load(Ordering::Acquire) > self.local_waiting.load(Ordering::Acquire);
@@ -177,6 +269,13 @@ impl Runtime {
     /// Closes every idle connection (child exit, graceful restart).
     pub fn close_all(&self) {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Whether a fresh connection's silence should count as waiting (STALL_AFTER): only without
+    /// -max-conns — with it, a new connection is only opened when the application has a free
+    /// process, so silence means a slow script, not a queue.
+    pub fn guards_stalls(&self) -> bool {
+        self.keep_conn && self.max_conns == 0
     }
 
     /// Marks or unmarks a request waiting on a fresh connection (see STALL_AFTER).
@@ -210,7 +309,8 @@ fn counters_ref<'a>(p: *mut SharedCounters) -> &'a SharedCounters {
 /// An open connection to the application.
 #[derive(Debug)]
 pub struct Conn {
-    fd: OwnedFd,
+    /// Always Some until drop (taken there to close the socket before releasing its slot).
+    fd: Option<OwnedFd>,
     /// Came from the pool (the application may have closed it meanwhile).
     pub reused: bool,
     /// The runtime whose open-connection count this connection holds.
@@ -219,7 +319,10 @@ pub struct Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        // Close first, then give the slot back: the count never undercounts open sockets.
+        drop(self.fd.take());
         if let Some(rt) = self.rt.take() {
+            rt.owner_add(u32::MAX);
             rt.counters().open.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -247,6 +350,14 @@ fn ms(d: Duration) -> i32 {
 }
 
 impl Conn {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match &self.fd {
+            Some(fd) => fd.as_fd(),
+            // Unreachable: `fd` is only taken in drop.
+            None => unreachable!("connection used after close"),
+        }
+    }
+
     /// Connects to the first target that accepts, waiting at most `timeout` overall. A unix
     /// socket whose listen backlog is full is retried until the deadline (never forever).
     pub fn connect(targets: &[Target], timeout: Duration) -> Result<Conn, ConnectError> {
@@ -254,7 +365,7 @@ impl Conn {
         let mut last = ConnectError { error: io::Error::from_raw_os_error(libc::EINVAL), timed_out: false, target: String::new() };
         for t in targets {
             match Self::connect_one(t, deadline) {
-                Ok(fd) => return Ok(Conn { fd, reused: false, rt: None }),
+                Ok(fd) => return Ok(Conn { fd: Some(fd), reused: false, rt: None }),
                 Err((error, timed_out)) => {
                     last = ConnectError { error, timed_out, target: target_text(t) };
                     if timed_out {
@@ -298,22 +409,22 @@ impl Conn {
 
     /// Waits for readability (always) and writability (if `write`), up to `timeout`.
     pub fn wait(&self, write: bool, timeout: Duration) -> io::Result<Option<Ready>> {
-        sock::poll(self.fd.as_fd(), true, write, ms(timeout))
+        sock::poll(self.fd(), true, write, ms(timeout))
     }
 
     /// Non-blocking receive (`WouldBlock` when nothing is available, `Ok(0)` at EOF).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        sock::recv(self.fd.as_fd(), buf)
+        sock::recv(self.fd(), buf)
     }
 
     /// Non-blocking gathered send.
     pub fn sendv(&self, bufs: &[&[u8]]) -> io::Result<usize> {
-        sock::sendv(self.fd.as_fd(), bufs)
+        sock::sendv(self.fd(), bufs)
     }
 
     /// True when an idle connection is still open and clean (for pooling).
     pub fn is_reusable(&self) -> bool {
-        sock::idle_socket_alive(self.fd.as_fd())
+        sock::idle_socket_alive(self.fd())
     }
 }
 
@@ -349,6 +460,7 @@ impl Drop for Reaper {
         }
         for rt in &self.runtimes {
             rt.close_all();
+            rt.release_owner();
         }
     }
 }

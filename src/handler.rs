@@ -474,7 +474,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
             let want_write = !self.stdin_broken && (self.out_pos < self.out.len() || !self.stdin_done);
             let idle_left = self.idle().saturating_sub(last_activity.elapsed());
             let mut wait = if self.unflushed { idle_left.min(FLUSH_AFTER_SILENCE) } else { idle_left };
-            let stall_pending = !self.stall_marked && self.received == 0 && !self.conn.reused && self.rt.keep_conn();
+            let stall_pending = !self.stall_marked && self.received == 0 && !self.conn.reused && self.rt.guards_stalls();
             if stall_pending {
                 let since = started.elapsed();
                 if since >= STALL_AFTER {

@@ -275,6 +275,7 @@ unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
             ffi::ap_hook_handler(Some(handler), null(), null(), ffi::APR_HOOK_MIDDLE);
             ffi::ap_hook_post_config(Some(post_config), null(), null(), ffi::APR_HOOK_MIDDLE);
             ffi::ap_hook_child_init(Some(child_init), null(), null(), ffi::APR_HOOK_MIDDLE);
+            ffi::ap_hook_child_stopping(Some(child_stopping), null(), null(), ffi::APR_HOOK_MIDDLE);
         }
     })
 }
@@ -423,6 +424,19 @@ unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::serve
                 4,
                 "FastCGI: cannot start the connection pool reaper thread ({e}); idle pooled connections expire only when used"
             ),
+        }
+    })
+}
+
+/// A child begins to stop (graceful restart or stop, process reduction): its idle pooled
+/// connections are closed at once and nothing more is pooled.
+unsafe extern "C" fn child_stopping(_pchild: *mut ffi::apr_pool_t, _graceful: c_int) {
+    boundary!((), {
+        // SAFETY: ap_server_conf is the main server of the running generation (or NULL).
+        let Some(server) = (unsafe { Server::from_ptr(ffi::ap_server_conf) }) else { return };
+        let Some(sh) = shared(server) else { return };
+        for (_, rt) in sh.registry.iter() {
+            rt.stop_pooling();
         }
     })
 }

@@ -26,6 +26,10 @@ mod fpm;
 mod harness;
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/pool_fcgi.rs"]
+mod pool_fcgi;
+#[path = "support/pool_inst.rs"]
+mod pool_inst;
 #[path = "support/procs.rs"]
 mod procs;
 #[path = "support/util.rs"]
@@ -33,8 +37,9 @@ mod util;
 
 mod conformance;
 mod foundation;
+mod pool;
 mod selftest;
 
 fn main() {
-    harness::main(&[selftest::SUITE, foundation::SUITE, conformance::SUITE, foundation::FINAL]);
+    harness::main(&[selftest::SUITE, foundation::SUITE, conformance::SUITE, pool::SUITE, foundation::FINAL]);
 }

@@ -194,11 +194,26 @@ pub fn idle_socket_alive(fd: BorrowedFd<'_>) -> bool {
     false // 0 = EOF, >0 = unsolicited data: either way not reusable
 }
 
+/// How many processes per server definition have their open connections tracked individually
+/// (so a killed child's share can be reclaimed). Beyond that, connections are still counted in
+/// the total, just not reclaimable.
+pub const MAX_OWNERS: usize = 1024;
+
+/// One process's share of the open connections.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Owner {
+    /// The process id (0: free entry).
+    pub pid: std::sync::atomic::AtomicU32,
+    /// Connections this process has open.
+    pub open: std::sync::atomic::AtomicU32,
+}
+
 /// Counters shared by every child process of one Apache instance, one set per
 /// FastCgiExternalServer definition (in anonymous shared memory created before the children
 /// are forked).
 #[repr(C)]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SharedCounters {
     /// Connections open to the server from all children (in use or pooled).
     pub open: std::sync::atomic::AtomicU32,
@@ -206,6 +221,29 @@ pub struct SharedCounters {
     /// connection slot under -max-conns, or a fresh connection not yet answered). While
     /// non-zero, nobody keeps idle connections: they would hold application processes.
     pub waiting: std::sync::atomic::AtomicU32,
+    /// Per-process shares of `open`.
+    pub owners: [Owner; MAX_OWNERS],
+}
+
+impl Default for SharedCounters {
+    fn default() -> Self {
+        SharedCounters {
+            open: Default::default(),
+            waiting: Default::default(),
+            owners: std::array::from_fn(|_| Owner::default()),
+        }
+    }
+}
+
+/// True unless the process is known to be gone (kill(pid, 0) says ESRCH).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(p) = libc::pid_t::try_from(pid) else { return false };
+    if p <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence; no signal is delivered.
+    let rv = unsafe { libc::kill(p, 0) };
+    rv == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Anonymous shared memory holding `n` counter sets, created before the children are forked

@@ -82,15 +82,31 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[start..].join("\n")
 }
 
-/// Reserve `n` distinct free TCP ports on 127.0.0.1 (all sockets are held until every port is
-/// chosen, so the kernel cannot hand out the same port twice).
+/// Free loopback TCP ports, never the same one twice in this process, and outside the kernel's
+/// ephemeral range (32768-60999 here), so neither an earlier hand-out nor the tests' own client
+/// connections can be holding one when a server binds it. Each is checked by binding it.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let mut held = Vec::new();
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LO: u32 = 20000;
+    const SPAN: u32 = 12000; // 20000..32000
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::Acquire) == u32::MAX {
+        // Spread concurrent runs (CI, developers) over the range by process id.
+        let start = (std::process::id() * 97) % SPAN;
+        let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::AcqRel, Ordering::Acquire);
+    }
     let mut ports = Vec::new();
-    for _ in 0..n {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
-        ports.push(l.local_addr().map_err(|e| e.to_string())?.port());
-        held.push(l);
+    for _ in 0..SPAN {
+        if ports.len() == n {
+            break;
+        }
+        let p = (LO + NEXT.fetch_add(1, Ordering::AcqRel) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            ports.push(p);
+        }
+    }
+    if ports.len() < n {
+        return Err(format!("only {} free ports found in {LO}..{}", ports.len(), LO + SPAN));
     }
     Ok(ports)
 }

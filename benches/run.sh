@@ -1,0 +1,429 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of mod_fastcgi-rs (`make bench`; not part of `make test`).
+#
+# Variants, each run against the same php-fpm pool (pm=static) or the same null backend:
+#   fcgi-pool     mod_fastcgi-rs, -max-conns $FPM_CHILDREN (pool on)
+#   fcgi-nopool   mod_fastcgi-rs, -keep-conn off (one connection per request)
+#   proxy         mod_proxy_fcgi, enablereuse=off
+#   proxy-reuse   mod_proxy_fcgi, enablereuse=on          (the reference of the ratio column)
+#   nginx         nginx fastcgi_pass, upstream keepalive
+#   static        Apache serving a static file of the same size (no FastCGI)
+# Workloads:
+#   hello         GET of a ~100-byte hello.php
+#   1mib          GET of a 1 MiB PHP response
+#   post256k      POST of 256 KiB to a PHP script that reads it (no static variant)
+#   null          GET against benches/null-backend (answers at once, 100-byte body): the cost
+#                 of the connector itself
+#
+# Everything runs privately under a temp dir on 127.0.0.1 (never the system services). The
+# server under test, php-fpm and the null backend are pinned to CPU 0, wrk to CPU 1. Each run
+# starts its own server (so pooled connections of one variant never hold php-fpm workers during
+# another's run), warms up, measures with `wrk --latency`, records the server's RSS, stops it.
+# Variants are interleaved over the rounds (their order rotates every round); the table shows
+# medians over the rounds.
+#
+# Settings (environment):
+#   ROUNDS=3 DURATION=10 WARMUP=2 CONNS=32 WRK_THREADS=1
+#   WORKLOADS="hello 1mib post256k null"
+#   VARIANTS="fcgi-pool fcgi-nopool proxy proxy-reuse nginx static"
+#   APACHE_MPM=event APACHE_PROCS=2 APACHE_THREADS=25   (event/worker)
+#   FPM_CHILDREN=$((APACHE_PROCS * APACHE_THREADS))   php-fpm pm.max_children: as many as
+#                           Apache has threads, so that mod_proxy_fcgi's enablereuse=on (up to
+#                           ThreadsPerChild connections per process) cannot starve php-fpm;
+#                           mod_fastcgi-rs gets -max-conns $FPM_CHILDREN, nginx keepalive $CONNS
+#   FCGI_ROUTE=direct       direct | action (mod_fastcgi's AddType + Action + Alias chain)
+#   CPU_SERVER=0 CPU_CLIENT=1   (PIN=0 disables pinning)
+#   MOD_FASTCGI_SO=...      module to test (default: cargo build --release, target/release)
+#   KEEP=1                  keep the temp dir (configs, logs, raw wrk output)
+#   NO_INSTALL=1            never run apt-get (fail if something is missing)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNS=${CONNS:-32}
+WRK_THREADS=${WRK_THREADS:-1}
+WORKLOADS=${WORKLOADS:-"hello 1mib post256k null"}
+VARIANTS=${VARIANTS:-"fcgi-pool fcgi-nopool proxy proxy-reuse nginx static"}
+APACHE_MPM=${APACHE_MPM:-event}
+APACHE_PROCS=${APACHE_PROCS:-2}
+APACHE_THREADS=${APACHE_THREADS:-25}
+FPM_CHILDREN=${FPM_CHILDREN:-$((APACHE_PROCS * APACHE_THREADS))}
+FCGI_ROUTE=${FCGI_ROUTE:-direct}
+CPU_SERVER=${CPU_SERVER:-0}
+CPU_CLIENT=${CPU_CLIENT:-1}
+PIN=${PIN:-1}
+KEEP=${KEEP:-0}
+NO_INSTALL=${NO_INSTALL:-0}
+NULL_BODY=100
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "bench: ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------
+# what we need
+
+find_php_fpm() { ls /usr/sbin/php-fpm* 2>/dev/null | sort -V | tail -n1; }
+
+install_missing() {
+    local need=()
+    command -v wrk >/dev/null || need+=(wrk)
+    [ -x /usr/sbin/apache2 ] || need+=(apache2)
+    [ -f /usr/lib/apache2/modules/mod_proxy_fcgi.so ] || need+=(apache2)
+    [ -n "$(find_php_fpm)" ] || need+=(php-fpm)
+    [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+    command -v taskset >/dev/null || need+=(util-linux)
+    command -v curl >/dev/null || need+=(curl)
+    command -v ss >/dev/null || need+=(iproute2)
+    [ ${#need[@]} -eq 0 ] && return 0
+    [ "$NO_INSTALL" = 1 ] && die "missing: ${need[*]} (NO_INSTALL=1)"
+    [ "$(id -u)" -eq 0 ] || die "missing: ${need[*]}; install them as root: apt-get install -y ${need[*]}"
+    log "bench: installing ${need[*]} (the packaged services are not used; on a system with"
+    log "       an init system Debian may start them: stop them yourself if you do not want them)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    if ! apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${need[@]}"; then
+        # nginx-light is gone after Debian 12: fall back to nginx
+        local alt=("${need[@]/nginx-light/nginx}")
+        apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${alt[@]}"
+    fi
+}
+
+[ "$(uname -s)" = Linux ] || die "Linux only"
+install_missing
+command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
+PHP_FPM=$(find_php_fpm)
+[ -n "$PHP_FPM" ] || die "php-fpm not found"
+[ -f /etc/nginx/fastcgi_params ] || die "/etc/nginx/fastcgi_params missing (nginx-common)"
+
+NCPU=$(nproc)
+if [ "$PIN" = 1 ] && [ "$NCPU" -lt 2 ]; then
+    log "bench: warning: $NCPU CPU: not pinning"
+    PIN=0
+fi
+pin_client() { if [ "$PIN" = 1 ]; then taskset -c "$CPU_CLIENT" "$@"; else "$@"; fi; }
+# spawn OUTFILE CMD...: starts CMD in the background, pinned to the server CPU; sets SPAWNED to
+# its PID (the subshell execs taskset, which execs CMD: one process, so $! is the server).
+spawn() {
+    local out=$1
+    shift
+    if [ "$PIN" = 1 ]; then
+        (exec taskset -c "$CPU_SERVER" "$@") >"$out" 2>&1 </dev/null &
+    else
+        (exec "$@") >"$out" 2>&1 </dev/null &
+    fi
+    SPAWNED=$!
+}
+
+# ---------------------------------------------------------------------------------------
+# builds
+
+if [ -z "${MOD_FASTCGI_SO:-}" ]; then
+    log "bench: cargo build --release (module)"
+    (cd "$REPO" && cargo build --release -q)
+    MOD_FASTCGI_SO="$REPO/target/release/libmod_fastcgi.so"
+fi
+[ -f "$MOD_FASTCGI_SO" ] || die "module $MOD_FASTCGI_SO not found"
+log "bench: cargo build --release (null backend)"
+cargo build --release -q --manifest-path "$HERE/null-backend/Cargo.toml" --target-dir "$REPO/target/null-backend"
+NULL_BIN="$REPO/target/null-backend/release/null-fcgi"
+
+# ---------------------------------------------------------------------------------------
+# private run directory
+
+RUN=$(mktemp -d /tmp/mfcgi-bench.XXXXXX)
+chmod 755 "$RUN"
+PIDS=()
+SERVER_PID=""
+cleanup() {
+    local rc=$?
+    [ -n "$SERVER_PID" ] && stop_server
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ "$KEEP" = 1 ] || [ $rc -ne 0 ]; then log "bench: files kept in $RUN"; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$RUN/logs" "$RUN/www" "$RUN/raw" "$RUN/fcgi"
+cp "$HERE"/www/*.php "$RUN/www/"
+# the null backend answers anything; the file only has to exist for routing
+printf '<?php // answered by the null backend, never run\n' >"$RUN/www/null.php"
+head -c 99 /dev/zero | tr '\0' 'x' >"$RUN/www/hello.txt"; echo >>"$RUN/www/hello.txt"
+head -c $((NULL_BODY - 1)) /dev/zero | tr '\0' 'x' >"$RUN/www/null.txt"; echo >>"$RUN/www/null.txt"
+head -c 1048576 /dev/zero | tr '\0' 'z' >"$RUN/www/1mib.bin"
+printf 'text/plain txt\napplication/octet-stream bin\ntext/html html\n' >"$RUN/mime.types"
+chmod -R a+rX "$RUN"
+DOCROOT="$RUN/www"
+
+port_free() { ! ss -ltnH "sport = :$1" 2>/dev/null | grep -q .; }
+pick_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 30000))
+        if port_free "$p" && [[ " ${USED_PORTS:-} " != *" $p "* ]]; then USED_PORTS="${USED_PORTS:-} $p"; echo "$p"; return; fi
+    done
+    die "no free port"
+}
+FPM_PORT=$(pick_port); NULL_PORT=$(pick_port); HTTP_PORT=$(pick_port)
+
+# render TEMPLATE OUT KEY=VALUE...  (replaces @KEY@; values may span lines)
+render() {
+    local tpl=$1 out=$2 text kv
+    shift 2
+    text=$(<"$tpl")
+    for kv in "$@"; do text=${text//@${kv%%=*}@/${kv#*=}}; done
+    printf '%s\n' "$text" >"$out"
+}
+
+wait_port() { # port pid what
+    local i
+    for i in $(seq 200); do
+        if ! kill -0 "$2" 2>/dev/null; then return 1; fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------
+# shared backends: php-fpm and the null responder
+
+render "$HERE/conf/php-fpm.conf.in" "$RUN/php-fpm.conf" RUN="$RUN" FPM_PORT="$FPM_PORT" FPM_CHILDREN="$FPM_CHILDREN"
+spawn "$RUN/logs/php-fpm.out" "$PHP_FPM" -F -y "$RUN/php-fpm.conf"
+FPM_PID=$SPAWNED; PIDS+=("$FPM_PID")
+spawn "$RUN/logs/null.out" "$NULL_BIN" --listen "127.0.0.1:$NULL_PORT" --body-size "$NULL_BODY"
+NULL_PID=$SPAWNED; PIDS+=("$NULL_PID")
+wait_port "$FPM_PORT" "$FPM_PID" || die "php-fpm did not start: $(tail -5 "$RUN/logs/php-fpm.log" 2>/dev/null; cat "$RUN/logs/php-fpm.out")"
+wait_port "$NULL_PORT" "$NULL_PID" || die "null backend did not start: $(cat "$RUN/logs/null.out")"
+sleep 0.5
+
+# ---------------------------------------------------------------------------------------
+# one server per run
+
+start_server() { # variant backend_port
+    local v=$1 bport=$2 route opts
+    port_free "$HTTP_PORT" || die "port $HTTP_PORT still in use before starting $v"
+    : >"$RUN/logs/apache.out"; : >"$RUN/logs/nginx.out"
+    case $v in
+    nginx)
+        mkdir -p "$RUN/nginx/logs" "$RUN/nginx/tmp"
+        render "$HERE/conf/nginx.conf.in" "$RUN/nginx/nginx.conf" RUN="$RUN" HTTP_PORT="$HTTP_PORT" \
+            BACKEND_PORT="$bport" DOCROOT="$DOCROOT" NGINX_KEEPALIVE="$CONNS"
+        spawn "$RUN/logs/nginx.out" /usr/sbin/nginx -p "$RUN/nginx/" -c "$RUN/nginx/nginx.conf"
+        SERVER_PID=$SPAWNED
+        ;;
+    *)
+        mkdir -p "$RUN/apache/run" "$RUN/apache/logs"
+        case $v in
+        fcgi-pool | fcgi-nopool)
+            if [ "$v" = fcgi-pool ]; then opts="-max-conns $FPM_CHILDREN"; else opts="-keep-conn off"; fi
+            if [ "$FCGI_ROUTE" = action ]; then
+                route="AddType application/x-httpd-fastphp .php
+Action application/x-httpd-fastphp /php.fcgi
+Alias /php.fcgi \"$RUN/fcgi/php.fcgi\"
+FastCgiExternalServer \"$RUN/fcgi/php.fcgi\" -host 127.0.0.1:$bport $opts
+<Directory \"$RUN/fcgi/\">
+    Require all granted
+</Directory>"
+            else
+                route="FastCgiExternalServer \"$DOCROOT\" -host 127.0.0.1:$bport $opts"
+            fi
+            render "$HERE/conf/apache-fcgi.conf.in" "$RUN/apache/variant.conf" MODULE_SO="$MOD_FASTCGI_SO" FCGI_ROUTE_CONF="$route"
+            ;;
+        proxy | proxy-reuse)
+            local reuse=off
+            [ "$v" = proxy-reuse ] && reuse=on
+            render "$HERE/conf/apache-proxy.conf.in" "$RUN/apache/variant.conf" BACKEND_PORT="$bport" DOCROOT="$DOCROOT" PROXY_REUSE="$reuse"
+            ;;
+        static)
+            render "$HERE/conf/apache-static.conf.in" "$RUN/apache/variant.conf"
+            ;;
+        *) die "unknown variant $v" ;;
+        esac
+        render "$HERE/conf/apache-common.conf.in" "$RUN/apache/httpd.conf" RUN="$RUN" HTTP_PORT="$HTTP_PORT" DOCROOT="$DOCROOT" \
+            APACHE_MPM="$APACHE_MPM" APACHE_PROCS="$APACHE_PROCS" APACHE_THREADS="$APACHE_THREADS" \
+            APACHE_WORKERS=$((APACHE_PROCS * APACHE_THREADS))
+        spawn "$RUN/logs/apache.out" /usr/sbin/apache2 -f "$RUN/apache/httpd.conf" -DFOREGROUND
+        SERVER_PID=$SPAWNED
+        ;;
+    esac
+    if ! wait_port "$HTTP_PORT" "$SERVER_PID"; then
+        log "bench: $v did not start:"
+        cat "$RUN/logs/apache.out" "$RUN/logs/nginx.out" "$RUN/apache/logs/error.log" "$RUN/nginx/logs/error.log" 2>/dev/null | tail -20 >&2
+        return 1
+    fi
+    sleep 0.3
+}
+
+stop_server() {
+    local p=$SERVER_PID
+    SERVER_PID=""
+    [ -n "$p" ] || return 0
+    kill -TERM "$p" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    # the next server binds the same port; let the children go too
+    for _ in $(seq 100); do port_free "$HTTP_PORT" && break; sleep 0.05; done
+}
+
+# RSS (MiB) of the server process and its children
+server_rss() {
+    local p=$1 kb=0 k c
+    for c in "$p" $(ps -o pid= --ppid "$p" 2>/dev/null); do
+        k=$(awk '/^VmRSS:/ {print $2}' "/proc/$c/status" 2>/dev/null || echo 0)
+        kb=$((kb + ${k:-0}))
+    done
+    awk -v kb="$kb" 'BEGIN { printf "%.1f", kb / 1024 }'
+}
+
+# wrk time value (e.g. 812.00us, 1.23ms, 2.00s) in ms
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
+        printf "%.3f", n }'
+}
+
+workload_target() { # workload variant -> "path|script|backend" (empty: not applicable)
+    case "$1:$2" in
+    hello:static) echo "/hello.txt||fpm" ;;
+    hello:*) echo "/hello.php||fpm" ;;
+    1mib:static) echo "/1mib.bin||fpm" ;;
+    1mib:*) echo "/1mib.php||fpm" ;;
+    post256k:static) echo "" ;;
+    post256k:*) echo "/post.php|$HERE/post.lua|fpm" ;;
+    null:static) echo "/null.txt||null" ;;
+    null:*) echo "/null.php||null" ;;
+    *) die "unknown workload $1" ;;
+    esac
+}
+
+RESULTS="$RUN/results.tsv"
+: >"$RESULTS"
+
+run_one() { # round workload variant
+    local r=$1 w=$2 v=$3 t path script backend bport url out rps p50 p99 rss non2xx sockerr errs
+    t=$(workload_target "$w" "$v")
+    [ -n "$t" ] || return 0
+    IFS='|' read -r path script backend <<<"$t"
+    if [ "$backend" = null ]; then bport=$NULL_PORT; else bport=$FPM_PORT; fi
+    url="http://127.0.0.1:$HTTP_PORT$path"
+    start_server "$v" "$bport" || { printf '%s\t%s\t%s\tFAILED\t0\t0\t0\t1\n' "$r" "$w" "$v" >>"$RESULTS"; stop_server; return 0; }
+    local sargs=()
+    [ -n "$script" ] && sargs=(-s "$script")
+    # sanity: one request must succeed
+    local code
+    if [ -n "$script" ]; then
+        code=$(head -c 262144 /dev/zero | curl -s -o /dev/null -w '%{http_code}' --data-binary @- "$url" || true)
+    else
+        code=$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)
+    fi
+    [ "$code" = 200 ] || log "bench: warning: $v $w: GET $path answered $code"
+    if [ "$WARMUP" -gt 0 ]; then
+        pin_client wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARMUP}s" "${sargs[@]}" "$url" >/dev/null 2>&1 || true
+    fi
+    out="$RUN/raw/r$r-$w-$v.txt"
+    pin_client wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${sargs[@]}" "$url" >"$out" 2>&1 || true
+    rss=$(server_rss "$SERVER_PID")
+    stop_server
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+    sockerr=$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$out")
+    errs=$(( ${non2xx:-0} + ${sockerr:-0} ))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$w" "$v" "${rps:-0}" "$p50" "$p99" "$rss" "$errs" >>"$RESULTS"
+    printf 'bench: round %s/%s %-9s %-12s %10s req/s  p50 %8sms  p99 %8sms  RSS %7s MiB  errors %s\n' \
+        "$r" "$ROUNDS" "$w" "$v" "${rps:-?}" "$p50" "$p99" "$rss" "$errs" >&2
+}
+
+read -r -a VARR <<<"$VARIANTS"
+read -r -a WARR <<<"$WORKLOADS"
+log "bench: $ROUNDS round(s) x ${DURATION}s (+${WARMUP}s warm-up), $CONNS connections, workloads: ${WARR[*]}, variants: ${VARR[*]}"
+log "bench: php-fpm $PHP_FPM pm=static max_children=$FPM_CHILDREN; Apache $APACHE_MPM ${APACHE_PROCS}x${APACHE_THREADS}; route $FCGI_ROUTE; pinning: $([ "$PIN" = 1 ] && echo "servers CPU $CPU_SERVER, wrk CPU $CPU_CLIENT" || echo off)"
+for ((r = 1; r <= ROUNDS; r++)); do
+    for w in "${WARR[@]}"; do
+        n=${#VARR[@]}
+        for ((i = 0; i < n; i++)); do
+            run_one "$r" "$w" "${VARR[$(((i + r - 1) % n))]}"
+        done
+    done
+done
+
+# ---------------------------------------------------------------------------------------
+# table
+
+label() {
+    case $1 in
+    fcgi-pool) echo "mod_fastcgi-rs pool on (-max-conns $FPM_CHILDREN)" ;;
+    fcgi-nopool) echo "mod_fastcgi-rs pool off (-keep-conn off)" ;;
+    proxy) echo "mod_proxy_fcgi reuse off" ;;
+    proxy-reuse) echo "mod_proxy_fcgi enablereuse=on" ;;
+    nginx) echo "nginx fastcgi keepalive" ;;
+    static) echo "Apache static file" ;;
+    *) echo "$1" ;;
+    esac
+}
+
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+med() { # workload variant column
+    awk -F'\t' -v w="$1" -v v="$2" -v c="$3" '$2 == w && $3 == v && $4 != "FAILED" { print $c }' "$RESULTS" | median
+}
+errsum() { awk -F'\t' -v w="$1" -v v="$2" '$2 == w && $3 == v { s += $8 } END { print s + 0 }' "$RESULTS"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b == 0) print "-"; else printf "%.2fx", a / b }'; }
+
+echo
+echo "mod_fastcgi-rs benchmark: $ROUNDS round(s) x ${DURATION}s, $CONNS connections, wrk -t$WRK_THREADS; medians over the rounds"
+echo "php-fpm pm=static max_children=$FPM_CHILDREN; Apache $APACHE_MPM ${APACHE_PROCS}x${APACHE_THREADS} threads, route $FCGI_ROUTE; $(nproc) CPUs; pinning: $([ "$PIN" = 1 ] && echo "servers+backends on CPU $CPU_SERVER, wrk on CPU $CPU_CLIENT" || echo off)"
+echo "ratio: req/s against mod_proxy_fcgi enablereuse=on for the same workload; RSS: the server's processes after the run"
+echo
+printf '%-9s %-40s %10s %8s %9s %9s %8s %7s\n' workload variant "req/s" ratio "p50 ms" "p99 ms" "RSS MiB" errors
+for w in "${WARR[@]}"; do
+    ref=$(med "$w" proxy-reuse 4)
+    for v in "${VARR[@]}"; do
+        [ -n "$(workload_target "$w" "$v")" ] || continue
+        rps=$(med "$w" "$v" 4)
+        printf '%-9s %-40s %10.0f %8s %9.2f %9.2f %8.1f %7s\n' "$w" "$(label "$v")" "$rps" "$(ratio "$rps" "$ref")" \
+            "$(med "$w" "$v" 5)" "$(med "$w" "$v" 6)" "$(med "$w" "$v" 7)" "$(errsum "$w" "$v")" 2>/dev/null ||
+            printf '%-9s %-40s %10s\n' "$w" "$(label "$v")" "n/a"
+    done
+done
+
+# targets of issue #4
+echo
+echo "targets (issue #4):"
+check() { # description value op limit
+    local ok
+    ok=$(awk -v a="$2" -v b="$4" -v op="$3" 'BEGIN { if (a == "nan" || b == "nan" || a == "" || b == "") { print "n/a"; exit }
+        r = (op == ">=") ? (a >= b) : (a <= b); print r ? "PASS" : "FAIL" }')
+    printf '  %-4s %s (%s %s %s)\n' "$ok" "$1" "$2" "$3" "$4"
+}
+have() { [[ " ${VARR[*]} " == *" $1 "* ]] && [[ " ${WARR[*]} " == *" $2 "* ]]; }
+mul() { awk -v a="$1" -v m="$2" 'BEGIN { if (a == "nan") print "nan"; else printf "%.1f", a * m }'; }
+if have fcgi-pool hello && have proxy-reuse hello; then
+    check "hello.php: pool on >= 1.25x mod_proxy_fcgi(enablereuse=on)" "$(med hello fcgi-pool 4)" ">=" "$(mul "$(med hello proxy-reuse 4)" 1.25)"
+fi
+if have fcgi-pool hello; then
+    check "hello.php: pool on p99 <= 3x p50" "$(med hello fcgi-pool 6)" "<=" "$(mul "$(med hello fcgi-pool 5)" 3)"
+fi
+if have fcgi-pool null && have static null; then
+    check "null backend: pool on >= 0.8x Apache static" "$(med null fcgi-pool 4)" ">=" "$(mul "$(med null static 4)" 0.8)"
+fi
+if have fcgi-pool 1mib && have proxy-reuse 1mib; then
+    check "1 MiB: pool on >= 1.3x mod_proxy_fcgi(enablereuse=on)" "$(med 1mib fcgi-pool 4)" ">=" "$(mul "$(med 1mib proxy-reuse 4)" 1.3)"
+fi
+if have fcgi-pool post256k && have proxy-reuse post256k; then
+    check "256 KiB POST: pool on >= mod_proxy_fcgi(enablereuse=on)" "$(med post256k fcgi-pool 4)" ">=" "$(med post256k proxy-reuse 4)"
+fi
+if have fcgi-pool hello && have proxy-reuse hello; then
+    check "hello.php: Apache RSS with pool on <= mod_proxy_fcgi(enablereuse=on)" "$(med hello fcgi-pool 7)" "<=" "$(med hello proxy-reuse 7)"
+fi
+if have fcgi-nopool hello && have proxy hello; then
+    check "hello.php: pool off >= mod_proxy_fcgi reuse off" "$(med hello fcgi-nopool 4)" ">=" "$(med hello proxy 4)"
+fi

@@ -1,0 +1,1193 @@
+//! Issue #4, the connection pool, through real Apache + php-fpm (and scripted FastCGI backends):
+//!
+//! * `pool_reuse_*` – 1000 sequential requests on one client connection open only as many
+//!   backend connections as Apache processes served them (counted by a relay in front of
+//!   php-fpm, and by a scripted backend), and `-keep-conn off` opens one per request.
+//! * `pool_backend_ignores_keep_conn` – backends that ignore FCGI_KEEP_CONN (close after the
+//!   response, or a little later) cause no error.
+//! * `pool_stale_conn_replay_without_stall` – a backend that reads the next request on a kept
+//!   connection and closes: every reuse is replayed, without error and without stalling.
+//! * `pool_fpm_max_requests_recycling` – php-fpm `pm.max_requests` closing kept connections.
+//! * `pool_fpm_reload_and_restart_under_load` – php-fpm `SIGUSR2` and stop/start under load.
+//! * `pool_graceful_restarts_no_fd_leak` – a dedicated Apache, graceful restarts under load:
+//!   fds of the parent and children, connections left open to php-fpm.
+//! * `pool_starvation` – a dedicated Apache (prefork: 16 processes; event/worker: 4 processes)
+//!   and a `pm=static`, `pm.max_children=4` pool with a 5 ms script, 32 clients: with
+//!   `-max-conns 4` no error, no slow request, every process served, never more than 4
+//!   connections; the same load in guard-only mode (`-keep-conn on`, no `-max-conns`) is
+//!   measured and reported.
+//! * `pool_graceful_restart_lingering_child_idle_conns` – after a graceful restart, a child of
+//!   the old generation that is still busy (a slow client) must not keep php-fpm workers bound
+//!   to its idle pooled connections while the new generation's requests wait for one.
+//! * `pool_killed_child_releases_its_slots` – a child killed while it holds pooled connections
+//!   (crash, OOM killer) must not keep their `-max-conns` slots forever.
+//!
+//! Environment: `MFCGI_STARVATION_SECS` (default 10) – duration of each starvation run;
+//! `MFCGI_POOL_RESTARTS` (default 20) – graceful restarts in the fd test.
+//! Every test prints one `pool:` line with its measurements.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::apache::ApacheConf;
+use crate::check::{bad_log_lines, ensure, expect_status, p};
+use crate::fpm::Pool;
+use crate::harness::{Builder, Ctx, Suite, test};
+use crate::http::{Conn, Request, Response, roundtrip_ka};
+use crate::pool_fcgi::{FakeFcgi, KeepMode, Relay, backend_sockets, fnv64, fpm_status};
+use crate::pool_inst::{self as inst, Apache, CheckResp, Load, MakeReq, Outcome, Sampler, latency, ms};
+use crate::procs::{self, Endpoint};
+use crate::util::{self, Prng, q};
+
+pub const SUITE: Suite = Suite {
+    name: "pool",
+    setup,
+    tests: &[
+        test("pool_reuse_1000_sequential_php_fpm", reuse_php_fpm),
+        test("pool_reuse_1000_sequential_scripted", reuse_scripted),
+        test("pool_backend_ignores_keep_conn", backend_ignores_keep_conn),
+        test("pool_stale_conn_replay_without_stall", stale_conn_replay),
+        test("pool_fpm_max_requests_recycling", fpm_max_requests),
+        test("pool_fpm_reload_and_restart_under_load", fpm_reload_and_restart),
+        test("pool_graceful_restarts_no_fd_leak", graceful_restarts_no_fd_leak),
+        test("pool_starvation", starvation),
+        test("pool_graceful_restart_lingering_child_idle_conns", lingering_child_idle_conns),
+        test("pool_killed_child_releases_its_slots", killed_child_releases_slots),
+    ],
+};
+
+/// Backends started in `setup` (they live as long as the test process).
+struct State {
+    relay_reuse: Relay,
+    relay_noreuse: Relay,
+    fake_keep: FakeFcgi,
+    fake_close: FakeFcgi,
+    fake_delay: FakeFcgi,
+    fake_next: FakeFcgi,
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
+
+fn state() -> &'static State {
+    STATE.get().expect("pool suite setup did not run")
+}
+
+const HELLO_PHP: &str = "<?php\nheader('Content-Type: text/plain');\necho 'hello from php-fpm ', str_repeat('.', 70), \"\\n\";\n";
+const SLEEP_PHP: &str = "<?php\n$ms = isset($_GET['ms']) ? (int)$_GET['ms'] : 5;\nusleep($ms * 1000);\nheader('Content-Type: text/plain');\necho \"slept\\n\";\n";
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// mod_fastcgi's classic chain (AddType + Action + Alias) to a virtual path below `fcgi_dir`.
+fn php_chain(fcgi_dir: &Path, id: &str, target: &str, opts: &str) -> String {
+    let vpath = fcgi_dir.join(format!("{id}.fcgi"));
+    format!(
+        "DirectoryIndex index.php\n\
+         AddType application/x-httpd-fastphp5 .php\n\
+         Action application/x-httpd-fastphp5 /php5.fcgi\n\
+         Alias /php5.fcgi {vp}\n\
+         FastCgiExternalServer {vp} -host {target} {opts}\n\
+         <Directory {d}>\n    Require all granted\n</Directory>\n",
+        vp = q(p(&vpath)),
+        d = q(format!("{}/", p(fcgi_dir))),
+    )
+}
+
+/// Every URL below `/fake` goes to a scripted backend.
+fn fake_chain(fcgi_dir: &Path, id: &str, port: u16, opts: &str) -> String {
+    let vpath = fcgi_dir.join(format!("{id}.fcgi"));
+    format!(
+        "Alias /fake {vp}\n\
+         FastCgiExternalServer {vp} -host 127.0.0.1:{port} {opts}\n\
+         <Directory {d}>\n    Require all granted\n</Directory>\n",
+        vp = q(p(&vpath)),
+        d = q(format!("{}/", p(fcgi_dir))),
+    )
+}
+
+fn tcp_pool(name: &str, port: u16, extra: &[&str]) -> Pool {
+    let mut pl = Pool::new(name, "www-data", "www-data", Endpoint::Tcp(port));
+    pl.extra = extra.iter().map(|s| s.to_string()).collect();
+    pl
+}
+
+fn setup(b: &mut Builder) -> Result<(), String> {
+    let tmp = b.tmp.clone();
+    let d = b.docroot("pool")?;
+    util::write_file(&d.join("hello.php"), HELLO_PHP)?;
+    util::write_file(&d.join("sleep.php"), SLEEP_PHP)?;
+    let fcgi_dir = tmp.join("pool-fcgi"); // never created
+    b.set("pool_fcgi_dir", p(&fcgi_dir));
+    b.set("pool_docroot", p(&d));
+
+    // php-fpm pools on the shared master (pm=static, 4 children each)
+    let status = "pm.status_path = /fpm-status";
+    let pool_port = |b: &mut Builder, name: &str, extra: &[&str]| -> Result<u16, String> {
+        let port = b.port()?;
+        b.pool(tcp_pool(name, port, extra));
+        b.set(&format!("{name}_port"), port);
+        Ok(port)
+    };
+    let reuse_port = pool_port(b, "pool_reuse", &[status])?;
+    let maxreq_port = pool_port(b, "pool_maxreq", &[status, "pm.max_requests = 7"])?;
+    pool_port(b, "pool_starve_cap", &[status])?;
+    pool_port(b, "pool_starve_guard", &[status])?;
+    pool_port(b, "pool_fd", &[status])?;
+    pool_port(b, "pool_edge", &[status])?;
+    // php-fpm of the reload/restart test: a dedicated master started by the test itself
+    let restart_port = b.port()?;
+    b.set("pool_restart_port", restart_port);
+
+    let upstream = SocketAddr::from(([127, 0, 0, 1], reuse_port));
+    // (ports from the harness' reserved set: a bind to port 0 could take one of those)
+    let st = State {
+        relay_reuse: Relay::start(b.port()?, upstream)?,
+        relay_noreuse: Relay::start(b.port()?, upstream)?,
+        fake_keep: FakeFcgi::start(b.port()?, KeepMode::Honor)?,
+        fake_close: FakeFcgi::start(b.port()?, KeepMode::CloseAfterResponse)?,
+        fake_delay: FakeFcgi::start(b.port()?, KeepMode::CloseAfterDelay(2))?,
+        fake_next: FakeFcgi::start(b.port()?, KeepMode::CloseOnNextRequest)?,
+    };
+
+    let vhosts: Vec<(&str, String)> = vec![
+        (
+            "pool_reuse",
+            php_chain(
+                &fcgi_dir,
+                "pool_reuse",
+                &format!("127.0.0.1:{}", st.relay_reuse.port),
+                "-max-conns 4",
+            ),
+        ),
+        (
+            "pool_noreuse",
+            php_chain(
+                &fcgi_dir,
+                "pool_noreuse",
+                &format!("127.0.0.1:{}", st.relay_noreuse.port),
+                "-keep-conn off",
+            ),
+        ),
+        (
+            "pool_maxreq",
+            php_chain(&fcgi_dir, "pool_maxreq", &format!("127.0.0.1:{maxreq_port}"), "-max-conns 4"),
+        ),
+        (
+            "pool_fake_keep",
+            fake_chain(&fcgi_dir, "pool_fake_keep", st.fake_keep.port, "-max-conns 4"),
+        ),
+        (
+            "pool_fake_close",
+            fake_chain(&fcgi_dir, "pool_fake_close", st.fake_close.port, "-max-conns 4"),
+        ),
+        (
+            "pool_fake_delay",
+            fake_chain(&fcgi_dir, "pool_fake_delay", st.fake_delay.port, "-max-conns 4"),
+        ),
+        (
+            "pool_fake_next",
+            fake_chain(&fcgi_dir, "pool_fake_next", st.fake_next.port, "-max-conns 4"),
+        ),
+        // 502/503 are expected while php-fpm restarts: `err_` keeps it out of error_logs_clean
+        (
+            "err_pool_restart",
+            php_chain(&fcgi_dir, "err_pool_restart", &format!("127.0.0.1:{restart_port}"), "-max-conns 4"),
+        ),
+    ];
+    // name-based, all on one port (the harness hands out a limited batch of ports)
+    let port = b.port()?;
+    for (id, body) in vhosts {
+        b.vhost(id, port, &format!("{}.test", id.replace('_', "-")), &d, &body);
+    }
+    STATE.set(st).map_err(|_| "pool suite setup ran twice".to_string())?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// helpers
+
+fn lines_with(path: &Path, from: u64, needle: &str) -> Vec<String> {
+    util::read_from(path, from)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// Module error lines (`[fastcgi:error]` and worse) and crashes in a log since `from`.
+fn module_errors(path: &Path, from: u64) -> Vec<String> {
+    bad_log_lines(path, from)
+}
+
+fn check_hello(_: &Request, r: &Response) -> Result<(), String> {
+    ensure(r.text().starts_with("hello from php-fpm"), || {
+        format!("unexpected body: {}", r.summary())
+    })
+}
+
+fn check_slept(_: &Request, r: &Response) -> Result<(), String> {
+    ensure(r.text() == "slept\n", || format!("unexpected body: {}", r.summary()))
+}
+
+/// Checks a scripted backend's answer against the request that was sent.
+fn check_fake(req: &Request, r: &Response) -> Result<(), String> {
+    let kv = r.kv();
+    let want_len = req.body.len().to_string();
+    let want_fnv = format!("{:016x}", fnv64(&req.body));
+    let uri = req.target.as_str();
+    ensure(
+        kv.get("MARKER").map(String::as_str) == Some("fake-fcgi")
+            && kv.get("STDIN_LEN") == Some(&want_len)
+            && kv.get("STDIN_FNV") == Some(&want_fnv)
+            && kv.get("URI").map(String::as_str) == Some(uri),
+        || {
+            format!(
+                "answer does not match the request {} {} ({} body bytes): {}",
+                req.method,
+                uri,
+                req.body.len(),
+                r.summary()
+            )
+        },
+    )
+}
+
+/// `n` requests one after the other on one keep-alive connection (re-opened only after the
+/// server closed it between requests).
+fn sequential(
+    ctx: &Ctx,
+    id: &str,
+    n: usize,
+    make: &dyn Fn(usize) -> Request,
+    check: fn(&Request, &Response) -> Result<(), String>,
+) -> Result<usize, String> {
+    let v = ctx.vhost(id);
+    let mut conn = ctx.connect(id)?;
+    let mut reconnects = 0;
+    for i in 0..n {
+        if conn.closed {
+            conn = Conn::connect(v.port).map_err(|e| e.to_string())?;
+            reconnects += 1;
+        }
+        let req = make(i).host(&v.server_name);
+        let (r, retried) = roundtrip_ka(&mut conn, v.port, &req).map_err(|e| format!("request {i} ({}): {e}", req.target))?;
+        reconnects += retried as usize;
+        expect_status(&r, 200).map_err(|e| format!("request {i} ({}): {e}", req.target))?;
+        check(&req, &r).map_err(|e| format!("request {i}: {e}"))?;
+    }
+    Ok(reconnects)
+}
+
+fn load_report(outcomes: &[Outcome], secs: f64) -> String {
+    let ok: Vec<Outcome> = outcomes.iter().filter(|o| o.error.is_none()).cloned().collect();
+    let l = latency(&ok);
+    let all = latency(outcomes);
+    format!(
+        "{} requests ({:.0}/s), {} errors, p50 {} p99 {} max {} (max incl. errors {})",
+        outcomes.len(),
+        outcomes.len() as f64 / secs,
+        outcomes.len() - ok.len(),
+        ms(l.p50),
+        ms(l.p99),
+        ms(l.max),
+        ms(all.max)
+    )
+}
+
+/// No request against an instant backend should take this long.
+const SLOW: Duration = Duration::from_secs(2);
+
+/// Requests of a vhost that Apache took `limit` or more to serve (`%D` in the access log: the
+/// time a client waits for a prefork child to be spawned does not count).
+fn slow_requests(ctx: &Ctx, id: &str, from: u64, limit: Duration) -> Vec<String> {
+    let v = ctx.vhost(id);
+    inst::served(&ctx.apache_conf.access_log(), &format!("{}:{}", v.server_name, v.port), from)
+        .into_iter()
+        .filter(|s| s.took >= limit)
+        .map(|s| format!("{:?} took {} (status {}, pid {})", s.request, ms(s.took), s.status, s.pid))
+        .collect()
+}
+
+fn first_errors(outcomes: &[Outcome], n: usize) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter_map(|o| {
+            o.error
+                .as_ref()
+                .map(|e| format!("t={:.3}s+{} {e}", o.start.as_secs_f64(), ms(o.took())))
+        })
+        .take(n)
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// 1. reuse
+
+/// 1000 sequential requests on one client connection through `-max-conns 4` to php-fpm open
+/// only as many backend connections as Apache processes served them (normally one);
+/// `-keep-conn off` opens one per request (which also proves the relay counts).
+fn reuse_php_fpm(ctx: &Ctx) -> Result<(), String> {
+    let st = state();
+    let v = ctx.vhost("pool_reuse");
+    let access = ctx.apache_conf.access_log();
+    let log_off = util::file_len(&access);
+    let before = st.relay_reuse.count();
+    let reconnects = sequential(
+        ctx,
+        "pool_reuse",
+        1000,
+        &|i| Request::get(&format!("/hello.php?run=reuse&i={i}")),
+        check_hello,
+    )?;
+    thread::sleep(Duration::from_millis(100));
+    let opened = st.relay_reuse.count() - before;
+    let pids = inst::per_pid(&access, &format!("{}:{}", v.server_name, v.port), log_off);
+    let served: usize = pids.values().map(|c| c.0).sum();
+    println!(
+        "    pool: reuse php-fpm: 1000 requests (client reconnects {reconnects}), served by {} Apache process(es), {opened} backend connection(s) opened",
+        pids.len()
+    );
+    ensure(served == 1000, || {
+        format!("access log shows {served} requests for {}, expected 1000", v.server_name)
+    })?;
+    ensure(opened >= 1 && opened <= pids.len(), || {
+        format!(
+            "{opened} backend connections for 1000 sequential requests served by {} Apache process(es) {pids:?}",
+            pids.len()
+        )
+    })?;
+
+    // control: one connection per request with -keep-conn off
+    let before = st.relay_noreuse.count();
+    sequential(
+        ctx,
+        "pool_noreuse",
+        100,
+        &|i| Request::get(&format!("/hello.php?run=noreuse&i={i}")),
+        check_hello,
+    )?;
+    thread::sleep(Duration::from_millis(100));
+    let opened = st.relay_noreuse.count() - before;
+    ensure(opened == 100, || {
+        format!("-keep-conn off: {opened} backend connections for 100 requests, expected 100")
+    })
+}
+
+/// The same against a scripted backend that honours FCGI_KEEP_CONN and pads its records.
+fn reuse_scripted(ctx: &Ctx) -> Result<(), String> {
+    let fake = &state().fake_keep;
+    let v = ctx.vhost("pool_fake_keep");
+    let access = ctx.apache_conf.access_log();
+    let log_off = util::file_len(&access);
+    let (acc0, ans0, keep0, _) = fake.stats.snapshot();
+    let mut body_rng = Prng::new(4);
+    let bodies: Vec<Vec<u8>> = (0..8).map(|i| body_rng.bytes(100 + i * 997)).collect();
+    sequential(
+        ctx,
+        "pool_fake_keep",
+        1000,
+        &|i| {
+            if i % 5 == 4 {
+                Request::post(&format!("/fake/p?i={i}"), bodies[i % 8].clone())
+            } else {
+                Request::get(&format!("/fake/g?i={i}"))
+            }
+        },
+        check_fake,
+    )?;
+    thread::sleep(Duration::from_millis(100));
+    let (acc, ans, keep, _) = fake.stats.snapshot();
+    let (acc, ans, keep) = (acc - acc0, ans - ans0, keep - keep0);
+    let pids = inst::per_pid(&access, &format!("{}:{}", v.server_name, v.port), log_off);
+    println!(
+        "    pool: reuse scripted: 1000 requests served by {} Apache process(es), {acc} backend connection(s), {keep} with KEEP_CONN",
+        pids.len()
+    );
+    let errs = fake.stats.errors();
+    ensure(errs.is_empty(), || format!("the scripted backend saw protocol errors: {errs:?}"))?;
+    ensure(ans == 1000 && keep == 1000, || {
+        format!("backend answered {ans} requests, {keep} with FCGI_KEEP_CONN; expected 1000/1000")
+    })?;
+    ensure(acc >= 1 && acc <= pids.len(), || {
+        format!(
+            "{acc} backend connections for 1000 sequential requests served by {} process(es)",
+            pids.len()
+        )
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// 4. backends that ignore FCGI_KEEP_CONN
+
+fn fake_requests() -> (MakeReq, CheckResp) {
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(|i| Prng::new(40 + i).bytes(1000 + 333 * i as usize)).collect());
+    let make: MakeReq = Arc::new(move |t, n| {
+        if n % 3 == 2 {
+            Request::post(&format!("/fake/c?t={t}&n={n}"), bodies[(n % 4) as usize].clone())
+        } else {
+            Request::get(&format!("/fake/c?t={t}&n={n}"))
+        }
+    });
+    (make, Arc::new(check_fake))
+}
+
+/// Test 4 of the issue: a backend that ignores FCGI_KEEP_CONN and closes after each response
+/// (right after END_REQUEST, or 2 ms later, when the module may already have sent the next
+/// request on it).
+fn backend_ignores_keep_conn(ctx: &Ctx) -> Result<(), String> {
+    let st = state();
+    fake_cases(
+        ctx,
+        &[
+            ("pool_fake_close", &st.fake_close, "closes after END_REQUEST"),
+            ("pool_fake_delay", &st.fake_delay, "closes 2 ms after END_REQUEST"),
+        ],
+    )
+}
+
+/// Every reuse of a pooled connection meets a backend that reads the request and closes (as a
+/// php-fpm worker stopped while idle on a kept connection can): each such request is replayed
+/// on a new connection, invisibly, and without waiting for a `-max-conns` slot behind the
+/// process's own idle connections.
+fn stale_conn_replay(ctx: &Ctx) -> Result<(), String> {
+    let st = state();
+    fake_cases(ctx, &[("pool_fake_next", &st.fake_next, "reads the next request, then closes")])
+}
+
+fn fake_cases(ctx: &Ctx, cases: &[(&str, &FakeFcgi, &str)]) -> Result<(), String> {
+    let mut failures = Vec::new();
+    for &(id, fake, what) in cases {
+        let v = ctx.vhost(id);
+        let log_off = util::file_len(&v.error_log);
+        let access_off = util::file_len(&ctx.apache_conf.access_log());
+        let (acc0, ans0, _, drop0) = fake.stats.snapshot();
+        // sequential on one client connection, then 8 concurrent clients for 1.5 s
+        let mut rng = Prng::new(7);
+        let bodies: Vec<Vec<u8>> = (0..4).map(|i| rng.bytes(500 + i * 1000)).collect();
+        let seq = sequential(
+            ctx,
+            id,
+            150,
+            &|i| {
+                if i % 3 == 1 {
+                    Request::post(&format!("/fake/s?i={i}"), bodies[i % 4].clone())
+                } else {
+                    Request::get(&format!("/fake/s?i={i}"))
+                }
+            },
+            check_fake,
+        );
+        let (make, check) = fake_requests();
+        let make: MakeReq = {
+            let host = v.server_name.clone();
+            Arc::new(move |t, n| make(t, n).host(&host))
+        };
+        let load = Load::start(v.port, 8, true, make, check);
+        thread::sleep(Duration::from_millis(1500));
+        let outcomes = load.finish();
+        thread::sleep(Duration::from_millis(100));
+        let (acc, ans, _, dropped) = fake.stats.snapshot();
+        let (acc, ans, dropped) = (acc - acc0, ans - ans0, dropped - drop0);
+        let retries = lines_with(&v.error_log, log_off, "FCGI024").len();
+        let errs = module_errors(&v.error_log, log_off);
+        let load_errs = first_errors(&outcomes, 5);
+        println!(
+            "    pool: backend {what}: 150 sequential {}, concurrent: {}; backend: {acc} connections, {ans} answered, {dropped} dropped unanswered; {retries} replays logged (FCGI024)",
+            if seq.is_ok() { "ok" } else { "FAILED" },
+            load_report(&outcomes, 1.5)
+        );
+        let mut problems = Vec::new();
+        if let Err(e) = seq {
+            problems.push(format!("sequential: {e}"));
+        }
+        if !load_errs.is_empty() {
+            problems.push(format!(
+                "concurrent: {} errors, e.g. {load_errs:?}",
+                outcomes.iter().filter(|o| o.error.is_some()).count()
+            ));
+        }
+        let slow = slow_requests(ctx, id, access_off, SLOW);
+        if !slow.is_empty() {
+            problems.push(format!(
+                "{} requests took Apache over {} against an instant backend: {:?}",
+                slow.len(),
+                ms(SLOW),
+                &slow[..slow.len().min(6)]
+            ));
+        }
+        if !errs.is_empty() {
+            problems.push(format!("error log: {:?}", &errs[..errs.len().min(5)]));
+        }
+        let perrs = fake.stats.errors();
+        if !perrs.is_empty() {
+            problems.push(format!("backend saw protocol errors: {perrs:?}"));
+        }
+        if fake.mode == KeepMode::CloseAfterResponse && acc != ans {
+            problems.push(format!("{acc} connections for {ans} answers (one request per connection expected)"));
+        }
+        if !problems.is_empty() {
+            failures.push(format!("backend that {what} (vhost {id}): {}", problems.join("; ")));
+        }
+    }
+    ensure(failures.is_empty(), || failures.join("\n    "))
+}
+
+// ------------------------------------------------------------------------------------------
+// php-fpm recycling, reload and restart
+
+/// php-fpm `pm.max_requests = 7`: workers exit (closing kept connections) all the time.
+fn fpm_max_requests(ctx: &Ctx) -> Result<(), String> {
+    let v = ctx.vhost("pool_maxreq");
+    let log_off = util::file_len(&v.error_log);
+    let access_off = util::file_len(&ctx.apache_conf.access_log());
+    let reconnects = sequential(
+        ctx,
+        "pool_maxreq",
+        200,
+        &|i| Request::get(&format!("/hello.php?run=maxreq&i={i}")),
+        check_hello,
+    )?;
+    let host = v.server_name.clone();
+    let make: MakeReq = Arc::new(move |t, n| Request::get(&format!("/hello.php?t={t}&n={n}")).host(&host));
+    let load = Load::start(v.port, 8, true, make, Arc::new(check_hello));
+    thread::sleep(Duration::from_secs(3));
+    let outcomes = load.finish();
+    thread::sleep(Duration::from_millis(100));
+    let retries = lines_with(&v.error_log, log_off, "FCGI024").len();
+    let errs = module_errors(&v.error_log, log_off);
+    println!(
+        "    pool: pm.max_requests=7: 200 sequential ok ({reconnects} client reconnects); 8 clients: {}; {retries} replays logged",
+        load_report(&outcomes, 3.0)
+    );
+    let failed = first_errors(&outcomes, 5);
+    ensure(failed.is_empty(), || {
+        format!(
+            "{} requests failed under pm.max_requests, e.g. {failed:?}",
+            outcomes.iter().filter(|o| o.error.is_some()).count()
+        )
+    })?;
+    let slow = slow_requests(ctx, "pool_maxreq", access_off, SLOW);
+    ensure(slow.is_empty(), || {
+        format!(
+            "{} requests took Apache over {}: {:?}",
+            slow.len(),
+            ms(SLOW),
+            &slow[..slow.len().min(6)]
+        )
+    })?;
+    ensure(errs.is_empty(), || format!("error log lines: {errs:?}"))
+}
+
+fn alive(pid: u32) -> bool {
+    procs::proc_stat(pid as libc::pid_t).is_some_and(|s| s.state != 'Z')
+}
+
+/// php-fpm reloaded (SIGUSR2) and then stopped and started again while 8 clients send
+/// requests (a 5 ms script) through `-max-conns 4`. Requests in flight inside php-fpm while its
+/// workers are stopped may fail with 502/503; requests that arrive while no php-fpm runs at
+/// all (between the old master's exit and the new one's start) get 503; every other request
+/// must succeed, with no crash, and the pool must be back to reusing connections afterwards.
+fn fpm_reload_and_restart(ctx: &Ctx) -> Result<(), String> {
+    let v = ctx.vhost("err_pool_restart");
+    let fpm_port: u16 = ctx.val("pool_restart_port").parse().unwrap();
+    let dir = ctx.tmp.join("pool-fpm-restart");
+    let main_off = util::file_len(&ctx.error_log());
+    let log_off = util::file_len(&v.error_log);
+    let (mut fpm, fconf) = inst::start_fpm(ctx, &dir, &[tcp_pool("pool_restart", fpm_port, &[])], "")?;
+    sequential(
+        ctx,
+        "err_pool_restart",
+        20,
+        &|i| Request::get(&format!("/sleep.php?ms=1&warm={i}")),
+        check_slept,
+    )?;
+
+    let host = v.server_name.clone();
+    let make: MakeReq = Arc::new(move |t, n| Request::get(&format!("/sleep.php?ms=5&t={t}&n={n}")).host(&host));
+    let load = Load::start(v.port, 8, true, make, Arc::new(check_slept));
+    thread::sleep(Duration::from_millis(1500));
+
+    // reload: the master re-executes itself keeping its listening socket
+    let old = procs::children_of(fpm.pid);
+    let t_sig1 = load.now();
+    // SAFETY: kill(2) on the php-fpm master we started.
+    unsafe { libc::kill(fpm.pid as libc::pid_t, libc::SIGUSR2) };
+    let t = Instant::now();
+    while old.iter().any(|&p| alive(p)) && t.elapsed() < Duration::from_secs(15) {
+        thread::sleep(Duration::from_millis(2));
+    }
+    let t_gone1 = load.now();
+    loop {
+        let now = procs::children_of(fpm.pid);
+        if now.len() >= 4 && now.iter().all(|c| !old.contains(c)) {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(15) {
+            let _ = load.finish();
+            return Err(format!(
+                "php-fpm did not come back after SIGUSR2; log:\n{}",
+                util::tail(&fconf.log, 20)
+            ));
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    let t_ready1 = load.now();
+    thread::sleep(Duration::from_millis(2000));
+
+    // restart: stop the master (SIGTERM), start a new one on the same address
+    let t_sig2 = load.now();
+    fpm.stop(Duration::from_secs(10));
+    let t_gone2 = load.now();
+    fpm = match inst::spawn_fpm(ctx, &fconf) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = load.finish();
+            return Err(format!("php-fpm restart: {e}"));
+        }
+    };
+    let t_ready2 = load.now();
+    thread::sleep(Duration::from_millis(2000));
+    let outcomes = load.finish();
+
+    // classification
+    #[derive(Default, Debug)]
+    struct Tally {
+        inflight: usize,
+        stopping: usize,
+        down: usize,
+    }
+    let (mut reload, mut restart, mut bad) = (Tally::default(), Tally::default(), Vec::new());
+    for o in outcomes.iter().filter(|o| o.error.is_some()) {
+        let gw = o.status == 502 || o.status == 503;
+        if gw && o.start < t_sig1 && o.end >= t_sig1 {
+            reload.inflight += 1;
+        } else if gw && o.start < t_sig2 && o.end >= t_sig2 {
+            restart.inflight += 1;
+        } else if gw && o.start >= t_sig2 && o.start <= t_gone2 {
+            // php-fpm is shutting down: no worker will take it
+            restart.stopping += 1;
+        } else if o.status == 503 && o.start > t_gone2 && o.start <= t_ready2 {
+            restart.down += 1;
+        } else {
+            if gw && o.start >= t_sig1 && o.start <= t_gone1 {
+                reload.stopping += 1;
+            }
+            bad.push(format!(
+                "t={:.3}s..{:.3}s: {}",
+                o.start.as_secs_f64(),
+                o.end.as_secs_f64(),
+                o.error.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    let in_reload = outcomes.iter().filter(|o| o.overlaps(t_sig1, t_ready1)).count();
+    let after = outcomes.iter().filter(|o| o.start > t_ready2).count();
+
+    // recovery: reuse again (200 sequential requests open at most a connection or two)
+    let before: std::collections::BTreeSet<u16> = backend_sockets(fpm_port).local_ports.into_iter().collect();
+    let ports = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let pc = ports.clone();
+    let sampler = Sampler::start(Duration::from_millis(1), move || {
+        let s = backend_sockets(fpm_port);
+        let n = s.held();
+        pc.lock().unwrap().extend(s.local_ports);
+        n
+    });
+    let rec = sequential(
+        ctx,
+        "err_pool_restart",
+        200,
+        &|i| Request::get(&format!("/sleep.php?ms=1&after={i}")),
+        check_slept,
+    );
+    let (max_held, _) = sampler.finish();
+    let fresh = ports.lock().unwrap().difference(&before).count();
+    thread::sleep(Duration::from_millis(100));
+    let fcgi_lines: Vec<String> = util::read_from(&v.error_log, log_off)
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("FCGI0"))
+                .map(|w| w.trim_end_matches(':').to_string())
+        })
+        .collect();
+    let mut ids: std::collections::BTreeMap<String, usize> = Default::default();
+    for id in fcgi_lines {
+        *ids.entry(id).or_default() += 1;
+    }
+    let crashes: Vec<String> = lines_with(&ctx.error_log(), main_off, "exit signal");
+    fpm.stop(Duration::from_secs(10));
+    println!(
+        "    pool: php-fpm reload+restart: {}; reload: workers gone {:.0} ms after SIGUSR2, new ones {:.0} ms later, {in_reload} requests overlapped; \
+         restart: workers gone {:.0} ms after SIGTERM, php-fpm down for {:.0} ms; failures at reload {reload:?}, at restart {restart:?}, {} other; \
+         {after} requests after the restart; recovery: 200 sequential {}, {fresh} new backend connection(s) (max {max_held} open at once); log ids {ids:?}",
+        load_report(&outcomes, (t_ready2 + Duration::from_secs(2)).as_secs_f64()),
+        (t_gone1 - t_sig1).as_secs_f64() * 1000.0,
+        (t_ready1 - t_gone1).as_secs_f64() * 1000.0,
+        (t_gone2 - t_sig2).as_secs_f64() * 1000.0,
+        (t_ready2 - t_gone2).as_secs_f64() * 1000.0,
+        bad.len(),
+        if rec.is_ok() { "ok" } else { "FAILED" },
+    );
+    ensure(crashes.is_empty(), || format!("Apache children crashed: {crashes:?}"))?;
+    ensure(bad.is_empty(), || {
+        format!(
+            "{} requests failed outside the allowed windows (reload {:.3}..{:.3}s, restart {:.3}..{:.3}s, down until {:.3}s), e.g. {:?}",
+            bad.len(),
+            t_sig1.as_secs_f64(),
+            t_gone1.as_secs_f64(),
+            t_sig2.as_secs_f64(),
+            t_gone2.as_secs_f64(),
+            t_ready2.as_secs_f64(),
+            &bad[..bad.len().min(6)]
+        )
+    })?;
+    ensure(after > 0, || "no requests were sent after the restart".to_string())?;
+    rec.map_err(|e| format!("after the restart: {e}"))?;
+    ensure(fresh <= 2, || {
+        format!("after the restart 200 sequential requests opened {fresh} backend connections: the pool does not reuse")
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// graceful restarts
+
+/// Graceful restarts of a dedicated Apache under load: afterwards the parent has as many fds
+/// as before, the children of the new generation as many as the first ones, and (after a last
+/// restart without load; `-pool-idle-timeout 300`, so only restarts close pooled connections)
+/// no connection to php-fpm is left open.
+fn graceful_restarts_no_fd_leak(ctx: &Ctx) -> Result<(), String> {
+    let restarts = env_num("MFCGI_POOL_RESTARTS", 20) as usize;
+    let mpm = ctx.env.mpm.clone();
+    let fpm_port: u16 = ctx.val("pool_fd_port").parse().unwrap();
+    let fcgi_dir = PathBuf::from(ctx.val("pool_fcgi_dir"));
+    let docroot = PathBuf::from(ctx.val("pool_docroot"));
+    let root = ctx.tmp.join("pool-apache-fd");
+    let mut conf = ApacheConf::new(&root, &mpm, &ctx.env.module_so);
+    let port = util::free_ports(1)?[0];
+    let body = php_chain(
+        &fcgi_dir,
+        "fd",
+        &format!("127.0.0.1:{fpm_port}"),
+        "-max-conns 4 -pool-idle-timeout 300",
+    );
+    conf.add_vhost(inst::vhost(&conf, "fd", port, &docroot, &body));
+    let (procs_n, threads) = if mpm == "prefork" { (4, 1) } else { (2, 16) };
+    let mut apache = Apache::start(ctx, "fd", conf, &mpm, procs_n, threads)?;
+    thread::sleep(Duration::from_millis(300));
+    let parent = apache.pid();
+    let parent_fd0 = inst::fd_count(parent);
+    let maps0 = inst::anon_shared_maps(parent);
+    let child_fd0 = apache.children().iter().map(|&c| inst::fd_count(c)).max().unwrap_or(0);
+
+    let host = "fd.test".to_string();
+    let make: MakeReq = Arc::new(move |t, n| Request::get(&format!("/hello.php?t={t}&n={n}")).host(&host));
+    let load = Load::start(port, 6, true, make, Arc::new(check_hello));
+    let t0 = Instant::now();
+    let mut parent_fds = Vec::new();
+    let mut held = Vec::new();
+    let mut err = None;
+    for _ in 0..restarts {
+        thread::sleep(Duration::from_millis(200));
+        if let Err(e) = apache.graceful(Duration::from_secs(15)) {
+            err = Some(e);
+            break;
+        }
+        parent_fds.push(inst::fd_count(parent));
+        held.push(backend_sockets(fpm_port).held());
+    }
+    thread::sleep(Duration::from_millis(300));
+    let outcomes = load.finish();
+    let load_secs = t0.elapsed().as_secs_f64();
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let busy_held = backend_sockets(fpm_port).held();
+    // last restart without load: the old generation exits and must close its pools
+    let old: Vec<u32> = apache.children();
+    apache.graceful(Duration::from_secs(15))?;
+    let t = Instant::now();
+    while (old.iter().any(|&c| alive(c))
+        || backend_sockets(fpm_port).held() > 0
+        || apache.children().iter().filter(|c| !old.contains(c)).count() < procs_n as usize)
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(200));
+    let left = backend_sockets(fpm_port);
+    let old_alive: Vec<u32> = old.iter().copied().filter(|&c| alive(c)).collect();
+    let parent_fd1 = inst::fd_count(parent);
+    let maps1 = inst::anon_shared_maps(parent);
+    let child_fd1 = apache.children().iter().map(|&c| inst::fd_count(c)).max().unwrap_or(0);
+    let errs = module_errors(&apache.conf.error_log(), 0);
+    let verrs = module_errors(&apache.conf.log_dir.join("fd.error.log"), 0);
+    apache.stop();
+    println!(
+        "    pool: {} graceful restarts under load ({mpm}): {}; parent fds {parent_fd0} -> {parent_fd1} (after each restart: {parent_fds:?}); \
+         max child fds {child_fd0} -> {child_fd1}; connections to php-fpm held after each restart {held:?}, {busy_held} at the end of the load, \
+         {} after a restart without load ({} CLOSE_WAIT); anonymous shared mappings in the parent {maps0} -> {maps1}",
+        restarts,
+        load_report(&outcomes, load_secs),
+        left.held(),
+        left.close_wait
+    );
+    let failed = first_errors(&outcomes, 5);
+    ensure(failed.is_empty(), || {
+        format!(
+            "{} requests failed during graceful restarts, e.g. {failed:?}",
+            outcomes.iter().filter(|o| o.error.is_some()).count()
+        )
+    })?;
+    ensure(errs.is_empty() && verrs.is_empty(), || {
+        format!("error log lines: {errs:?} {verrs:?}")
+    })?;
+    ensure(old_alive.is_empty(), || {
+        format!("old-generation children still alive 10 s after the last graceful restart: {old_alive:?}")
+    })?;
+    ensure(left.held() == 0, || {
+        format!(
+            "{} connection(s) to php-fpm still open ({} established, {} CLOSE_WAIT) after a graceful restart without load (pool-idle-timeout 300)",
+            left.held(),
+            left.established,
+            left.close_wait
+        )
+    })?;
+    ensure(parent_fd1 <= parent_fd0, || {
+        format!("parent fd count grew from {parent_fd0} to {parent_fd1} over {restarts} graceful restarts: {parent_fds:?}")
+    })?;
+    ensure(child_fd1 > 0 && child_fd1 <= child_fd0, || {
+        format!("fresh children have {child_fd1} fds, the first generation had {child_fd0}")
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// 2. starvation
+
+struct StarveRun {
+    summary: String,
+    problems: Vec<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn starve_run(apache: &Apache, id: &str, port: u16, fpm_port: u16, secs: u64, strict: bool, what: &str) -> StarveRun {
+    let access = apache.conf.access_log();
+    let log_off = util::file_len(&access);
+    let vlog = apache.conf.log_dir.join(format!("{id}.error.log"));
+    let vlog_off = util::file_len(&vlog);
+    let children = apache.children();
+    let over: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let ov = over.clone();
+    let sampler = Sampler::start(Duration::from_millis(2), move || {
+        let s = backend_sockets(fpm_port);
+        if s.held() > 4 {
+            ov.lock().unwrap().push(format!(
+                "{} established + {} connecting + {} CLOSE_WAIT",
+                s.established, s.syn_sent, s.close_wait
+            ));
+        }
+        s.held()
+    });
+    let host = format!("{}.test", id.replace('_', "-"));
+    let vh = format!("{host}:{port}");
+    let make: MakeReq = Arc::new(move |t, n| Request::get(&format!("/sleep.php?ms=5&t={t}&n={n}")).host(&host));
+    let load = Load::start(port, 32, false, make, Arc::new(check_slept));
+    thread::sleep(Duration::from_secs(secs));
+    let t_end = load.now();
+    let outcomes = load.finish();
+    let (max_held, samples) = sampler.finish();
+    thread::sleep(Duration::from_millis(300));
+    let pids = inst::per_pid(&access, &vh, log_off);
+    let status = fpm_status(fpm_port).unwrap_or_default();
+    let ok: Vec<Outcome> = outcomes.iter().filter(|o| o.error.is_none()).cloned().collect();
+    let errors = outcomes.len() - ok.len();
+    let l = latency(&ok);
+    let slowest = latency(&outcomes).max;
+    let counts: Vec<usize> = pids.values().map(|c| c.0).collect();
+    let (minc, maxc) = (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
+    let log_ids: Vec<String> = lines_with(&vlog, vlog_off, "FCGI0")
+        .iter()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("FCGI0"))
+                .map(|w| w.trim_end_matches(':').to_string())
+        })
+        .collect();
+    let mut ids: std::collections::BTreeMap<String, usize> = Default::default();
+    for i in log_ids {
+        *ids.entry(i).or_default() += 1;
+    }
+    let g = |k: &str| status.get(k).cloned().unwrap_or_else(|| "?".into());
+    let summary = format!(
+        "{what}: {} requests in {:.1}s ({:.0}/s), {errors} errors, slowest {} (p50 {} p99 {}), {} of {} Apache processes served ({minc}..{maxc} requests each), \
+         at most {max_held} connections to php-fpm ({} of {samples} samples over 4), php-fpm max listen queue {}; log ids {ids:?}",
+        outcomes.len(),
+        t_end.as_secs_f64(),
+        outcomes.len() as f64 / t_end.as_secs_f64(),
+        ms(slowest),
+        ms(l.p50),
+        ms(l.p99),
+        pids.len(),
+        children.len(),
+        over.lock().unwrap().len(),
+        g("max listen queue"),
+    );
+    let mut problems = Vec::new();
+    if strict {
+        if errors > 0 {
+            problems.push(format!("{errors} errors, e.g. {:?}", first_errors(&outcomes, 4)));
+        }
+        if slowest >= Duration::from_secs(2) {
+            problems.push(format!("slowest request took {}", ms(slowest)));
+        }
+        let unserved: Vec<u32> = children.iter().copied().filter(|c| !pids.contains_key(c)).collect();
+        if !unserved.is_empty() {
+            problems.push(format!("Apache processes {unserved:?} served no request (per process: {pids:?})"));
+        }
+        let failing: Vec<(u32, usize)> = pids.iter().filter(|(_, c)| c.1 > 0).map(|(p, c)| (*p, c.1)).collect();
+        if !failing.is_empty() {
+            problems.push(format!("non-200 answers per process: {failing:?}"));
+        }
+        // A sample is not an atomic snapshot (the kernel walks its socket table while
+        // connections close and open), and the module releases a slot just before it closes
+        // the socket: single samples over the cap are tolerated, a sustained excess is not.
+        // What the cap protects is php-fpm's backlog: requests queued there wait for a worker.
+        let over = over.lock().unwrap();
+        if over.len() * 50 > samples.max(1) {
+            problems.push(format!(
+                "more than 4 connections to php-fpm with -max-conns 4 in {} of {samples} samples (max {max_held}), e.g. {:?}",
+                over.len(),
+                &over[..over.len().min(3)]
+            ));
+        }
+        let queue: usize = status.get("max listen queue").and_then(|v| v.parse().ok()).unwrap_or(usize::MAX);
+        if queue > 4 {
+            problems.push(format!("php-fpm's max listen queue was {queue} (status: {status:?})"));
+        }
+    }
+    StarveRun { summary, problems }
+}
+
+fn starvation(ctx: &Ctx) -> Result<(), String> {
+    let secs = env_num("MFCGI_STARVATION_SECS", 10);
+    let mpm = ctx.env.mpm.clone();
+    let (procs_n, threads) = if mpm == "prefork" { (16, 1) } else { (4, 16) };
+    let cap_port: u16 = ctx.val("pool_starve_cap_port").parse().unwrap();
+    let guard_port: u16 = ctx.val("pool_starve_guard_port").parse().unwrap();
+    let fcgi_dir = PathBuf::from(ctx.val("pool_fcgi_dir"));
+    let docroot = PathBuf::from(ctx.val("pool_docroot"));
+    let root = ctx.tmp.join("pool-apache-starve");
+    let mut conf = ApacheConf::new(&root, &mpm, &ctx.env.module_so);
+    let ports = util::free_ports(2)?;
+    let cap = php_chain(&fcgi_dir, "starve_cap", &format!("127.0.0.1:{cap_port}"), "-max-conns 4");
+    let guard = php_chain(&fcgi_dir, "starve_guard", &format!("127.0.0.1:{guard_port}"), "-keep-conn on");
+    conf.add_vhost(inst::vhost(&conf, "starve_cap", ports[0], &docroot, &cap));
+    conf.add_vhost(inst::vhost(&conf, "starve_guard", ports[1], &docroot, &guard));
+    let mut apache = Apache::start(ctx, "starve", conf, &mpm, procs_n, threads)?;
+    let shape = if mpm == "prefork" {
+        format!("prefork {procs_n} processes")
+    } else {
+        format!("{mpm} {procs_n}x{threads} threads")
+    };
+    let capped = starve_run(
+        &apache,
+        "starve_cap",
+        ports[0],
+        cap_port,
+        secs,
+        true,
+        &format!("-max-conns 4, {shape}, 32 clients, 5 ms script, pm.max_children=4"),
+    );
+    println!("    pool: starvation {}", capped.summary);
+    let guard = starve_run(
+        &apache,
+        "starve_guard",
+        ports[1],
+        guard_port,
+        secs,
+        false,
+        &format!("guard only (-keep-conn on, no -max-conns), {shape}"),
+    );
+    println!("    pool: starvation {}", guard.summary);
+    let crashes = lines_with(&apache.conf.error_log(), 0, "exit signal");
+    apache.stop();
+    ensure(crashes.is_empty(), || format!("Apache children crashed: {crashes:?}"))?;
+    ensure(capped.problems.is_empty(), || {
+        format!("with -max-conns 4: {}", capped.problems.join("; "))
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// old generation / dead children
+
+/// A request whose body never comes: the handler waits for its first piece (before it
+/// connects to the application), which keeps the Apache child that took it busy.
+fn stalled_post(port: u16, host: &str) -> Result<std::net::TcpStream, String> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.write_all(format!("POST /hello.php HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    Ok(s)
+}
+
+/// `n` concurrent requests to sleep.php?ms=`sleep_ms` (each on its own client connection).
+fn concurrent_sleeps(port: u16, host: &str, n: usize, sleep_ms: u32) -> Vec<Result<Response, String>> {
+    let hs: Vec<_> = (0..n)
+        .map(|i| {
+            let host = host.to_string();
+            thread::spawn(move || {
+                crate::http::fetch(port, Request::get(&format!("/sleep.php?ms={sleep_ms}&c={i}")).host(&host)).map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    hs.into_iter()
+        .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+        .collect()
+}
+
+fn edge_instance(ctx: &Ctx, name: &str, opts: &str, prefork_block: &str) -> Result<(Apache, u16, u16), String> {
+    let mpm = ctx.env.mpm.clone();
+    let fpm_port: u16 = ctx.val("pool_edge_port").parse().unwrap();
+    let fcgi_dir = PathBuf::from(ctx.val("pool_fcgi_dir"));
+    let docroot = PathBuf::from(ctx.val("pool_docroot"));
+    let root = ctx.tmp.join(format!("pool-apache-{name}"));
+    let mut conf = ApacheConf::new(&root, &mpm, &ctx.env.module_so);
+    let port = util::free_ports(1)?[0];
+    let body = php_chain(&fcgi_dir, name, &format!("127.0.0.1:{fpm_port}"), opts);
+    conf.add_vhost(inst::vhost(&conf, name, port, &docroot, &body));
+    let apache = if mpm == "prefork" {
+        Apache::start_with(ctx, name, conf, prefork_block, 4)?
+    } else {
+        Apache::start(ctx, name, conf, &mpm, 1, 16)?
+    };
+    Ok((apache, port, fpm_port))
+}
+
+/// Bursts of 4 concurrent short requests until 4 connections to php-fpm sit idle in the
+/// pool(s). (Requests must answer within 20 ms: a fresh connection unanswered for longer counts
+/// as waiting, and while anyone waits finished requests close their connections.)
+fn fill_pools(port: u16, host: &str, fpm_port: u16) -> Result<usize, String> {
+    let mut held = 0;
+    for _ in 0..30 {
+        for r in concurrent_sleeps(port, host, 4, 10) {
+            expect_status(&r?, 200)?;
+        }
+        thread::sleep(Duration::from_millis(50));
+        held = backend_sockets(fpm_port).held();
+        if held >= 4 {
+            break;
+        }
+    }
+    Ok(held)
+}
+
+/// After a graceful restart the children of the old generation finish what they are doing.
+/// One that is busy with a slow client still holds its idle pooled connections — each binds a
+/// php-fpm worker — and its reaper only sees the *old* generation's counters, so a request of
+/// the new generation that queues in php-fpm's backlog behind them is not noticed: it waits
+/// until `-pool-idle-timeout` (5 s by default) closes them. Expected: such a request is served
+/// at once (< 1 s), and the instance never holds more than `-max-conns` connections.
+fn lingering_child_idle_conns(ctx: &Ctx) -> Result<(), String> {
+    // room for a new generation next to 4 busy old children
+    let prefork = "StartServers 4\nMinSpareServers 4\nMaxSpareServers 8\nServerLimit 12\nMaxRequestWorkers 12\nMaxConnectionsPerChild 0\n";
+    let (mut apache, port, fpm_port) = edge_instance(ctx, "linger", "-max-conns 4", prefork)?;
+    let host = "linger.test";
+    // four connections to php-fpm, left idle in the pool(s) of the current child(ren)
+    let idle_before = fill_pools(port, host, fpm_port)?;
+    // keep every current child busy with a client that never sends its body
+    let children = apache.children();
+    let mut stalls = Vec::new();
+    for _ in &children {
+        stalls.push(stalled_post(port, host)?);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let old = apache.children();
+    apache.graceful(Duration::from_secs(15))?;
+    // the new generation is up when a child that was not there before exists
+    let t = Instant::now();
+    while apache.children().iter().all(|c| old.contains(c)) && t.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(300));
+    let lingering = old.iter().filter(|&&c| alive(c)).count();
+    let sampler = Sampler::start(Duration::from_millis(5), move || backend_sockets(fpm_port).held());
+    let t0 = Instant::now();
+    let r = crate::http::fetch(port, Request::get("/sleep.php?ms=5&after=graceful").host(host));
+    let took = t0.elapsed();
+    let (max_held, _) = sampler.finish();
+    drop(stalls);
+    apache.stop();
+    let status = match &r {
+        Ok(r) => r.status.to_string(),
+        Err(e) => e.to_string(),
+    };
+    println!(
+        "    pool: graceful restart with {lingering} busy old-generation child(ren) holding {idle_before} idle connection(s) to a 4-worker php-fpm: \
+         a new-generation request took {} ({status}); up to {max_held} connections to php-fpm meanwhile (-max-conns 4)",
+        ms(took)
+    );
+    ensure(idle_before == 4, || {
+        format!("setup: expected 4 idle pooled connections before the restart, found {idle_before}")
+    })?;
+    ensure(lingering > 0, || {
+        "setup: no old-generation child lingered after the graceful restart".to_string()
+    })?;
+    let r = r.map_err(|e| e.to_string())?;
+    expect_status(&r, 200)?;
+    ensure(took < Duration::from_secs(1), || {
+        format!(
+            "after a graceful restart a request waited {} in php-fpm's backlog behind connections idle in a lingering old-generation child \
+             (their reaper does not see the new generation's waiters; the instance held up to {max_held} connections with -max-conns 4)",
+            ms(took)
+        )
+    })
+}
+
+/// A child killed while it holds pooled connections: the kernel closes them, but the
+/// instance-wide count of open connections is only decremented by the child that opened them.
+/// Expected: the slots come back (requests are served); the failure mode is every request
+/// waiting for a free slot until the connect timeout and getting a 503.
+fn killed_child_releases_slots(ctx: &Ctx) -> Result<(), String> {
+    let prefork = inst::mpm_block("prefork", 4, 1);
+    let (mut apache, port, fpm_port) = edge_instance(ctx, "kill", "-max-conns 4 -appConnTimeout 3", &prefork)?;
+    let host = "kill.test";
+    let held_before = fill_pools(port, host, fpm_port)?;
+    let victims = apache.children();
+    for &c in &victims {
+        // SAFETY: kill(2) on a child of the Apache instance this test started.
+        unsafe { libc::kill(c as libc::pid_t, libc::SIGKILL) };
+    }
+    let t = Instant::now();
+    while (apache.children().iter().any(|c| victims.contains(c)) || apache.children().is_empty()) && t.elapsed() < Duration::from_secs(15) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let held_after = backend_sockets(fpm_port).held();
+    let mut results = Vec::new();
+    for i in 0..3 {
+        let t0 = Instant::now();
+        let r = crate::http::fetch(port, Request::get(&format!("/hello.php?after_kill={i}")).host(host));
+        results.push((r.map(|r| r.status).map_err(|e| e.to_string()), t0.elapsed()));
+    }
+    let log = util::read_to_string_lossy(&apache.conf.log_dir.join("kill.error.log"));
+    let busy = log.lines().filter(|l| l.contains("(-max-conns) busy")).count();
+    apache.stop();
+    let shown: Vec<String> = results.iter().map(|(r, d)| format!("{r:?} in {}", ms(*d))).collect();
+    println!(
+        "    pool: killed {} child(ren) holding {held_before} pooled connection(s) (then {held_after} open): next requests {shown:?}; {busy} 'all connections busy' log lines",
+        victims.len()
+    );
+    ensure(held_before == 4, || {
+        format!("setup: expected 4 pooled connections before the kill, found {held_before}")
+    })?;
+    ensure(results.iter().all(|(r, d)| *r == Ok(200) && *d < Duration::from_secs(1)), || {
+        format!(
+            "after SIGKILL of the children holding pooled connections, requests got {shown:?} ({busy} FCGI011 'all 4 connections (-max-conns) busy'): \
+             the killed children's -max-conns slots are never given back"
+        )
+    })
+}
