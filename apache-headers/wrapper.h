@@ -18,3 +18,4 @@
 #include "apr_file_info.h"
 #include "apr_time.h"
 #include "apr_lib.h"
+#include "scoreboard.h"

@@ -437,12 +437,22 @@ pub struct Reaper {
 }
 
 impl Reaper {
-    pub fn start(runtimes: Vec<Arc<Runtime>>) -> io::Result<Reaper> {
+    /// `superseded` tells whether this child belongs to an old generation (a graceful restart
+    /// happened): its idle connections are then closed and nothing more is pooled, even if the
+    /// MPM (prefork) only tells the child once its current request is done.
+    pub fn start(runtimes: Vec<Arc<Runtime>>, superseded: impl Fn() -> bool + Send + 'static) -> io::Result<Reaper> {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (s, rts) = (Arc::clone(&stop), runtimes.clone());
         let thread = std::thread::Builder::new().name("fastcgi-reaper".into()).spawn(move || {
+            let mut old = false;
             while !s.load(Ordering::Acquire) {
                 std::thread::sleep(REAP_EVERY);
+                if !old && superseded() {
+                    old = true;
+                    for rt in &rts {
+                        rt.stop_pooling();
+                    }
+                }
                 for rt in &rts {
                     rt.reap();
                 }

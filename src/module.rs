@@ -413,7 +413,11 @@ unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::serve
         if rts.is_empty() {
             return;
         }
-        match Reaper::start(rts) {
+        let mut generation: c_int = 0;
+        // SAFETY: plain MPM query into a live int.
+        let known = unsafe { ffi::ap_mpm_query(ffi::AP_MPMQ_GENERATION, &mut generation) } == 0;
+        let superseded = move || known && running_generation().is_some_and(|g| g != generation);
+        match Reaper::start(rts, superseded) {
             Ok(r) => {
                 pool.adopt(r);
             }
@@ -426,6 +430,20 @@ unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::serve
             ),
         }
     })
+}
+
+/// The generation of children the parent currently runs (from the scoreboard in shared memory).
+fn running_generation() -> Option<c_int> {
+    // SAFETY: ap_scoreboard_image is set before children start and points to shared memory
+    // that stays mapped in the child; the int is written only by the parent (a racy read of a
+    // whole int is fine for this check).
+    unsafe {
+        let sb = ffi::ap_scoreboard_image;
+        if sb.is_null() || (*sb).global.is_null() {
+            return None;
+        }
+        Some(std::ptr::read_volatile(&raw const (*(*sb).global).running_generation))
+    }
 }
 
 /// A child begins to stop (graceful restart or stop, process reduction): its idle pooled
