@@ -417,6 +417,11 @@ impl Conn {
         sock::recv(self.fd(), buf)
     }
 
+    /// Non-blocking receive appended to `buf`'s spare capacity (see `sock::recv_into`).
+    pub fn recv_into(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        sock::recv_into(self.fd(), buf)
+    }
+
     /// Non-blocking gathered send.
     pub fn sendv(&self, bufs: &[&[u8]]) -> io::Result<usize> {
         sock::sendv(self.fd(), bufs)

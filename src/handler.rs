@@ -455,7 +455,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
 
     /// Drives the exchange until END_REQUEST (Ok) or a failure (already logged).
     fn run(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
-        let mut buf = vec![0u8; READ_BUF];
+        let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
         let mut last_activity = Instant::now();
         let started = last_activity;
         // A new or pooled connection is almost always writable: send the request head at once
@@ -515,14 +515,18 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 continue;
             };
             if ready.readable || ready.broken {
-                match self.conn.recv(&mut buf) {
+                buf.clear();
+                match self.conn.recv_into(&mut buf) {
                     Ok(0) => return self.on_eof(r, server),
                     Ok(n) => {
                         last_activity = Instant::now();
                         self.received += n as u64;
                         self.unmark_stall();
                         self.on_bytes(r, &buf[..n], server)?;
-                        if !self.bb.is_empty() {
+                        // When the response just ended, complete() sends the rest together with
+                        // the end of stream: one write, and httpd can frame it with a
+                        // Content-Length instead of chunks.
+                        if !self.bb.is_empty() && !self.ended {
                             if self.def.flush {
                                 self.bb.push_flush();
                                 self.unflushed = false;

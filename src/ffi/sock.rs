@@ -288,3 +288,25 @@ impl Drop for SharedCounterMap {
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), len) };
     }
 }
+
+/// Non-blocking receive into the spare capacity of `buf` (nothing is zeroed first, so only the
+/// pages actually received into are touched). Appends what was read; `Ok(0)` is end of stream.
+pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    if spare.is_empty() {
+        return Ok(0);
+    }
+    loop {
+        // SAFETY: the spare capacity is writable memory of `spare.len()` bytes owned by `buf`.
+        let rv = unsafe { libc::recv(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
+        match cvt_size(rv) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+            Ok(n) => {
+                // SAFETY: recv initialised exactly `n` bytes of the spare capacity.
+                unsafe { buf.set_len(buf.len() + n) };
+                return Ok(n);
+            }
+        }
+    }
+}
