@@ -620,7 +620,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 let n = sp.read_into(&mut piece).map_err(|e| spool_failed(r, e, server))?;
                 record::push_stream(&mut self.out, rtype::STDIN, REQUEST_ID, &piece[..n]);
                 if n == 0 {
-                    self.source = BodySource::Done;
+                    // The spool stays: a replay on a fresh connection rewinds it.
                     record::push_stream_end(&mut self.out, rtype::STDIN, REQUEST_ID);
                     self.stdin_done = true;
                 }
