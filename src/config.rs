@@ -52,6 +52,9 @@ pub struct ServerDef {
     pub max_conns: u32,
     /// `-pool-idle-timeout n`: seconds an unused pooled connection is kept.
     pub pool_idle_timeout: u32,
+    /// `-trust-direct`: requests the client sends straight to the virtual path's URL get
+    /// PATH_TRANSLATED like redirected ones (mod_fastcgi's behaviour). Off by default.
+    pub trust_direct: bool,
 }
 
 fn display(b: &[u8]) -> String {
@@ -182,6 +185,7 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
         keep_conn: false,
         max_conns: 0,
         pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+        trust_direct: false,
     };
     let mut keep_conn: Option<bool> = None;
     let mut it = opts.iter();
@@ -223,6 +227,7 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
                 def.idle_timeout = parse_uint("-idle-timeout", value("-idle-timeout")?, 1, 86_400 * 7).map_err(err)? as u32;
             }
             "-flush" => def.flush = true,
+            "-trust-direct" => def.trust_direct = true,
             "-nph" => def.nph = true,
             "-pass-header" => {
                 let v = value("-pass-header")?;
@@ -417,6 +422,8 @@ mod tests {
         assert_eq!(d.idle_timeout, 30);
         assert_eq!(d.connect_timeout, None);
         assert!(!d.flush && !d.nph);
+        assert!(!d.trust_direct);
+        assert!(parse(&["/x", "-socket", "/s", "-trust-direct"]).unwrap().trust_direct);
         assert!(!d.keep_conn);
         assert!(parse(&["/x", "-socket", "/s", "-max-conns", "8"]).unwrap().keep_conn);
         assert!(!parse(&["/x", "-socket", "/s", "-max-conns", "8", "-keep-conn", "off"]).unwrap().keep_conn);

@@ -224,6 +224,20 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
     if let Some(len) = spooled_len {
         env.set(b"CONTENT_LENGTH", len.to_string().as_bytes());
     }
+    // A client asking for the virtual path's URL itself (`/php5.fcgi/uploads/x.jpg`) must not
+    // be able to name the file the application executes: without PATH_TRANSLATED, php-fpm
+    // (cgi.fix_pathinfo 0 or 1) looks for the virtual path and finds nothing, while
+    // applications meant to be requested directly still get PATH_INFO.
+    if !def.trust_direct && r.is_direct() && env.get("PATH_TRANSLATED").is_some() {
+        env.unset("PATH_TRANSLATED");
+        rlog!(
+            r,
+            DEBUG,
+            0,
+            80,
+            "FastCGI: direct request to the virtual path of server \"{server}\": PATH_TRANSLATED withheld (-trust-direct sends it)"
+        );
+    }
 
     let mut out = Vec::with_capacity(8 * 1024 + first_piece.len() + 64);
     record::push_begin_request(&mut out, REQUEST_ID, record::ROLE_RESPONDER, rt.keep_conn());

@@ -36,10 +36,11 @@ mod procs;
 mod util;
 
 mod conformance;
+mod direct;
 mod foundation;
 mod pool;
 mod selftest;
 
 fn main() {
-    harness::main(&[selftest::SUITE, foundation::SUITE, conformance::SUITE, pool::SUITE, foundation::FINAL]);
+    harness::main(&[selftest::SUITE, foundation::SUITE, conformance::SUITE, pool::SUITE, direct::SUITE, foundation::FINAL]);
 }

@@ -225,6 +225,17 @@ impl<'a> Request<'a> {
     pub fn set_handler(&mut self, h: &'static CStr) {
         self.raw_mut().handler = h.as_ptr();
     }
+    /// A request the client sent itself for this URL: not a subrequest, not the target of an
+    /// internal redirect (mod_actions, ErrorDocument, a Location from an application), and not
+    /// rewritten by mod_rewrite.
+    pub fn is_direct(&self) -> bool {
+        let r = self.raw();
+        r.main.is_null() && r.prev.is_null() && self.notes().is_some_and(|n| n.get("mod_rewrite_rewritten").is_none())
+    }
+    fn notes(&self) -> Option<Table<'a>> {
+        // SAFETY: r->notes is a live table for the request (or NULL).
+        unsafe { Table::from_ptr(self.raw().notes) }
+    }
     /// A HEAD request: the body is not sent.
     pub fn header_only(&self) -> bool {
         self.raw().header_only != 0
