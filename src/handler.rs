@@ -835,19 +835,23 @@ impl<'r, 'd> Exchange<'r, 'd> {
             && self.out_pos >= self.out.len()
     }
 
+    fn log_incomplete_headers(&self, r: &Request<'_>, server: &str) {
+        rlog!(
+            r,
+            ERR,
+            0,
+            30,
+            "FastCGI: incomplete headers ({} bytes) received from server \"{server}\"",
+            self.scanner.buffered_len()
+        );
+    }
+
     fn on_eof(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
         if self.replayable() {
             return Err(Fail::Retry);
         }
         if self.mode == Mode::Headers {
-            rlog!(
-                r,
-                ERR,
-                0,
-                30,
-                "FastCGI: incomplete headers ({} bytes) received from server \"{server}\"",
-                self.scanner.buffered_len()
-            );
+            self.log_incomplete_headers(r, server);
         } else {
             rlog!(
                 r,
@@ -865,14 +869,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
         let server = String::from_utf8_lossy(&self.def.path).into_owned();
         self.unmark_stall();
         if self.mode == Mode::Headers {
-            rlog!(
-                r,
-                ERR,
-                0,
-                30,
-                "FastCGI: incomplete headers ({} bytes) received from server \"{server}\"",
-                self.scanner.buffered_len()
-            );
+            self.log_incomplete_headers(r, &server);
             return self.fail(r, Fail::Status(ffi::HTTP_BAD_GATEWAY));
         }
         let reusable = self.reusable();
