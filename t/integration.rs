@@ -38,9 +38,10 @@ mod util;
 mod conformance;
 mod direct;
 mod foundation;
+mod hostile;
 mod pool;
 mod selftest;
 
 fn main() {
-    harness::main(&[selftest::SUITE, foundation::SUITE, conformance::SUITE, pool::SUITE, direct::SUITE, foundation::FINAL]);
+    harness::main(&[selftest::SUITE, foundation::SUITE, conformance::SUITE, pool::SUITE, direct::SUITE, hostile::SUITE, foundation::FINAL]);
 }
