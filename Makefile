@@ -2,13 +2,17 @@
 #
 #   make [build]      cargo build --release + target/release/mod_fastcgi.so
 #   make deps         install missing Debian packages (apt-get; root only)
-#   make test         deps, build, unit tests, integration tests per MPM (MPMS="event prefork")
+#   make test         deps, build, unit tests, clippy, integration tests per MPM (MPMS="event prefork"),
+#                     valgrind check, 60 s of fuzzing per target
 #   make demo         private Apache + php-fpm on 127.0.0.1:$(DEMO_PORT) (scripts/demo.sh)
 #   make demo-stop    stop the demo servers (by PID)
 #   make install      install the module (apxs -i) + Debian mods-available files
 #   make clippy       cargo clippy --release -- -D warnings
 #   make fuzz         run every cargo-fuzz target for $(FUZZ_SECONDS)s (not part of `make test`);
 #                     fuzz/corpus/<t> is read as seeds, new inputs go to fuzz/target/fuzz-corpus/<t>
+#   make check-valgrind  Apache -X + module + php-fpm under valgrind (scripts/valgrind.sh);
+#                     fails on invalid reads/writes or definite leaks in mod_fastcgi
+#   make fuzz-ci      every fuzz target for $(FUZZ_SECONDS)s, fails on a crash (scripts/fuzz-ci.sh)
 #   make bench        benches/run.sh, if present
 #   make clean        cargo clean, remove fuzz/target and .demo
 #
@@ -35,17 +39,19 @@ ENABLE       ?= 0
 
 SO_BUILT := target/release/libmod_fastcgi.so
 SO       := target/release/mod_fastcgi.so
+# Built with --features test-panic in its own target dir (t/faults.rs, faults_panic_boundary).
+PANIC_SO := target/test-panic/release/libmod_fastcgi.so
 
 # Debian packages needed to build and test (php-fpm pulls php8.x-fpm; build-essential
 # gives cc/ld for cargo and the C shim; libclang-dev is for bindgen).
-DEB_PACKAGES := apache2 apache2-dev php-fpm libclang-dev curl wrk ca-certificates \
+DEB_PACKAGES := apache2 apache2-dev php-fpm libclang-dev curl wrk ca-certificates valgrind \
                 build-essential pkg-config
 # Debian layout for `make install` (overridable for other layouts).
 LIBEXECDIR   ?= $(shell $(APXS) -q LIBEXECDIR 2>/dev/null || echo /usr/lib/apache2/modules)
 SYSCONFDIR   ?= $(shell $(APXS) -q SYSCONFDIR 2>/dev/null || echo /etc/apache2)
 
 .PHONY: build deps check-cargo test unit lint integration demo demo-stop demo-status \
-        install uninstall clippy fuzz bench clean
+        install uninstall clippy fuzz bench clean test-panic-module check-valgrind fuzz-ci
 
 # ---------------------------------------------------------------------------------------
 check-cargo:
@@ -82,7 +88,7 @@ deps:
 	  echo "ERROR: cargo not found in PATH or $$HOME/.cargo/bin; install Rust with rustup." >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------
-test: deps build unit lint integration
+test: deps build unit lint integration check-valgrind fuzz-ci
 
 # clippy with -D warnings (undocumented_unsafe_blocks is on in src/lib.rs); skipped with a
 # notice where the clippy component is not installed.
@@ -94,12 +100,18 @@ lint: check-cargo
 unit: check-cargo
 	$(CARGO) test --lib
 
+# The module with the test-only panic trigger, for the panic-boundary test (own target dir:
+# never mixed up with the real build).
+test-panic-module: check-cargo
+	CARGO_TARGET_DIR=$(CURDIR)/target/test-panic $(CARGO) build --release --features test-panic
+
 # Runs every MPM in $(MPMS) even if one fails, then fails if any failed.
-integration: check-cargo build
+integration: check-cargo build test-panic-module
 	@failed=""; \
 	for mpm in $(MPMS); do \
 	  echo "=== integration tests, MPM=$$mpm (timeout $(TEST_TIMEOUT)s)"; \
 	  if MPM=$$mpm MOD_FASTCGI_SO="$${MOD_FASTCGI_SO:-$(CURDIR)/$(SO_BUILT)}" \
+	       MFCGI_PANIC_SO="$${MFCGI_PANIC_SO:-$(CURDIR)/$(PANIC_SO)}" \
 	       timeout -k 30 $(TEST_TIMEOUT) $(CARGO) test --release --test integration </dev/null; then \
 	    echo "=== MPM=$$mpm: OK"; \
 	  else \
@@ -170,6 +182,14 @@ fuzz: check-cargo
 	  seeds=""; if [ -d "corpus/$$t" ]; then seeds="corpus/$$t"; fi; \
 	  $(CARGO) fuzz run "$$t" "target/fuzz-corpus/$$t" $$seeds -- -max_total_time=$(FUZZ_SECONDS); \
 	done
+
+# Memory check under valgrind (installs valgrind if missing; root for apt-get).
+check-valgrind: build
+	MOD_FASTCGI_SO="$(CURDIR)/$(SO_BUILT)" scripts/valgrind.sh
+
+# CI fuzzing: fixed time per target, fails on any crash; installs cargo-fuzz if missing.
+fuzz-ci: check-cargo
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO=$(CARGO) scripts/fuzz-ci.sh
 
 bench:
 	@if [ -f benches/run.sh ]; then bash benches/run.sh; \

@@ -37,11 +37,12 @@ mod util;
 
 mod conformance;
 mod direct;
+mod faults;
 mod foundation;
 mod hostile;
 mod pool;
 mod selftest;
 
 fn main() {
-    harness::main(&[selftest::SUITE, foundation::SUITE, conformance::SUITE, pool::SUITE, direct::SUITE, hostile::SUITE, foundation::FINAL]);
+    harness::main(&[selftest::SUITE, foundation::SUITE, conformance::SUITE, pool::SUITE, direct::SUITE, faults::SUITE, hostile::SUITE, foundation::FINAL]);
 }
