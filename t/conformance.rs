@@ -12,7 +12,6 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use crate::fpm::Pool;
 use crate::harness::{Builder, Ctx, Suite, test};
 use crate::http::{Conn, Request, Response};
 use crate::procs::Endpoint;
+use crate::scenario::{Logs, host, ms, vpath};
 use crate::util::{self, q};
 
 pub const SUITE: Suite = Suite {
@@ -516,104 +516,6 @@ fn add_site(b: &mut Builder, id: &str, target: &str, opts: &str, extra: &str, na
 // ------------------------------------------------------------------------------------------
 // helpers
 
-fn vpath(ctx: &Ctx, id: &str) -> String {
-    ctx.val(&format!("{id}.vpath")).to_string()
-}
-
-fn ms(d: Duration) -> u128 {
-    d.as_millis()
-}
-
-/// Log offsets taken before a scenario.
-struct Logs {
-    main: PathBuf,
-    main_off: u64,
-    vhost: PathBuf,
-    off: u64,
-}
-
-impl Logs {
-    fn mark(ctx: &Ctx, id: &str) -> Logs {
-        let main = ctx.error_log();
-        let vhost = ctx.vhost(id).error_log.clone();
-        Logs {
-            main_off: util::file_len(&main),
-            off: util::file_len(&vhost),
-            main,
-            vhost,
-        }
-    }
-
-    fn text(&self) -> String {
-        util::read_from(&self.vhost, self.off)
-    }
-
-    /// `[fastcgi:error]` (and worse) lines of the vhost log since the mark.
-    fn errors(&self) -> Vec<String> {
-        self.text()
-            .lines()
-            .filter(|l| {
-                l.contains("[fastcgi:error]")
-                    || l.contains("[fastcgi:crit]")
-                    || l.contains("[fastcgi:alert]")
-                    || l.contains("[fastcgi:emerg]")
-                    || l.contains("[core:error]")
-            })
-            .map(String::from)
-            .collect()
-    }
-
-    /// Wait for a line containing every needle.
-    fn wait_for(&self, needles: &[&str], timeout: Duration) -> Result<String, String> {
-        let t0 = Instant::now();
-        loop {
-            let text = self.text();
-            if let Some(l) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
-                return Ok(l.to_string());
-            }
-            if t0.elapsed() > timeout {
-                return Err(format!(
-                    "no log line with {needles:?} in {}; new lines:\n    {}",
-                    self.vhost.display(),
-                    text.lines().collect::<Vec<_>>().join("\n    ")
-                ));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Exactly one error-level line, and it contains every needle.
-    fn expect_one_error(&self, needles: &[&str]) -> Result<String, String> {
-        let mut n = vec!["[fastcgi:error]"];
-        n.extend_from_slice(needles);
-        let line = self.wait_for(&n, Duration::from_secs(3))?;
-        thread::sleep(Duration::from_millis(150));
-        let errs = self.errors();
-        ensure(errs.len() == 1, || {
-            format!("want exactly one error line (with {needles:?}), got {}:\n    {}", errs.len(), errs.join("\n    "))
-        })?;
-        Ok(line)
-    }
-
-    fn expect_no_errors(&self) -> Result<(), String> {
-        thread::sleep(Duration::from_millis(100));
-        let errs = self.errors();
-        ensure(errs.is_empty(), || format!("unexpected error lines:\n    {}", errs.join("\n    ")))
-    }
-
-    /// No child crashed and no panic was caught since the mark.
-    fn no_crash(&self) -> Result<(), String> {
-        let main = util::read_from(&self.main, self.main_off);
-        let vh = self.text();
-        let bad: Vec<&str> = main
-            .lines()
-            .chain(vh.lines())
-            .filter(|l| l.contains("exit signal") || l.contains("FCGI070") || l.contains("panicked") || l.contains("AH00052"))
-            .collect();
-        ensure(bad.is_empty(), || format!("crash/panic lines:\n    {}", bad.join("\n    ")))
-    }
-}
-
 /// The checks after every fault: no crash, and a normal request on the same vhost succeeds.
 fn after_fault(ctx: &Ctx, id: &str, logs: &Logs) -> Result<(), String> {
     logs.no_crash()?;
@@ -630,10 +532,6 @@ fn after_connect_fault(ctx: &Ctx, logs: &Logs) -> Result<(), String> {
     logs.no_crash()?;
     let r = ctx.get("cf_play", "/app/ok?ok")?;
     ensure(r.status == 200 && r.body == OK_BODY, || format!("healthy vhost after the fault: {}", r.summary()))
-}
-
-fn host(ctx: &Ctx, id: &str) -> String {
-    ctx.vhost(id).server_name.clone()
 }
 
 /// `/app/x?out=<hex>[&split=n]`

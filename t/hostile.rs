@@ -11,7 +11,6 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -23,6 +22,7 @@ use crate::fpm::{Pool, big_piece};
 use crate::harness::{Builder, Ctx, Suite, test};
 use crate::http::{Conn, Request, Response};
 use crate::procs::{self, Endpoint};
+use crate::scenario::{Logs, host, ms, vpath};
 use crate::util::{self, q};
 
 pub const SUITE: Suite = Suite {
@@ -426,106 +426,6 @@ fn reset_close(s: TcpStream) {
 
 // ------------------------------------------------------------------------------------------
 // helpers
-
-fn vpath(ctx: &Ctx, id: &str) -> String {
-    ctx.val(&format!("{id}.vpath")).to_string()
-}
-
-fn host(ctx: &Ctx, id: &str) -> String {
-    ctx.vhost(id).server_name.clone()
-}
-
-fn ms(d: Duration) -> u128 {
-    d.as_millis()
-}
-
-/// Log offsets taken before a scenario (as in conformance).
-struct Logs {
-    main: PathBuf,
-    main_off: u64,
-    vhost: PathBuf,
-    off: u64,
-}
-
-impl Logs {
-    fn mark(ctx: &Ctx, id: &str) -> Logs {
-        let main = ctx.error_log();
-        let vhost = ctx.vhost(id).error_log.clone();
-        Logs {
-            main_off: util::file_len(&main),
-            off: util::file_len(&vhost),
-            main,
-            vhost,
-        }
-    }
-
-    fn text(&self) -> String {
-        util::read_from(&self.vhost, self.off)
-    }
-
-    fn errors(&self) -> Vec<String> {
-        self.text()
-            .lines()
-            .filter(|l| {
-                l.contains("[fastcgi:error]")
-                    || l.contains("[fastcgi:crit]")
-                    || l.contains("[fastcgi:alert]")
-                    || l.contains("[fastcgi:emerg]")
-                    || l.contains("[core:error]")
-            })
-            .map(String::from)
-            .collect()
-    }
-
-    fn wait_for(&self, needles: &[&str], timeout: Duration) -> Result<String, String> {
-        let t0 = Instant::now();
-        loop {
-            let text = self.text();
-            if let Some(l) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
-                return Ok(l.to_string());
-            }
-            if t0.elapsed() > timeout {
-                return Err(format!(
-                    "no log line with {needles:?} in {}; new lines:\n    {}",
-                    self.vhost.display(),
-                    text.lines().collect::<Vec<_>>().join("\n    ")
-                ));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Exactly one error-level line, and it contains every needle.
-    fn expect_one_error(&self, needles: &[&str]) -> Result<String, String> {
-        let mut n = vec!["[fastcgi:error]"];
-        n.extend_from_slice(needles);
-        let line = self.wait_for(&n, Duration::from_secs(3))?;
-        thread::sleep(Duration::from_millis(150));
-        let errs = self.errors();
-        ensure(errs.len() == 1, || {
-            format!("want exactly one error line (with {needles:?}), got {}:\n    {}", errs.len(), errs.join("\n    "))
-        })?;
-        Ok(line)
-    }
-
-    /// At most `n` error-level lines.
-    fn at_most_errors(&self, n: usize) -> Result<(), String> {
-        thread::sleep(Duration::from_millis(150));
-        let errs = self.errors();
-        ensure(errs.len() <= n, || format!("want at most {n} error lines, got {}:\n    {}", errs.len(), errs.join("\n    ")))
-    }
-
-    fn no_crash(&self) -> Result<(), String> {
-        let main = util::read_from(&self.main, self.main_off);
-        let vh = self.text();
-        let bad: Vec<&str> = main
-            .lines()
-            .chain(vh.lines())
-            .filter(|l| l.contains("exit signal") || l.contains("FCGI070") || l.contains("panicked") || l.contains("AH00052"))
-            .collect();
-        ensure(bad.is_empty(), || format!("crash/panic lines:\n    {}", bad.join("\n    ")))
-    }
-}
 
 /// After every scenario: no crash, and a normal request on the same vhost succeeds.
 fn after_fault(ctx: &Ctx, id: &str, logs: &Logs) -> Result<(), String> {

@@ -32,6 +32,8 @@ mod pool_fcgi;
 mod pool_inst;
 #[path = "support/procs.rs"]
 mod procs;
+#[path = "support/scenario.rs"]
+mod scenario;
 #[path = "support/util.rs"]
 mod util;
 

@@ -1,0 +1,119 @@
+//! Shared pieces of the scenario suites (conformance, hostile): error-log marks and checks,
+//! and small helpers for vhosts whose virtual path is recorded as `<id>.vpath`.
+
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::check::ensure;
+use crate::harness::Ctx;
+use crate::util;
+
+pub fn vpath(ctx: &Ctx, id: &str) -> String {
+    ctx.val(&format!("{id}.vpath")).to_string()
+}
+
+pub fn host(ctx: &Ctx, id: &str) -> String {
+    ctx.vhost(id).server_name.clone()
+}
+
+pub fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+/// Log offsets taken before a scenario.
+pub struct Logs {
+    pub main: PathBuf,
+    pub main_off: u64,
+    pub vhost: PathBuf,
+    pub off: u64,
+}
+
+impl Logs {
+    pub fn mark(ctx: &Ctx, id: &str) -> Logs {
+        let main = ctx.error_log();
+        let vhost = ctx.vhost(id).error_log.clone();
+        Logs {
+            main_off: util::file_len(&main),
+            off: util::file_len(&vhost),
+            main,
+            vhost,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        util::read_from(&self.vhost, self.off)
+    }
+
+    /// `[fastcgi:error]` (and worse) lines of the vhost log since the mark.
+    pub fn errors(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| {
+                l.contains("[fastcgi:error]")
+                    || l.contains("[fastcgi:crit]")
+                    || l.contains("[fastcgi:alert]")
+                    || l.contains("[fastcgi:emerg]")
+                    || l.contains("[core:error]")
+            })
+            .map(String::from)
+            .collect()
+    }
+
+    /// Wait for a line containing every needle.
+    pub fn wait_for(&self, needles: &[&str], timeout: Duration) -> Result<String, String> {
+        let t0 = Instant::now();
+        loop {
+            let text = self.text();
+            if let Some(l) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return Ok(l.to_string());
+            }
+            if t0.elapsed() > timeout {
+                return Err(format!(
+                    "no log line with {needles:?} in {}; new lines:\n    {}",
+                    self.vhost.display(),
+                    text.lines().collect::<Vec<_>>().join("\n    ")
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Exactly one error-level line, and it contains every needle.
+    pub fn expect_one_error(&self, needles: &[&str]) -> Result<String, String> {
+        let mut n = vec!["[fastcgi:error]"];
+        n.extend_from_slice(needles);
+        let line = self.wait_for(&n, Duration::from_secs(3))?;
+        thread::sleep(Duration::from_millis(150));
+        let errs = self.errors();
+        ensure(errs.len() == 1, || {
+            format!("want exactly one error line (with {needles:?}), got {}:\n    {}", errs.len(), errs.join("\n    "))
+        })?;
+        Ok(line)
+    }
+
+    pub fn expect_no_errors(&self) -> Result<(), String> {
+        thread::sleep(Duration::from_millis(100));
+        let errs = self.errors();
+        ensure(errs.is_empty(), || format!("unexpected error lines:\n    {}", errs.join("\n    ")))
+    }
+
+    /// At most `n` error-level lines.
+    pub fn at_most_errors(&self, n: usize) -> Result<(), String> {
+        thread::sleep(Duration::from_millis(150));
+        let errs = self.errors();
+        ensure(errs.len() <= n, || format!("want at most {n} error lines, got {}:\n    {}", errs.len(), errs.join("\n    ")))
+    }
+
+    /// No child crashed and no panic was caught since the mark.
+    pub fn no_crash(&self) -> Result<(), String> {
+        let main = util::read_from(&self.main, self.main_off);
+        let vh = self.text();
+        let bad: Vec<&str> = main
+            .lines()
+            .chain(vh.lines())
+            .filter(|l| l.contains("exit signal") || l.contains("FCGI070") || l.contains("panicked") || l.contains("AH00052"))
+            .collect();
+        ensure(bad.is_empty(), || format!("crash/panic lines:\n    {}", bad.join("\n    ")))
+    }
+}
