@@ -396,7 +396,7 @@ fn setup(b: &mut Builder) -> Result<(), String> {
             opts.to_string()
         };
         let s: S = script;
-        let port = fresh_port(b)?;
+        let port = b.port()?;
         let be = Backend::tcp(
             id,
             port,
@@ -438,7 +438,7 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     }
 
     // php-fpm for the chunked upload
-    let fpm_port = fresh_port(b)?;
+    let fpm_port = b.port()?;
     b.pool(Pool::new("conformance", "www-data", "www-data", Endpoint::Tcp(fpm_port)));
     let docroot = b.docroot("conformance")?;
     let vdir = b.tmp.join("cf-fcgi");
@@ -452,35 +452,9 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         vp = q(p(&vpath)),
         vd = q(p(&vdir)),
     );
-    let port = fresh_port(b)?;
+    let port = b.port()?;
     b.vhost("cf_php", port, "cf-php.test", &docroot, &body);
     Ok(())
-}
-
-static MY_PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-
-/// A port from the harness that is not already in use by this configuration. (`Builder::port`
-/// refills its list with `bind(127.0.0.1:0)`, which can return a port handed out earlier but
-/// not bound yet — e.g. a vhost port — and a fake application binding it would then keep
-/// Apache from starting.)
-fn fresh_port(b: &mut Builder) -> Result<u16, String> {
-    let mut used: Vec<u16> = b.apache.vhosts.iter().map(|v| v.port).collect();
-    used.extend(b.apache.extra_listen.iter().copied());
-    for pool in &b.fpm.pools {
-        if let Endpoint::Tcp(p) = pool.listen {
-            used.push(p);
-        }
-    }
-    used.extend(b.vals.values().filter_map(|v| v.parse::<u16>().ok()));
-    used.extend(MY_PORTS.lock().unwrap().iter().copied());
-    for _ in 0..200 {
-        let p = b.port()?;
-        if !used.contains(&p) {
-            MY_PORTS.lock().unwrap().push(p);
-            return Ok(p);
-        }
-    }
-    Err("no fresh port".into())
 }
 
 /// A port where nothing listens, outside the ephemeral range (so nothing the tests start can
@@ -507,7 +481,7 @@ fn add_site(b: &mut Builder, id: &str, target: &str, opts: &str, extra: &str, na
         vp = q(p(&vpath)),
         vd = q(p(&vdir)),
     );
-    let port = fresh_port(b)?;
+    let port = b.port()?;
     let docroot = b.docroot("conformance")?;
     b.vhost(id, port, &format!("{}.test", id.replace('_', "-")), &docroot, &body);
     Ok(())

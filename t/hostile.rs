@@ -155,7 +155,7 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     ];
     for (id, opts, extra, script) in sites {
         let s: S = script;
-        let port = fresh_port(b)?;
+        let port = b.port()?;
         let be = Backend::tcp(
             id,
             port,
@@ -170,14 +170,14 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         ("err_hx_reset", "-flush", ""),
         ("err_hx_big", "", "LimitRequestFields 200\nLimitRequestFieldSize 1048576"),
     ] {
-        let port = fresh_port(b)?;
+        let port = b.port()?;
         let rb = RawBackend::start(id, port)?;
         add_site(b, id, &format!("-host 127.0.0.1:{port}"), opts, extra)?;
         RAW.lock().unwrap().push((id.to_string(), rb));
     }
 
     // php-fpm for the aborted 100 MiB download
-    let fpm_port = fresh_port(b)?;
+    let fpm_port = b.port()?;
     // one worker: the requests after the aborted download are served only if that worker was
     // freed (the module closed its connection)
     let mut pool = Pool::new("hostile", "www-data", "www-data", Endpoint::Tcp(fpm_port));
@@ -195,32 +195,9 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         vp = q(p(&vpath)),
         vd = q(p(&vdir)),
     );
-    let port = fresh_port(b)?;
+    let port = b.port()?;
     b.vhost("hx_php", port, "hx-php.test", &docroot, &body);
     Ok(())
-}
-
-static MY_PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-
-/// A harness port not used by this configuration yet (see conformance's `fresh_port`).
-fn fresh_port(b: &mut Builder) -> Result<u16, String> {
-    let mut used: Vec<u16> = b.apache.vhosts.iter().map(|v| v.port).collect();
-    used.extend(b.apache.extra_listen.iter().copied());
-    for pool in &b.fpm.pools {
-        if let Endpoint::Tcp(p) = pool.listen {
-            used.push(p);
-        }
-    }
-    used.extend(b.vals.values().filter_map(|v| v.parse::<u16>().ok()));
-    used.extend(MY_PORTS.lock().unwrap().iter().copied());
-    for _ in 0..200 {
-        let p = b.port()?;
-        if !used.contains(&p) && TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            MY_PORTS.lock().unwrap().push(p);
-            return Ok(p);
-        }
-    }
-    Err("no fresh port".into())
 }
 
 /// A vhost whose `/app` maps to the virtual path `<tmp>/hx-fcgi/<id>.fcgi` served by `target`.
@@ -235,7 +212,7 @@ fn add_site(b: &mut Builder, id: &str, target: &str, opts: &str, extra: &str) ->
         vp = q(p(&vpath)),
         vd = q(p(&vdir)),
     );
-    let port = fresh_port(b)?;
+    let port = b.port()?;
     let docroot = b.docroot("hostile")?;
     b.vhost(id, port, &format!("{}.test", id.replace('_', "-")), &docroot, &body);
     Ok(())
