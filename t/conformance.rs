@@ -22,7 +22,7 @@ use crate::fpm::Pool;
 use crate::harness::{Builder, Ctx, Suite, test};
 use crate::http::{Conn, Request, Response};
 use crate::procs::Endpoint;
-use crate::scenario::{Logs, host, ms, vpath};
+use crate::scenario::{Logs, expect_aborted, host, ms, vpath};
 use crate::util::{self, q};
 
 pub const SUITE: Suite = Suite {
@@ -554,28 +554,6 @@ fn get_keepalive(ctx: &Ctx, id: &str, target: &str) -> Result<(Response, Conn), 
         .roundtrip(&Request::get(target).host(&host(ctx, id)))
         .map_err(|e| format!("GET {target}: {e}"))?;
     Ok((r, c))
-}
-
-/// An aborted response: the client can tell (no terminating chunk / short body, connection
-/// closed).
-fn expect_aborted(r: &Response, c: &mut Conn, want_body: &[u8]) -> Result<(), String> {
-    let mut errs = Vec::new();
-    if r.status != 200 {
-        errs.push(format!("want the application's 200 (then an abort), got {}", r.status));
-    }
-    if r.body != want_body {
-        errs.push(format!("body before the abort: want {:?}", String::from_utf8_lossy(want_body)));
-    }
-    if r.complete || r.chunked_terminated {
-        errs.push(format!(
-            "aborted response presented as complete (framing {:?}, terminating chunk received: {})",
-            r.framing, r.chunked_terminated
-        ));
-    }
-    if !c.is_closed_by_peer(Duration::from_secs(3)) {
-        errs.push("client connection left open after the abort".into());
-    }
-    ensure(errs.is_empty(), || format!("{}: {}", errs.join("; "), r.summary()))
 }
 
 /// Split a chunk-encoded request body.

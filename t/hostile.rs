@@ -20,9 +20,9 @@ use crate::check::{ensure, p};
 use crate::fakefcgi::{Action, Backend, Req, pattern_byte, raw_record, rtype};
 use crate::fpm::{Pool, big_piece};
 use crate::harness::{Builder, Ctx, Suite, test};
-use crate::http::{Conn, Request, Response};
+use crate::http::Request;
 use crate::procs::{self, Endpoint};
-use crate::scenario::{Logs, host, ms, vpath};
+use crate::scenario::{Logs, expect_aborted, host, ms, vpath};
 use crate::util::{self, q};
 
 pub const SUITE: Suite = Suite {
@@ -412,27 +412,6 @@ fn after_fault(ctx: &Ctx, id: &str, logs: &Logs) -> Result<(), String> {
         format!("normal request after the fault: {}", r.summary())
     })?;
     logs.no_crash()
-}
-
-/// An aborted response: the client can tell (no terminating chunk / short body, closed).
-fn expect_aborted(r: &Response, c: &mut Conn, want_body: &[u8]) -> Result<(), String> {
-    let mut errs = Vec::new();
-    if r.status != 200 {
-        errs.push(format!("want the application's 200 (then an abort), got {}", r.status));
-    }
-    if r.body != want_body {
-        errs.push(format!("body before the abort: want {:?}", String::from_utf8_lossy(want_body)));
-    }
-    if r.complete || r.chunked_terminated {
-        errs.push(format!(
-            "aborted response presented as complete (framing {:?}, terminating chunk received: {})",
-            r.framing, r.chunked_terminated
-        ));
-    }
-    if !c.is_closed_by_peer(Duration::from_secs(3)) {
-        errs.push("client connection left open after the abort".into());
-    }
-    ensure(errs.is_empty(), || format!("{}: {}", errs.join("; "), r.summary()))
 }
 
 fn apache_rss_kib(ctx: &Ctx) -> u64 {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::check::ensure;
 use crate::harness::Ctx;
+use crate::http::{Conn, Response};
 use crate::util;
 
 pub fn vpath(ctx: &Ctx, id: &str) -> String {
@@ -116,4 +117,26 @@ impl Logs {
             .collect();
         ensure(bad.is_empty(), || format!("crash/panic lines:\n    {}", bad.join("\n    ")))
     }
+}
+
+/// An aborted response: the client can tell (no terminating chunk / short body, connection
+/// closed).
+pub fn expect_aborted(r: &Response, c: &mut Conn, want_body: &[u8]) -> Result<(), String> {
+    let mut errs = Vec::new();
+    if r.status != 200 {
+        errs.push(format!("want the application's 200 (then an abort), got {}", r.status));
+    }
+    if r.body != want_body {
+        errs.push(format!("body before the abort: want {:?}", String::from_utf8_lossy(want_body)));
+    }
+    if r.complete || r.chunked_terminated {
+        errs.push(format!(
+            "aborted response presented as complete (framing {:?}, terminating chunk received: {})",
+            r.framing, r.chunked_terminated
+        ));
+    }
+    if !c.is_closed_by_peer(Duration::from_secs(3)) {
+        errs.push("client connection left open after the abort".into());
+    }
+    ensure(errs.is_empty(), || format!("{}: {}", errs.join("; "), r.summary()))
 }
