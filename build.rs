@@ -31,7 +31,10 @@ fn main() {
     });
     let mut incs: Vec<String> = Vec::new();
     let mut defs: Vec<String> = Vec::new();
-    if let Some(d) = env::var("APACHE_INCLUDEDIR").ok().or_else(|| query(&apxs, &["-q", "INCLUDEDIR"])) {
+    if let Some(d) = env::var("APACHE_INCLUDEDIR")
+        .ok()
+        .or_else(|| query(&apxs, &["-q", "INCLUDEDIR"]))
+    {
         incs.push(d);
     }
     for q in ["APR_INCLUDEDIR", "APU_INCLUDEDIR"] {
@@ -40,16 +43,29 @@ fn main() {
         }
     }
     if let Some(f) = query(&apxs, &["-q", "EXTRA_CPPFLAGS"]) {
-        defs.extend(f.split_whitespace().filter(|a| a.starts_with("-D")).map(str::to_string));
+        defs.extend(
+            f.split_whitespace()
+                .filter(|a| a.starts_with("-D"))
+                .map(str::to_string),
+        );
     }
     if incs.len() < 2 {
         // No apxs: ask APR itself.
-        let apr = query("apr-1-config", &["--includes"]).or_else(|| query("pkg-config", &["--cflags", "apr-1"]));
+        let apr = query("apr-1-config", &["--includes"])
+            .or_else(|| query("pkg-config", &["--cflags", "apr-1"]));
         if let Some(f) = apr {
-            incs.extend(f.split_whitespace().filter_map(|a| a.strip_prefix("-I")).map(str::to_string));
+            incs.extend(
+                f.split_whitespace()
+                    .filter_map(|a| a.strip_prefix("-I"))
+                    .map(str::to_string),
+            );
         }
         if let Some(f) = query("apr-1-config", &["--cppflags"]) {
-            defs.extend(f.split_whitespace().filter(|a| a.starts_with("-D")).map(str::to_string));
+            defs.extend(
+                f.split_whitespace()
+                    .filter(|a| a.starts_with("-D"))
+                    .map(str::to_string),
+            );
         }
     }
     if incs.is_empty() {
@@ -60,10 +76,15 @@ fn main() {
     }
     incs.dedup();
     if defs.is_empty() {
-        defs = vec!["-DLINUX".into(), "-D_REENTRANT".into(), "-D_GNU_SOURCE".into()];
+        defs = vec![
+            "-DLINUX".into(),
+            "-D_REENTRANT".into(),
+            "-D_GNU_SOURCE".into(),
+        ];
     }
 
-    let allow = std::fs::read_to_string("apache-headers/allowlist.txt").expect("apache-headers/allowlist.txt");
+    let allow = std::fs::read_to_string("apache-headers/allowlist.txt")
+        .expect("apache-headers/allowlist.txt");
     let mut b = bindgen::Builder::default()
         .header("apache-headers/wrapper.h")
         .clang_args(incs.iter().map(|i| format!("-I{i}")))
@@ -73,8 +94,14 @@ fn main() {
         .derive_default(true)
         .default_macro_constant_type(bindgen::MacroTypeVariation::Signed)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
-    for line in allow.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (kind, re) = line.split_once(' ').expect("allowlist line: <kind> <regex>");
+    for line in allow
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (kind, re) = line
+            .split_once(' ')
+            .expect("allowlist line: <kind> <regex>");
         b = match kind {
             "function" => b.allowlist_function(re.trim()),
             "type" => b.allowlist_type(re.trim()),
@@ -83,7 +110,10 @@ fn main() {
         };
     }
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
-    b.generate().expect("bindgen failed").write_to_file(out.join("bindings.rs")).expect("write bindings");
+    b.generate()
+        .expect("bindgen failed")
+        .write_to_file(out.join("bindings.rs"))
+        .expect("write bindings");
 
     let mut cc = cc::Build::new();
     cc.file("apache-headers/shim.c").warnings(true);

@@ -53,7 +53,11 @@ impl Runtime {
             pool_idle: Duration::from_secs(u64::from(def.pool_idle_timeout)),
             idle: Mutex::new(Vec::new()),
             shared: AtomicPtr::new(std::ptr::null_mut()),
-            local: SharedCounters { open: AtomicU32::new(0), waiting: AtomicU32::new(0), owners: std::array::from_fn(|_| Default::default()) },
+            local: SharedCounters {
+                open: AtomicU32::new(0),
+                waiting: AtomicU32::new(0),
+                owners: std::array::from_fn(|_| Default::default()),
+            },
             local_waiting: AtomicU32::new(0),
             owner: AtomicUsize::new(NO_OWNER),
             stopping: AtomicBool::new(false),
@@ -92,7 +96,12 @@ impl Runtime {
 
     /// A connection for one request: a pooled one if `pooled` allows and one is alive, else a
     /// new one (waiting for a slot under -max-conns, at most `timeout`).
-    pub fn checkout(self: &Arc<Self>, targets: &[Target], timeout: Duration, pooled: bool) -> Result<Conn, ConnectError> {
+    pub fn checkout(
+        self: &Arc<Self>,
+        targets: &[Target],
+        timeout: Duration,
+        pooled: bool,
+    ) -> Result<Conn, ConnectError> {
         if pooled
             && self.keep_conn
             && let Some(c) = self.take_idle()
@@ -111,7 +120,11 @@ impl Runtime {
             loop {
                 let cur = cnt.open.load(Ordering::Acquire);
                 if cur < self.max_conns {
-                    if cnt.open.compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    if cnt
+                        .open
+                        .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
                         break;
                     }
                     continue;
@@ -185,7 +198,11 @@ impl Runtime {
             i = cnt
                 .owners
                 .iter()
-                .position(|o| o.pid.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire).is_ok())
+                .position(|o| {
+                    o.pid
+                        .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                })
                 .unwrap_or(NO_OWNER - 1);
             self.owner.store(i, Ordering::Release);
         }
@@ -211,7 +228,10 @@ impl Runtime {
             if pid == 0 || pid == me || sock::process_alive(pid) {
                 continue;
             }
-            if o.pid.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            if o.pid
+                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
                 let n = o.open.swap(0, Ordering::AcqRel);
                 if n > 0 {
                     cnt.open.fetch_sub(n, Ordering::AcqRel);
@@ -247,7 +267,8 @@ impl Runtime {
         if !self.keep_conn || self.stopping.load(Ordering::Acquire) {
             return;
         }
-        let others_wait = self.counters().waiting.load(Ordering::Acquire) > self.local_waiting.load(Ordering::Acquire);
+        let others_wait = self.counters().waiting.load(Ordering::Acquire)
+            > self.local_waiting.load(Ordering::Acquire);
         if others_wait {
             return;
         }
@@ -258,12 +279,15 @@ impl Runtime {
     /// Closes idle connections that expired, that the application closed, or that hold an
     /// application process while a request elsewhere waits. Run by each child's reaper.
     pub fn reap(&self) {
-        let others_wait = self.counters().waiting.load(Ordering::Acquire) > self.local_waiting.load(Ordering::Acquire);
+        let others_wait = self.counters().waiting.load(Ordering::Acquire)
+            > self.local_waiting.load(Ordering::Acquire);
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.is_empty() {
             return;
         }
-        idle.retain(|(c, since)| !others_wait && since.elapsed() < self.pool_idle && c.is_reusable());
+        idle.retain(|(c, since)| {
+            !others_wait && since.elapsed() < self.pool_idle && c.is_reusable()
+        });
     }
 
     /// Closes every idle connection (child exit, graceful restart).
@@ -362,12 +386,26 @@ impl Conn {
     /// socket whose listen backlog is full is retried until the deadline (never forever).
     pub fn connect(targets: &[Target], timeout: Duration) -> Result<Conn, ConnectError> {
         let deadline = Instant::now() + timeout;
-        let mut last = ConnectError { error: io::Error::from_raw_os_error(libc::EINVAL), timed_out: false, target: String::new() };
+        let mut last = ConnectError {
+            error: io::Error::from_raw_os_error(libc::EINVAL),
+            timed_out: false,
+            target: String::new(),
+        };
         for t in targets {
             match Self::connect_one(t, deadline) {
-                Ok(fd) => return Ok(Conn { fd: Some(fd), reused: false, rt: None }),
+                Ok(fd) => {
+                    return Ok(Conn {
+                        fd: Some(fd),
+                        reused: false,
+                        rt: None,
+                    });
+                }
                 Err((error, timed_out)) => {
-                    last = ConnectError { error, timed_out, target: target_text(t) };
+                    last = ConnectError {
+                        error,
+                        timed_out,
+                        target: target_text(t),
+                    };
                     if timed_out {
                         break;
                     }
@@ -393,7 +431,9 @@ impl Conn {
                         }
                     }
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && matches!(t, Target::Unix(_)) => {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EAGAIN) && matches!(t, Target::Unix(_)) =>
+                {
                     // Listen backlog full: wait a little and try again, within the deadline.
                     let now = Instant::now();
                     if now >= deadline {
@@ -445,25 +485,34 @@ impl Reaper {
     /// `superseded` tells whether this child belongs to an old generation (a graceful restart
     /// happened): its idle connections are then closed and nothing more is pooled, even if the
     /// MPM (prefork) only tells the child once its current request is done.
-    pub fn start(runtimes: Vec<Arc<Runtime>>, superseded: impl Fn() -> bool + Send + 'static) -> io::Result<Reaper> {
+    pub fn start(
+        runtimes: Vec<Arc<Runtime>>,
+        superseded: impl Fn() -> bool + Send + 'static,
+    ) -> io::Result<Reaper> {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (s, rts) = (Arc::clone(&stop), runtimes.clone());
-        let thread = std::thread::Builder::new().name("fastcgi-reaper".into()).spawn(move || {
-            let mut old = false;
-            while !s.load(Ordering::Acquire) {
-                std::thread::sleep(REAP_EVERY);
-                if !old && superseded() {
-                    old = true;
+        let thread = std::thread::Builder::new()
+            .name("fastcgi-reaper".into())
+            .spawn(move || {
+                let mut old = false;
+                while !s.load(Ordering::Acquire) {
+                    std::thread::sleep(REAP_EVERY);
+                    if !old && superseded() {
+                        old = true;
+                        for rt in &rts {
+                            rt.stop_pooling();
+                        }
+                    }
                     for rt in &rts {
-                        rt.stop_pooling();
+                        rt.reap();
                     }
                 }
-                for rt in &rts {
-                    rt.reap();
-                }
-            }
-        })?;
-        Ok(Reaper { stop, thread: Some(thread), runtimes })
+            })?;
+        Ok(Reaper {
+            stop,
+            thread: Some(thread),
+            runtimes,
+        })
     }
 }
 

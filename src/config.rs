@@ -99,7 +99,8 @@ pub struct ParseCtx<'a> {
 
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 /// Parses `-host` values: `host:port`, `[v6]:port`, `v6:port` (last colon splits).
@@ -142,7 +143,9 @@ pub fn parse_host(v: &str) -> Result<Vec<SocketAddr>, String> {
                 Ok(v)
             }
         }
-        Err(e) => Err(format!("failed to resolve \"{host}\" to an IP address: {e}")),
+        Err(e) => Err(format!(
+            "failed to resolve \"{host}\" to an IP address: {e}"
+        )),
     }
 }
 
@@ -164,7 +167,9 @@ fn parse_uint(opt: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
 pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<ServerDef, String> {
     const D: &str = "FastCgiExternalServer";
     let Some((&raw_path, opts)) = args.split_first().filter(|(p, _)| !p.is_empty()) else {
-        return Err(format!("{D} requires a path and either a -socket or -host option"));
+        return Err(format!(
+            "{D} requires a path and either a -socket or -host option"
+        ));
     };
     let path = normalize_path(raw_path.as_bytes(), ctx.server_root);
     let pd = display(&path);
@@ -194,13 +199,16 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
         let mut value = |name: &str| -> Result<&str, String> {
             match it.next() {
                 Some(v) if !v.is_empty() => Ok(v),
-                _ => Err(err(format!("invalid value for {name}: \"\" (a value is required)"))),
+                _ => Err(err(format!(
+                    "invalid value for {name}: \"\" (a value is required)"
+                ))),
             }
         };
         match lower.as_str() {
             "-host" => {
                 let v = value("-host")?;
-                let addrs = parse_host(v).map_err(|m| err(format!("invalid value for -host: {m}")))?;
+                let addrs =
+                    parse_host(v).map_err(|m| err(format!("invalid value for -host: {m}")))?;
                 host = Some((v.to_string(), addrs));
             }
             "-socket" => {
@@ -220,11 +228,14 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
                 socket = Some(p);
             }
             "-appconntimeout" => {
-                let n = parse_uint("-appConnTimeout", value("-appConnTimeout")?, 0, 86_400).map_err(err)?;
+                let n = parse_uint("-appConnTimeout", value("-appConnTimeout")?, 0, 86_400)
+                    .map_err(err)?;
                 def.connect_timeout = (n > 0).then(|| Duration::from_secs(n));
             }
             "-idle-timeout" => {
-                def.idle_timeout = parse_uint("-idle-timeout", value("-idle-timeout")?, 1, 86_400 * 7).map_err(err)? as u32;
+                def.idle_timeout =
+                    parse_uint("-idle-timeout", value("-idle-timeout")?, 1, 86_400 * 7)
+                        .map_err(err)? as u32;
             }
             "-flush" => def.flush = true,
             "-trust-direct" => def.trust_direct = true,
@@ -232,7 +243,9 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
             "-pass-header" => {
                 let v = value("-pass-header")?;
                 if !is_token(v) {
-                    return Err(err(format!("invalid value for -pass-header: \"{v}\" is not a valid header name")));
+                    return Err(err(format!(
+                        "invalid value for -pass-header: \"{v}\" is not a valid header name"
+                    )));
                 }
                 if v.eq_ignore_ascii_case("proxy") {
                     return Err(err(
@@ -248,15 +261,25 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
                 keep_conn = match v.to_ascii_lowercase().as_str() {
                     "on" | "yes" | "true" | "1" => Some(true),
                     "off" | "no" | "false" | "0" => Some(false),
-                    _ => return Err(err(format!("invalid value for -keep-conn: \"{v}\" must be on or off"))),
+                    _ => {
+                        return Err(err(format!(
+                            "invalid value for -keep-conn: \"{v}\" must be on or off"
+                        )));
+                    }
                 };
             }
             "-max-conns" => {
-                def.max_conns = parse_uint("-max-conns", value("-max-conns")?, 0, 100_000).map_err(err)? as u32;
+                def.max_conns =
+                    parse_uint("-max-conns", value("-max-conns")?, 0, 100_000).map_err(err)? as u32;
             }
             "-pool-idle-timeout" => {
-                def.pool_idle_timeout =
-                    parse_uint("-pool-idle-timeout", value("-pool-idle-timeout")?, 1, 86_400).map_err(err)? as u32;
+                def.pool_idle_timeout = parse_uint(
+                    "-pool-idle-timeout",
+                    value("-pool-idle-timeout")?,
+                    1,
+                    86_400,
+                )
+                .map_err(err)? as u32;
             }
             "-user" => def.user = Some(value("-user")?.to_string()),
             "-group" => def.group = Some(value("-group")?.to_string()),
@@ -265,7 +288,9 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
     }
     def.keep_conn = keep_conn.unwrap_or(def.max_conns > 0);
     match (host, socket) {
-        (Some(_), Some(_)) => Err(err("-host and -socket are mutually exclusive options".into())),
+        (Some(_), Some(_)) => Err(err(
+            "-host and -socket are mutually exclusive options".into()
+        )),
         (None, None) => Err(err("-socket or -host option missing".into())),
         (Some((text, addrs)), None) => {
             def.address_text = text;
@@ -301,7 +326,12 @@ pub struct Registry<T> {
 
 impl<T> Default for Registry<T> {
     fn default() -> Self {
-        Registry { entries: Vec::new(), by_path: HashMap::new(), fakes: HashMap::new(), longest: 0 }
+        Registry {
+            entries: Vec::new(),
+            by_path: HashMap::new(),
+            fakes: HashMap::new(),
+            longest: 0,
+        }
     }
 }
 
@@ -309,7 +339,11 @@ impl<T> Registry<T> {
     /// Adds a definition. The same path defined again with identical options (the classic :80
     /// and :443 pair of vhosts) is accepted once; different options for one path are an error.
     /// `make` builds the runtime companion of a new entry.
-    pub fn add(&mut self, def: ServerDef, make: impl FnOnce(&ServerDef) -> T) -> Result<(), String> {
+    pub fn add(
+        &mut self,
+        def: ServerDef,
+        make: impl FnOnce(&ServerDef) -> T,
+    ) -> Result<(), String> {
         if let Some(&i) = self.by_path.get(&def.path) {
             if self.entries[i].0 == def {
                 return Ok(());
@@ -384,7 +418,10 @@ mod tests {
     use super::*;
 
     fn ctx() -> ParseCtx<'static> {
-        ParseCtx { server_root: b"/etc/apache2", ipc_dir: b"/run/apache2/fastcgi" }
+        ParseCtx {
+            server_root: b"/etc/apache2",
+            ipc_dir: b"/run/apache2/fastcgi",
+        }
     }
     fn parse(args: &[&str]) -> Result<ServerDef, String> {
         parse_external_server(args, &ctx())
@@ -401,12 +438,28 @@ mod tests {
     #[test]
     fn parses_full_line() {
         let d = parse(&[
-            "/usr/local/www/fastcgi/php5.fcgi", "-flush", "-host", "127.0.0.1:9000", "-idle-timeout", "310",
-            "-pass-header", "Authorization", "-appConnTimeout", "3", "-NPH", "-user", "u", "-group", "g",
+            "/usr/local/www/fastcgi/php5.fcgi",
+            "-flush",
+            "-host",
+            "127.0.0.1:9000",
+            "-idle-timeout",
+            "310",
+            "-pass-header",
+            "Authorization",
+            "-appConnTimeout",
+            "3",
+            "-NPH",
+            "-user",
+            "u",
+            "-group",
+            "g",
         ])
         .unwrap();
         assert_eq!(d.path, b"/usr/local/www/fastcgi/php5.fcgi");
-        assert_eq!(d.targets, vec![Target::Inet("127.0.0.1:9000".parse().unwrap())]);
+        assert_eq!(
+            d.targets,
+            vec![Target::Inet("127.0.0.1:9000".parse().unwrap())]
+        );
         assert!(d.flush && d.nph);
         assert_eq!(d.idle_timeout, 310);
         assert_eq!(d.connect_timeout, Some(Duration::from_secs(3)));
@@ -418,22 +471,71 @@ mod tests {
     fn defaults() {
         let d = parse(&["php.fcgi", "-socket", "php.sock"]).unwrap();
         assert_eq!(d.path, b"/etc/apache2/php.fcgi");
-        assert_eq!(d.targets, vec![Target::Unix(b"/run/apache2/fastcgi/php.sock".to_vec())]);
+        assert_eq!(
+            d.targets,
+            vec![Target::Unix(b"/run/apache2/fastcgi/php.sock".to_vec())]
+        );
         assert_eq!(d.idle_timeout, 30);
         assert_eq!(d.connect_timeout, None);
         assert!(!d.flush && !d.nph);
         assert!(!d.trust_direct);
-        assert!(parse(&["/x", "-socket", "/s", "-trust-direct"]).unwrap().trust_direct);
+        assert!(
+            parse(&["/x", "-socket", "/s", "-trust-direct"])
+                .unwrap()
+                .trust_direct
+        );
         assert!(!d.keep_conn);
-        assert!(parse(&["/x", "-socket", "/s", "-max-conns", "8"]).unwrap().keep_conn);
-        assert!(!parse(&["/x", "-socket", "/s", "-max-conns", "8", "-keep-conn", "off"]).unwrap().keep_conn);
-        assert!(parse(&["/x", "-socket", "/s", "-keep-conn", "on"]).unwrap().keep_conn);
-        assert_eq!((d.max_conns, d.pool_idle_timeout), (0, DEFAULT_POOL_IDLE_TIMEOUT));
-        let d = parse(&["/x", "-socket", "/s", "-keep-conn", "off", "-max-conns", "4", "-pool-idle-timeout", "2"]).unwrap();
+        assert!(
+            parse(&["/x", "-socket", "/s", "-max-conns", "8"])
+                .unwrap()
+                .keep_conn
+        );
+        assert!(
+            !parse(&[
+                "/x",
+                "-socket",
+                "/s",
+                "-max-conns",
+                "8",
+                "-keep-conn",
+                "off"
+            ])
+            .unwrap()
+            .keep_conn
+        );
+        assert!(
+            parse(&["/x", "-socket", "/s", "-keep-conn", "on"])
+                .unwrap()
+                .keep_conn
+        );
+        assert_eq!(
+            (d.max_conns, d.pool_idle_timeout),
+            (0, DEFAULT_POOL_IDLE_TIMEOUT)
+        );
+        let d = parse(&[
+            "/x",
+            "-socket",
+            "/s",
+            "-keep-conn",
+            "off",
+            "-max-conns",
+            "4",
+            "-pool-idle-timeout",
+            "2",
+        ])
+        .unwrap();
         assert!(!d.keep_conn);
         assert_eq!((d.max_conns, d.pool_idle_timeout), (4, 2));
-        assert!(parse(&["/x", "-socket", "/s", "-keep-conn", "maybe"]).unwrap_err().contains("must be on or off"));
-        assert!(parse(&["/x", "-socket", "/s", "-pool-idle-timeout", "0"]).unwrap_err().contains("must be >= 1"));
+        assert!(
+            parse(&["/x", "-socket", "/s", "-keep-conn", "maybe"])
+                .unwrap_err()
+                .contains("must be on or off")
+        );
+        assert!(
+            parse(&["/x", "-socket", "/s", "-pool-idle-timeout", "0"])
+                .unwrap_err()
+                .contains("must be >= 1")
+        );
         let d = parse(&["/x", "-appConnTimeout", "0", "-socket", "/s"]).unwrap();
         assert_eq!(d.connect_timeout, None);
     }
@@ -444,28 +546,68 @@ mod tests {
         assert_eq!(d.targets, vec![Target::Inet("[::1]:9000".parse().unwrap())]);
         let d = parse(&["/x", "-host", "localhost:9000"]).unwrap();
         assert!(!d.targets.is_empty());
-        assert!(d.targets.iter().all(|t| matches!(t, Target::Inet(a) if a.port() == 9000 && a.ip().is_loopback())));
+        assert!(
+            d.targets
+                .iter()
+                .all(|t| matches!(t, Target::Inet(a) if a.port() == 9000 && a.ip().is_loopback()))
+        );
     }
 
     #[test]
     fn errors_name_directive_and_problem() {
         let cases: &[(&[&str], &str)] = &[
-            (&[], "FastCgiExternalServer requires a path and either a -socket or -host option"),
-            (&["/x"], "FastCgiExternalServer /x: -socket or -host option missing"),
-            (&["/x", "-host", "127.0.0.1:1", "-socket", "/s"], "-host and -socket are mutually exclusive options"),
-            (&["/x", "-socket", "/s", "-foo"], "FastCgiExternalServer /x: invalid option: -foo"),
-            (&["/x", "-socket", "/s", "-idle-timeout", "0"], "invalid value for -idle-timeout: \"0\" must be >= 1"),
-            (&["/x", "-socket", "/s", "-idle-timeout", "x"], "invalid value for -idle-timeout: \"x\" must be a positive integer"),
-            (&["/x", "-socket", "/s", "-idle-timeout"], "invalid value for -idle-timeout: \"\""),
-            (&["/x", "-socket", "/s", "-appConnTimeout", "-1"], "invalid value for -appConnTimeout: \"-1\" must be a positive integer"),
+            (
+                &[],
+                "FastCgiExternalServer requires a path and either a -socket or -host option",
+            ),
+            (
+                &["/x"],
+                "FastCgiExternalServer /x: -socket or -host option missing",
+            ),
+            (
+                &["/x", "-host", "127.0.0.1:1", "-socket", "/s"],
+                "-host and -socket are mutually exclusive options",
+            ),
+            (
+                &["/x", "-socket", "/s", "-foo"],
+                "FastCgiExternalServer /x: invalid option: -foo",
+            ),
+            (
+                &["/x", "-socket", "/s", "-idle-timeout", "0"],
+                "invalid value for -idle-timeout: \"0\" must be >= 1",
+            ),
+            (
+                &["/x", "-socket", "/s", "-idle-timeout", "x"],
+                "invalid value for -idle-timeout: \"x\" must be a positive integer",
+            ),
+            (
+                &["/x", "-socket", "/s", "-idle-timeout"],
+                "invalid value for -idle-timeout: \"\"",
+            ),
+            (
+                &["/x", "-socket", "/s", "-appConnTimeout", "-1"],
+                "invalid value for -appConnTimeout: \"-1\" must be a positive integer",
+            ),
             (&["/x", "-host", "127.0.0.1"], "missing port specification"),
             (&["/x", "-host", "127.0.0.1:0"], "bad port number \"0\""),
-            (&["/x", "-host", "127.0.0.1:70000"], "bad port number \"70000\""),
-            (&["/x", "-host", "no-such-host.invalid:80"], "failed to resolve \"no-such-host.invalid\""),
+            (
+                &["/x", "-host", "127.0.0.1:70000"],
+                "bad port number \"70000\"",
+            ),
+            (
+                &["/x", "-host", "no-such-host.invalid:80"],
+                "failed to resolve \"no-such-host.invalid\"",
+            ),
             (&["/x", "-socket"], "invalid value for -socket: \"\""),
             (&["/x", "-socket", "/s", "-pass-header", "Proxy"], "httpoxy"),
-            (&["/x", "-socket", "/s", "-pass-header", "Bad Name"], "not a valid header name"),
-            (&["/x", "-socket", "/s", "-pass-header"], "invalid value for -pass-header"),
+            (
+                &["/x", "-socket", "/s", "-pass-header", "Bad Name"],
+                "not a valid header name",
+            ),
+            (
+                &["/x", "-socket", "/s", "-pass-header"],
+                "invalid value for -pass-header",
+            ),
         ];
         for (args, want) in cases {
             let e = parse(args).unwrap_err();
@@ -480,9 +622,12 @@ mod tests {
     #[test]
     fn registry_routes_on_slash_boundary() {
         let mut r: Registry<u32> = Registry::default();
-        r.add(parse(&["/x/php.fcgi", "-socket", "/s"]).unwrap(), |_| 1).unwrap();
-        r.add(parse(&["/site", "-socket", "/s2"]).unwrap(), |_| 2).unwrap();
-        r.add(parse(&["/site/deeper", "-socket", "/s3"]).unwrap(), |_| 3).unwrap();
+        r.add(parse(&["/x/php.fcgi", "-socket", "/s"]).unwrap(), |_| 1)
+            .unwrap();
+        r.add(parse(&["/site", "-socket", "/s2"]).unwrap(), |_| 2)
+            .unwrap();
+        r.add(parse(&["/site/deeper", "-socket", "/s3"]).unwrap(), |_| 3)
+            .unwrap();
         let id = |f: &[u8]| r.lookup(f).map(|e| e.1);
         assert_eq!(id(b"/x/php.fcgi"), Some(1));
         assert_eq!(id(b"/x/php.fcgi/"), Some(1));
@@ -510,7 +655,12 @@ mod tests {
         r.add(a.clone(), |_| ()).unwrap();
         r.add(a, |_| ()).unwrap();
         assert_eq!(r.iter().count(), 1);
-        let e = r.add(parse(&["/x", "-socket", "/other"]).unwrap(), |_| ()).unwrap_err();
-        assert!(e.contains("redefinition of previously defined class \"/x\""), "{e}");
+        let e = r
+            .add(parse(&["/x", "-socket", "/other"]).unwrap(), |_| ())
+            .unwrap_err();
+        assert!(
+            e.contains("redefinition of previously defined class \"/x\""),
+            "{e}"
+        );
     }
 }

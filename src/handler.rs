@@ -77,13 +77,27 @@ impl Spool {
 fn temp_file() -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = std::env::temp_dir();
-    match std::fs::OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE).open(&dir) {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(&dir)
+    {
         Ok(f) => Ok(f),
         Err(_) => {
             // Filesystems without O_TMPFILE: create a unique name and unlink it at once.
-            let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let n = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
             let p = dir.join(format!("mod_fastcgi-body-{}-{n}", std::process::id()));
-            let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&p)?;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)?;
             let _ = std::fs::remove_file(&p);
             Ok(f)
         }
@@ -160,7 +174,10 @@ fn env_name(name: &[u8], out: &mut Vec<u8>) {
 }
 
 fn redact(name: &[u8]) -> bool {
-    matches!(name, b"HTTP_AUTHORIZATION" | b"HTTP_COOKIE" | b"HTTP_PROXY_AUTHORIZATION" | b"REMOTE_PASSWD")
+    matches!(
+        name,
+        b"HTTP_AUTHORIZATION" | b"HTTP_COOKIE" | b"HTTP_PROXY_AUTHORIZATION" | b"REMOTE_PASSWD"
+    )
 }
 
 pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int {
@@ -173,9 +190,16 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
     // 0. Decoded CR/LF in the path (from %0d/%0a) never reach the application: they are the
     // raw material of PATH_INFO confusion attacks on php-fpm (CVE-2019-11043 class). httpd
     // itself already refuses %00.
-    let bad = |p: Option<&[u8]>| p.is_some_and(|p| p.iter().any(|&c| c == b'\r' || c == b'\n' || c == 0));
+    let bad =
+        |p: Option<&[u8]>| p.is_some_and(|p| p.iter().any(|&c| c == b'\r' || c == b'\n' || c == 0));
     if bad(r.path_info()) || bad(r.filename()) {
-        rlog!(r, INFO, 0, 63, "FastCGI: request path with a CR, LF or NUL character refused (server \"{server}\")");
+        rlog!(
+            r,
+            INFO,
+            0,
+            63,
+            "FastCGI: request path with a CR, LF or NUL character refused (server \"{server}\")"
+        );
         return ffi::HTTP_NOT_FOUND;
     }
 
@@ -204,7 +228,11 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         match read_client_piece(r, &mut body_in, &mut first_piece, &server) {
             Ok(eos) => {
                 body_eos = eos;
-                source = if eos { BodySource::Done } else { BodySource::Client };
+                source = if eos {
+                    BodySource::Done
+                } else {
+                    BodySource::Client
+                };
             }
             Err(f) => return finish_early(r, f),
         }
@@ -217,7 +245,10 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
     let mut name_buf = Vec::new();
     for h in &def.pass_headers {
         if let Some(v) = hin.get(h) {
-            env_name(format!("HTTP_{}", h.to_ascii_uppercase()).as_bytes(), &mut name_buf);
+            env_name(
+                format!("HTTP_{}", h.to_ascii_uppercase()).as_bytes(),
+                &mut name_buf,
+            );
             env.set(&name_buf, v);
         }
     }
@@ -252,11 +283,18 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
                 return; // httpoxy: never, whatever set it
             }
             if let Err(e) = pw.add(&name_buf, v) {
-                skipped.push((String::from_utf8_lossy(&name_buf).into_owned(), e.encoded_len));
+                skipped.push((
+                    String::from_utf8_lossy(&name_buf).into_owned(),
+                    e.encoded_len,
+                ));
                 return;
             }
             if trace {
-                let shown = if redact(&name_buf) { "[redacted]".to_string() } else { escape(v) };
+                let shown = if redact(&name_buf) {
+                    "[redacted]".to_string()
+                } else {
+                    escape(v)
+                };
                 trace_text.push_str(&format!(" {}={};", escape(&name_buf), shown));
             }
         });
@@ -272,7 +310,13 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         }
     }
     if trace {
-        rlog!(r, TRACE3, 0, 51, "FastCGI: params for server \"{server}\":{trace_text}");
+        rlog!(
+            r,
+            TRACE3,
+            0,
+            51,
+            "FastCGI: params for server \"{server}\":{trace_text}"
+        );
     }
     record::push_stream(&mut out, rtype::STDIN, REQUEST_ID, &first_piece);
     let stdin_done = body_eos && matches!(source, BodySource::Done);
@@ -284,8 +328,15 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
     // 3. Connect (a pooled connection if one is alive) and run the exchange. A pooled
     // connection the application closed meanwhile is detected before any response byte; the
     // request is then replayed once on a fresh connection.
-    let timeout = def.connect_timeout.unwrap_or_else(|| r.server().map(|s| s.timeout()).unwrap_or(Duration::from_secs(60)));
-    let nph = def.nph || r.filename().and_then(|f| f.rsplit(|&c| c == b'/').next()).is_some_and(|b| b.starts_with(b"nph-"));
+    let timeout = def.connect_timeout.unwrap_or_else(|| {
+        r.server()
+            .map(|s| s.timeout())
+            .unwrap_or(Duration::from_secs(60))
+    });
+    let nph = def.nph
+        || r.filename()
+            .and_then(|f| f.rsplit(|&c| c == b'/').next())
+            .is_some_and(|b| b.starts_with(b"nph-"));
     if nph {
         // Unparsed output carries its own framing (or none): never reuse the client connection.
         r.bypass_protocol_filters();
@@ -327,8 +378,18 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         let result = x.run(r, &server);
         x.flush_stderr(r, &server);
         if let (Err(Fail::Retry), Some(initial)) = (result, replay) {
-            rlog!(r, DEBUG, 0, 24, "FastCGI: pooled connection to server \"{server}\" was closed by the application; retrying on a new connection");
-            let Exchange { source: s, body_in: b, .. } = x;
+            rlog!(
+                r,
+                DEBUG,
+                0,
+                24,
+                "FastCGI: pooled connection to server \"{server}\" was closed by the application; retrying on a new connection"
+            );
+            let Exchange {
+                source: s,
+                body_in: b,
+                ..
+            } = x;
             (out, source, body_in) = (initial, s, b);
             if let BodySource::Spool(sp) = &mut source
                 && let Err(e) = sp.rewind()
@@ -341,7 +402,13 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         return match result {
             Ok(()) => x.complete(r),
             Err(Fail::Retry) => {
-                rlog!(r, ERR, 0, 23, "FastCGI: comm with server \"{server}\" aborted: connection closed before any response");
+                rlog!(
+                    r,
+                    ERR,
+                    0,
+                    23,
+                    "FastCGI: comm with server \"{server}\" aborted: connection closed before any response"
+                );
                 x.fail(r, Fail::Status(ffi::HTTP_BAD_GATEWAY))
             }
             Err(f) => x.fail(r, f),
@@ -390,7 +457,12 @@ fn log_connect_error(r: &Request<'_>, def: &ServerDef, e: &ConnectError, timeout
 }
 
 /// Reads one piece of the request body from the client into `dst`. Returns true at the end.
-fn read_client_piece<'r>(r: &mut Request<'r>, bb: &mut Brigade<'r>, dst: &mut Vec<u8>, server: &str) -> Result<bool, Fail> {
+fn read_client_piece<'r>(
+    r: &mut Request<'r>,
+    bb: &mut Brigade<'r>,
+    dst: &mut Vec<u8>,
+    server: &str,
+) -> Result<bool, Fail> {
     if let Err(rv) = r.read_body(bb, BODY_STEP) {
         bb.cleanup();
         return Err(body_read_failed(r, rv, server));
@@ -403,19 +475,41 @@ fn read_client_piece<'r>(r: &mut Request<'r>, bb: &mut Brigade<'r>, dst: &mut Ve
 
 fn body_read_failed(r: &mut Request<'_>, rv: ffi::apr_status_t, server: &str) -> Fail {
     if r.connection_aborted() {
-        rlog!(r, INFO, rv, 60, "FastCGI: client stopped connection before the request body was read (server \"{server}\")");
+        rlog!(
+            r,
+            INFO,
+            rv,
+            60,
+            "FastCGI: client stopped connection before the request body was read (server \"{server}\")"
+        );
         return Fail::ClientGone;
     }
     let status = Request::body_error_status(rv);
     if status == ffi::AP_FILTER_ERROR {
-        rlog!(r, INFO, rv, 61, "FastCGI: reading the request body for server \"{server}\" failed; httpd's input filter already answered (e.g. 413 for LimitRequestBody)");
+        rlog!(
+            r,
+            INFO,
+            rv,
+            61,
+            "FastCGI: reading the request body for server \"{server}\" failed; httpd's input filter already answered (e.g. 413 for LimitRequestBody)"
+        );
     } else {
-        rlog!(r, INFO, rv, 61, "FastCGI: reading the request body for server \"{server}\" failed; answering {status}");
+        rlog!(
+            r,
+            INFO,
+            rv,
+            61,
+            "FastCGI: reading the request body for server \"{server}\" failed; answering {status}"
+        );
     }
     Fail::Status(status)
 }
 
-fn spool_body<'r>(r: &mut Request<'r>, bb: &mut Brigade<'r>, server: &str) -> Result<(Spool, u64), Fail> {
+fn spool_body<'r>(
+    r: &mut Request<'r>,
+    bb: &mut Brigade<'r>,
+    server: &str,
+) -> Result<(Spool, u64), Fail> {
     let mut mem: Vec<u8> = Vec::new();
     let mut file: Option<std::fs::File> = None;
     let mut total: u64 = 0;
@@ -424,7 +518,8 @@ fn spool_body<'r>(r: &mut Request<'r>, bb: &mut Brigade<'r>, server: &str) -> Re
         let eos = read_client_piece(r, bb, &mut piece, server)?;
         total += piece.len() as u64;
         if let Some(f) = file.as_mut() {
-            f.write_all(&piece).map_err(|e| spool_failed(r, e, server))?;
+            f.write_all(&piece)
+                .map_err(|e| spool_failed(r, e, server))?;
         } else {
             mem.extend_from_slice(&piece);
             if mem.len() > SPOOL_IN_MEMORY {
@@ -440,7 +535,8 @@ fn spool_body<'r>(r: &mut Request<'r>, bb: &mut Brigade<'r>, server: &str) -> Re
     }
     match file {
         Some(mut f) => {
-            f.seek(SeekFrom::Start(0)).map_err(|e| spool_failed(r, e, server))?;
+            f.seek(SeekFrom::Start(0))
+                .map_err(|e| spool_failed(r, e, server))?;
             Ok((Spool::File(f), total))
         }
         None => Ok((Spool::Mem(mem, 0), total)),
@@ -480,15 +576,29 @@ impl<'r, 'd> Exchange<'r, 'd> {
             Err(e) if self.replayable() && is_peer_gone(&e) => return Err(Fail::Retry),
             Err(e) if is_peer_gone(&e) => self.stdin_broken = true,
             Err(e) => {
-                rlog!(r, ERR, e.raw_os_error().unwrap_or(0), 22, "FastCGI: comm with server \"{server}\" aborted: write failed: {e}");
+                rlog!(
+                    r,
+                    ERR,
+                    e.raw_os_error().unwrap_or(0),
+                    22,
+                    "FastCGI: comm with server \"{server}\" aborted: write failed: {e}"
+                );
                 return Err(Fail::Status(ffi::HTTP_BAD_GATEWAY));
             }
         }
         while !self.ended {
-            let want_write = !self.stdin_broken && (self.out_pos < self.out.len() || !self.stdin_done);
+            let want_write =
+                !self.stdin_broken && (self.out_pos < self.out.len() || !self.stdin_done);
             let idle_left = self.idle().saturating_sub(last_activity.elapsed());
-            let mut wait = if self.unflushed { idle_left.min(FLUSH_AFTER_SILENCE) } else { idle_left };
-            let stall_pending = !self.stall_marked && self.received == 0 && !self.conn.reused && self.rt.guards_stalls();
+            let mut wait = if self.unflushed {
+                idle_left.min(FLUSH_AFTER_SILENCE)
+            } else {
+                idle_left
+            };
+            let stall_pending = !self.stall_marked
+                && self.received == 0
+                && !self.conn.reused
+                && self.rt.guards_stalls();
             if stall_pending {
                 let since = started.elapsed();
                 if since >= STALL_AFTER {
@@ -503,7 +613,13 @@ impl<'r, 'd> Exchange<'r, 'd> {
             let ready = match self.conn.wait(want_write, wait) {
                 Ok(r) => r,
                 Err(e) => {
-                    rlog!(r, ERR, e.raw_os_error().unwrap_or(0), 21, "FastCGI: comm with server \"{server}\" aborted: poll failed: {e}");
+                    rlog!(
+                        r,
+                        ERR,
+                        e.raw_os_error().unwrap_or(0),
+                        21,
+                        "FastCGI: comm with server \"{server}\" aborted: poll failed: {e}"
+                    );
                     return Err(Fail::Status(ffi::HTTP_BAD_GATEWAY));
                 }
             };
@@ -631,7 +747,9 @@ impl<'r, 'd> Exchange<'r, 'd> {
             }
             BodySource::Spool(sp) => {
                 let mut piece = vec![0u8; BODY_STEP];
-                let n = sp.read_into(&mut piece).map_err(|e| spool_failed(r, e, server))?;
+                let n = sp
+                    .read_into(&mut piece)
+                    .map_err(|e| spool_failed(r, e, server))?;
                 record::push_stream(&mut self.out, rtype::STDIN, REQUEST_ID, &piece[..n]);
                 if n == 0 {
                     // The spool stays: a replay on a fresh connection rewinds it.
@@ -648,7 +766,13 @@ impl<'r, 'd> Exchange<'r, 'd> {
             let (used, ev) = match self.dec.decode(data) {
                 Ok(x) => x,
                 Err(e) => {
-                    rlog!(r, ERR, 0, 32, "FastCGI: comm with server \"{server}\" aborted: protocol error: {e}");
+                    rlog!(
+                        r,
+                        ERR,
+                        0,
+                        32,
+                        "FastCGI: comm with server \"{server}\" aborted: protocol error: {e}"
+                    );
                     return Err(Fail::Status(ffi::HTTP_BAD_GATEWAY));
                 }
             };
@@ -657,7 +781,10 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 Some(Event::Stdout(d)) => self.on_stdout(r, d, server)?,
                 Some(Event::Stderr(d)) => self.on_stderr(r, d, server),
                 Some(Event::StdoutEnd) => {}
-                Some(Event::EndRequest { app_status, protocol_status }) => {
+                Some(Event::EndRequest {
+                    app_status,
+                    protocol_status,
+                }) => {
                     if protocol_status != record::protocol_status::REQUEST_COMPLETE {
                         rlog!(
                             r,
@@ -717,7 +844,13 @@ impl<'r, 'd> Exchange<'r, 'd> {
     }
 
     fn header_error(&self, r: &Request<'_>, what: &str, server: &str) -> Fail {
-        rlog!(r, ERR, 0, 31, "FastCGI: comm with server \"{server}\" aborted: error parsing headers: {what}");
+        rlog!(
+            r,
+            ERR,
+            0,
+            31,
+            "FastCGI: comm with server \"{server}\" aborted: error parsing headers: {what}"
+        );
         Fail::Status(ffi::HTTP_BAD_GATEWAY)
     }
 
@@ -742,7 +875,9 @@ impl<'r, 'd> Exchange<'r, 'd> {
         }
         let (out, err_out) = (r.headers_out(), r.err_headers_out());
         for (name, value) in &head.headers {
-            if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if name.eq_ignore_ascii_case(b"content-length")
+                || name.eq_ignore_ascii_case(b"transfer-encoding")
+            {
                 // Not trusted (CVE-2024-24795 class): httpd frames the body it actually gets.
                 continue;
             }
@@ -806,7 +941,13 @@ impl<'r, 'd> Exchange<'r, 'd> {
     fn pass(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
         self.sent_any = true;
         if r.pass(&mut self.bb).is_err() || r.connection_aborted() {
-            rlog!(r, INFO, 0, 60, "FastCGI: client stopped connection before send body completed (server \"{server}\")");
+            rlog!(
+                r,
+                INFO,
+                0,
+                60,
+                "FastCGI: client stopped connection before send body completed (server \"{server}\")"
+            );
             return Err(Fail::ClientGone);
         }
         Ok(())
@@ -873,7 +1014,13 @@ impl<'r, 'd> Exchange<'r, 'd> {
             return self.fail(r, Fail::Status(ffi::HTTP_BAD_GATEWAY));
         }
         let reusable = self.reusable();
-        let Exchange { conn, rt, mut bb, mode, .. } = self;
+        let Exchange {
+            conn,
+            rt,
+            mut bb,
+            mode,
+            ..
+        } = self;
         // Hand the connection back before talking to the (possibly slow) client.
         if reusable {
             rt.checkin(conn);
@@ -894,7 +1041,13 @@ impl<'r, 'd> Exchange<'r, 'd> {
             Mode::Headers | Mode::Body | Mode::Nph => {
                 bb.push_eos();
                 if r.pass(&mut bb).is_err() {
-                    rlog!(r, INFO, 0, 60, "FastCGI: client stopped connection before send body completed (server \"{server}\")");
+                    rlog!(
+                        r,
+                        INFO,
+                        0,
+                        60,
+                        "FastCGI: client stopped connection before send body completed (server \"{server}\")"
+                    );
                 }
                 ffi::OK
             }
@@ -904,7 +1057,12 @@ impl<'r, 'd> Exchange<'r, 'd> {
     fn fail(self, r: &mut Request<'r>, f: Fail) -> c_int {
         let mut x = self;
         x.unmark_stall();
-        let Exchange { conn, mut bb, sent_any, .. } = x;
+        let Exchange {
+            conn,
+            mut bb,
+            sent_any,
+            ..
+        } = x;
         drop(conn);
         match f {
             Fail::ClientGone | Fail::Retry => ffi::OK,

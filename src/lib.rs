@@ -59,8 +59,15 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// Logs a caught panic (one error line).
 #[cfg(not(test))]
 #[doc(hidden)]
-pub(crate) fn report_panic(r: *mut ffi::request_rec, payload: &(dyn std::any::Any + Send), at: &str) {
-    let msg = format!("FastCGI: internal error (panic caught at {at}): {}; request answered with 500", panic_text(payload));
+pub(crate) fn report_panic(
+    r: *mut ffi::request_rec,
+    payload: &(dyn std::any::Any + Send),
+    at: &str,
+) {
+    let msg = format!(
+        "FastCGI: internal error (panic caught at {at}): {}; request answered with 500",
+        panic_text(payload)
+    );
     // Logging itself must not panic out of here.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: `r` is NULL or the live request of the entry point that caught the panic.

@@ -39,7 +39,12 @@ unsafe impl<const N: usize> Sync for Commands<N> {}
 const fn argv_cmd(
     name: &'static CStr,
     req_override: c_int,
-    f: unsafe extern "C" fn(*mut ffi::cmd_parms, *mut c_void, c_int, *const *mut c_char) -> *const c_char,
+    f: unsafe extern "C" fn(
+        *mut ffi::cmd_parms,
+        *mut c_void,
+        c_int,
+        *const *mut c_char,
+    ) -> *const c_char,
     help: &'static CStr,
 ) -> ffi::command_rec {
     ffi::command_rec {
@@ -130,10 +135,15 @@ fn shared_mut<'a>(s: Server<'a>) -> Option<&'a mut Shared> {
     unsafe { p.as_mut() }
 }
 
-unsafe extern "C" fn create_server_config(p: *mut ffi::apr_pool_t, _s: *mut ffi::server_rec) -> *mut c_void {
+unsafe extern "C" fn create_server_config(
+    p: *mut ffi::apr_pool_t,
+    _s: *mut ffi::server_rec,
+) -> *mut c_void {
     boundary!(null_mut(), {
         // SAFETY: httpd passes its live configuration pool.
-        let Some(pool) = (unsafe { Pool::from_ptr(p) }) else { return null_mut() };
+        let Some(pool) = (unsafe { Pool::from_ptr(p) }) else {
+            return null_mut();
+        };
         let existing = pool.userdata(SHARED_KEY);
         if !existing.is_null() {
             return existing;
@@ -144,7 +154,11 @@ unsafe extern "C" fn create_server_config(p: *mut ffi::apr_pool_t, _s: *mut ffi:
     })
 }
 
-unsafe extern "C" fn merge_server_config(_p: *mut ffi::apr_pool_t, base: *mut c_void, add: *mut c_void) -> *mut c_void {
+unsafe extern "C" fn merge_server_config(
+    _p: *mut ffi::apr_pool_t,
+    base: *mut c_void,
+    add: *mut c_void,
+) -> *mut c_void {
     // Every server shares the same `Shared`; keep whichever is set.
     if add.is_null() { base } else { add }
 }
@@ -167,21 +181,38 @@ unsafe fn args<'a>(argc: c_int, argv: *const *mut c_char) -> Vec<std::borrow::Co
         .collect()
 }
 
-unsafe extern "C" fn cmd_external_server(cmd: *mut ffi::cmd_parms, _m: *mut c_void, argc: c_int, argv: *const *mut c_char) -> *const c_char {
+unsafe extern "C" fn cmd_external_server(
+    cmd: *mut ffi::cmd_parms,
+    _m: *mut c_void,
+    argc: c_int,
+    argv: *const *mut c_char,
+) -> *const c_char {
     boundary!(c"FastCgiExternalServer: internal error".as_ptr(), {
         // SAFETY: httpd passes the live cmd_parms of this directive.
-        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else { return null() };
+        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else {
+            return null();
+        };
         if let Some(e) = cmd.check_global_or_vhost() {
             return e;
         }
         // SAFETY: httpd passes argc/argv of this directive.
         let a = unsafe { args(argc, argv) };
         let a: Vec<&str> = a.iter().map(|s| s.as_ref()).collect();
-        let Some(server) = cmd.server() else { return null() };
-        let Some(sh) = shared_mut(server) else { return cmd.error("FastCgiExternalServer: module configuration missing") };
-        let ipc = sh.ipc_dir.clone().unwrap_or_else(|| cmd.runtime_dir_relative(b"fastcgi"));
+        let Some(server) = cmd.server() else {
+            return null();
+        };
+        let Some(sh) = shared_mut(server) else {
+            return cmd.error("FastCgiExternalServer: module configuration missing");
+        };
+        let ipc = sh
+            .ipc_dir
+            .clone()
+            .unwrap_or_else(|| cmd.runtime_dir_relative(b"fastcgi"));
         let root = crate::httpd::server_root();
-        let ctx = config::ParseCtx { server_root: &root, ipc_dir: &ipc };
+        let ctx = config::ParseCtx {
+            server_root: &root,
+            ipc_dir: &ipc,
+        };
         let def = match config::parse_external_server(&a, &ctx) {
             Ok(d) => d,
             Err(e) => return cmd.error(&e),
@@ -193,10 +224,17 @@ unsafe extern "C" fn cmd_external_server(cmd: *mut ffi::cmd_parms, _m: *mut c_vo
     })
 }
 
-unsafe extern "C" fn cmd_ipc_dir(cmd: *mut ffi::cmd_parms, _m: *mut c_void, argc: c_int, argv: *const *mut c_char) -> *const c_char {
+unsafe extern "C" fn cmd_ipc_dir(
+    cmd: *mut ffi::cmd_parms,
+    _m: *mut c_void,
+    argc: c_int,
+    argv: *const *mut c_char,
+) -> *const c_char {
     boundary!(c"FastCgiIpcDir: internal error".as_ptr(), {
         // SAFETY: httpd passes the live cmd_parms of this directive.
-        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else { return null() };
+        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else {
+            return null();
+        };
         if let Some(e) = cmd.check_global_only() {
             return e;
         }
@@ -205,9 +243,12 @@ unsafe extern "C" fn cmd_ipc_dir(cmd: *mut ffi::cmd_parms, _m: *mut c_void, argc
         if a.len() != 1 || a[0].is_empty() {
             return cmd.error("FastCgiIpcDir takes exactly one argument, a directory");
         }
-        let Some(sh) = cmd.server().and_then(shared_mut) else { return null() };
+        let Some(sh) = cmd.server().and_then(shared_mut) else {
+            return null();
+        };
         if !sh.registry.is_empty() {
-            return cmd.error("The FastCgiIpcDir command must precede static FastCGI server definitions");
+            return cmd
+                .error("The FastCgiIpcDir command must precede static FastCGI server definitions");
         }
         let dir = cmd.server_root_relative(a[0].as_bytes());
         sh.ipc_dir = Some(config::normalize_path(&dir, b"/"));
@@ -215,10 +256,17 @@ unsafe extern "C" fn cmd_ipc_dir(cmd: *mut ffi::cmd_parms, _m: *mut c_void, argc
     })
 }
 
-unsafe extern "C" fn cmd_wrapper(cmd: *mut ffi::cmd_parms, _m: *mut c_void, argc: c_int, argv: *const *mut c_char) -> *const c_char {
+unsafe extern "C" fn cmd_wrapper(
+    cmd: *mut ffi::cmd_parms,
+    _m: *mut c_void,
+    argc: c_int,
+    argv: *const *mut c_char,
+) -> *const c_char {
     boundary!(c"FastCgiWrapper: internal error".as_ptr(), {
         // SAFETY: httpd passes the live cmd_parms of this directive.
-        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else { return null() };
+        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else {
+            return null();
+        };
         if let Some(e) = cmd.check_global_only() {
             return e;
         }
@@ -227,16 +275,25 @@ unsafe extern "C" fn cmd_wrapper(cmd: *mut ffi::cmd_parms, _m: *mut c_void, argc
         if a.len() != 1 {
             return cmd.error("FastCgiWrapper takes one argument: On, Off or a path");
         }
-        let Some(sh) = cmd.server().and_then(shared_mut) else { return null() };
+        let Some(sh) = cmd.server().and_then(shared_mut) else {
+            return null();
+        };
         sh.wrapper = !a[0].eq_ignore_ascii_case("off");
         null()
     })
 }
 
-unsafe extern "C" fn cmd_config(cmd: *mut ffi::cmd_parms, _m: *mut c_void, _argc: c_int, _argv: *const *mut c_char) -> *const c_char {
+unsafe extern "C" fn cmd_config(
+    cmd: *mut ffi::cmd_parms,
+    _m: *mut c_void,
+    _argc: c_int,
+    _argv: *const *mut c_char,
+) -> *const c_char {
     boundary!(c"FastCgiConfig: internal error".as_ptr(), {
         // SAFETY: httpd passes the live cmd_parms of this directive.
-        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else { return null() };
+        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else {
+            return null();
+        };
         if let Some(e) = cmd.check_global_only() {
             return e;
         }
@@ -251,10 +308,17 @@ unsafe extern "C" fn cmd_config(cmd: *mut ffi::cmd_parms, _m: *mut c_void, _argc
     })
 }
 
-unsafe extern "C" fn cmd_unsupported(cmd: *mut ffi::cmd_parms, _m: *mut c_void, _argc: c_int, _argv: *const *mut c_char) -> *const c_char {
+unsafe extern "C" fn cmd_unsupported(
+    cmd: *mut ffi::cmd_parms,
+    _m: *mut c_void,
+    _argc: c_int,
+    _argv: *const *mut c_char,
+) -> *const c_char {
     boundary!(c"unsupported directive".as_ptr(), {
         // SAFETY: httpd passes the live cmd_parms of this directive.
-        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else { return null() };
+        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else {
+            return null();
+        };
         let name = cmd.directive_name();
         cmd.error(&format!(
             "{name} is not supported by mod_fastcgi-rs: it only connects to external FastCGI servers. \
@@ -270,7 +334,12 @@ unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
         crate::install_quiet_panic_hook();
         // SAFETY: registering hook functions with static predecessor lists (NULL = none).
         unsafe {
-            ffi::ap_hook_dirwalk_stat(Some(dirwalk_stat), PRE_DIRWALK.0.as_ptr(), null(), ffi::APR_HOOK_MIDDLE);
+            ffi::ap_hook_dirwalk_stat(
+                Some(dirwalk_stat),
+                PRE_DIRWALK.0.as_ptr(),
+                null(),
+                ffi::APR_HOOK_MIDDLE,
+            );
             ffi::ap_hook_fixups(Some(fixups), null(), null(), ffi::APR_HOOK_MIDDLE);
             ffi::ap_hook_handler(Some(handler), null(), null(), ffi::APR_HOOK_MIDDLE);
             ffi::ap_hook_post_config(Some(post_config), null(), null(), ffi::APR_HOOK_MIDDLE);
@@ -284,13 +353,25 @@ unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
 /// virtual path (as directories) and for a missing virtual path itself (as a file), so a
 /// request is routed, split and access-checked as if they existed. Anything that exists on disk
 /// is reported as it is.
-unsafe extern "C" fn dirwalk_stat(finfo: *mut ffi::apr_finfo_t, r: *mut ffi::request_rec, wanted: i32) -> ffi::apr_status_t {
+unsafe extern "C" fn dirwalk_stat(
+    finfo: *mut ffi::apr_finfo_t,
+    r: *mut ffi::request_rec,
+    wanted: i32,
+) -> ffi::apr_status_t {
     boundary!(ffi::AP_DECLINED, {
         // SAFETY: httpd passes the live request being walked.
-        let Some(req) = (unsafe { Request::from_ptr(r) }) else { return ffi::AP_DECLINED };
-        let Some(sh) = req.server().and_then(shared) else { return ffi::AP_DECLINED };
-        let Some(name) = req.filename() else { return ffi::AP_DECLINED };
-        let Some(kind) = sh.registry.fake_for(name) else { return ffi::AP_DECLINED };
+        let Some(req) = (unsafe { Request::from_ptr(r) }) else {
+            return ffi::AP_DECLINED;
+        };
+        let Some(sh) = req.server().and_then(shared) else {
+            return ffi::AP_DECLINED;
+        };
+        let Some(name) = req.filename() else {
+            return ffi::AP_DECLINED;
+        };
+        let Some(kind) = sh.registry.fake_for(name) else {
+            return ffi::AP_DECLINED;
+        };
         if finfo.is_null() {
             return ffi::AP_DECLINED;
         }
@@ -318,9 +399,15 @@ unsafe extern "C" fn dirwalk_stat(finfo: *mut ffi::apr_finfo_t, r: *mut ffi::req
 unsafe extern "C" fn fixups(r: *mut ffi::request_rec) -> c_int {
     boundary!(ffi::DECLINED, {
         // SAFETY: httpd passes the live request.
-        let Some(mut req) = (unsafe { Request::from_ptr(r) }) else { return ffi::DECLINED };
-        let Some(sh) = req.server().and_then(shared) else { return ffi::DECLINED };
-        let Some(name) = req.filename() else { return ffi::DECLINED };
+        let Some(mut req) = (unsafe { Request::from_ptr(r) }) else {
+            return ffi::DECLINED;
+        };
+        let Some(sh) = req.server().and_then(shared) else {
+            return ffi::DECLINED;
+        };
+        let Some(name) = req.filename() else {
+            return ffi::DECLINED;
+        };
         if sh.registry.lookup(name).is_none() {
             return ffi::DECLINED;
         }
@@ -332,12 +419,18 @@ unsafe extern "C" fn fixups(r: *mut ffi::request_rec) -> c_int {
 unsafe extern "C" fn handler(r: *mut ffi::request_rec) -> c_int {
     boundary!(r, ffi::HTTP_INTERNAL_SERVER_ERROR, {
         // SAFETY: httpd passes the live request, used by this thread only.
-        let Some(mut req) = (unsafe { Request::from_ptr(r) }) else { return ffi::DECLINED };
+        let Some(mut req) = (unsafe { Request::from_ptr(r) }) else {
+            return ffi::DECLINED;
+        };
         if req.handler() != Some(HANDLER.to_bytes()) {
             return ffi::DECLINED;
         }
-        let Some(sh) = req.server().and_then(shared) else { return ffi::DECLINED };
-        let Some(name) = req.filename() else { return ffi::DECLINED };
+        let Some(sh) = req.server().and_then(shared) else {
+            return ffi::DECLINED;
+        };
+        let Some(name) = req.filename() else {
+            return ffi::DECLINED;
+        };
         let Some((def, rt)) = sh.registry.lookup(name) else {
             crate::rlog!(
                 &req,
@@ -362,7 +455,9 @@ unsafe extern "C" fn post_config(
     boundary!(ffi::OK, {
         // SAFETY: httpd passes the live main server.
         let server = unsafe { Server::from_ptr(s) };
-        let Some(sh) = server.and_then(shared) else { return ffi::OK };
+        let Some(sh) = server.and_then(shared) else {
+            return ffi::OK;
+        };
         // Instance-wide connection counters, inherited by the children forked after this.
         let n = sh.registry.iter().count();
         match crate::ffi::sock::SharedCounterMap::new(n) {
@@ -407,9 +502,18 @@ unsafe extern "C" fn post_config(
 unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::server_rec) {
     boundary!((), {
         // SAFETY: httpd passes the child's live pool and main server.
-        let (Some(pool), Some(server)) = (unsafe { Pool::from_ptr(pchild) }, unsafe { Server::from_ptr(s) }) else { return };
+        let (Some(pool), Some(server)) = (unsafe { Pool::from_ptr(pchild) }, unsafe {
+            Server::from_ptr(s)
+        }) else {
+            return;
+        };
         let Some(sh) = shared(server) else { return };
-        let rts: Vec<_> = sh.registry.iter().filter(|(_, rt)| rt.keep_conn()).map(|(_, rt)| std::sync::Arc::clone(rt)).collect();
+        let rts: Vec<_> = sh
+            .registry
+            .iter()
+            .filter(|(_, rt)| rt.keep_conn())
+            .map(|(_, rt)| std::sync::Arc::clone(rt))
+            .collect();
         if rts.is_empty() {
             return;
         }
@@ -442,7 +546,9 @@ fn running_generation() -> Option<c_int> {
         if sb.is_null() || (*sb).global.is_null() {
             return None;
         }
-        Some(std::ptr::read_volatile(&raw const (*(*sb).global).running_generation))
+        Some(std::ptr::read_volatile(
+            &raw const (*(*sb).global).running_generation,
+        ))
     }
 }
 
@@ -451,7 +557,9 @@ fn running_generation() -> Option<c_int> {
 unsafe extern "C" fn child_stopping(_pchild: *mut ffi::apr_pool_t, _graceful: c_int) {
     boundary!((), {
         // SAFETY: ap_server_conf is the main server of the running generation (or NULL).
-        let Some(server) = (unsafe { Server::from_ptr(ffi::ap_server_conf) }) else { return };
+        let Some(server) = (unsafe { Server::from_ptr(ffi::ap_server_conf) }) else {
+            return;
+        };
         let Some(sh) = shared(server) else { return };
         for (_, rt) in sh.registry.iter() {
             rt.stop_pooling();

@@ -15,8 +15,14 @@ pub const SUITE: Suite = Suite {
     name: "direct",
     setup,
     tests: &[
-        test("direct_request_cannot_run_upload_fix_pathinfo_0", fix_pathinfo_0),
-        test("direct_request_cannot_run_upload_fix_pathinfo_1", fix_pathinfo_1),
+        test(
+            "direct_request_cannot_run_upload_fix_pathinfo_0",
+            fix_pathinfo_0,
+        ),
+        test(
+            "direct_request_cannot_run_upload_fix_pathinfo_1",
+            fix_pathinfo_1,
+        ),
         test("direct_request_trust_direct_is_mod_fastcgi", trust_direct),
     ],
 };
@@ -37,11 +43,17 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         );
         pool.max_children = 2;
         // Widened on purpose: php-fpm's own extension check must not be what saves us.
-        pool.extra.push("security.limit_extensions = .php .jpg".into());
-        pool.extra.push(format!("php_admin_value[cgi.fix_pathinfo] = {fp}"));
+        pool.extra
+            .push("security.limit_extensions = .php .jpg".into());
+        pool.extra
+            .push(format!("php_admin_value[cgi.fix_pathinfo] = {fp}"));
         b.pool(pool);
     }
-    for (id, fp, opts) in [("err_direct0", 0, ""), ("err_direct1", 1, ""), ("err_direct0_trust", 0, " -trust-direct")] {
+    for (id, fp, opts) in [
+        ("err_direct0", 0, ""),
+        ("err_direct1", 1, ""),
+        ("err_direct0_trust", 0, " -trust-direct"),
+    ] {
         let vdir = tmp.join("direct-fcgi"); // never created
         let vpath = vdir.join(format!("{id}.fcgi"));
         let body = format!(
@@ -57,7 +69,13 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         // `err_` ids: php-fpm's refusals ("Primary script unknown", "Access denied") are logged
         // as application stderr, which error_logs_clean must not count.
         let port = b.port()?;
-        b.vhost(id, port, &format!("{}.test", id.replace('_', "-")), &docroot, &body);
+        b.vhost(
+            id,
+            port,
+            &format!("{}.test", id.replace('_', "-")),
+            &docroot,
+            &body,
+        );
     }
     Ok(())
 }
@@ -70,14 +88,23 @@ fn pwned(ctx: &Ctx, id: &str) -> Result<(u16, bool), String> {
 fn not_executed(ctx: &Ctx, id: &str) -> Result<(), String> {
     // The normal route works (so the pool and the chain are right) ...
     let ok = ctx.get(id, "/index.php?a=1")?;
-    ensure(ok.status == 200 && ok.text().contains("SCRIPT_NAME"), || format!("/index.php: {}", ok.summary()))?;
+    ensure(
+        ok.status == 200 && ok.text().contains("SCRIPT_NAME"),
+        || format!("/index.php: {}", ok.summary()),
+    )?;
     // ... the upload as a static file is not executed ...
     let st = ctx.get(id, "/uploads/evil.jpg")?;
-    ensure(!st.text().contains("PWNED-42"), || "the upload ran as PHP through the normal route".into())?;
+    ensure(!st.text().contains("PWNED-42"), || {
+        "the upload ran as PHP through the normal route".into()
+    })?;
     // ... and asking for the virtual path directly does not run it either.
     let (status, ran) = pwned(ctx, id)?;
-    ensure(!ran, || format!("direct request executed the uploaded file (status {status})"))?;
-    ensure(status >= 400, || format!("direct request answered {status}, want an error status"))
+    ensure(!ran, || {
+        format!("direct request executed the uploaded file (status {status})")
+    })?;
+    ensure(status >= 400, || {
+        format!("direct request answered {status}, want an error status")
+    })
 }
 
 fn fix_pathinfo_0(ctx: &Ctx) -> Result<(), String> {
@@ -91,6 +118,8 @@ fn fix_pathinfo_1(ctx: &Ctx) -> Result<(), String> {
 fn trust_direct(ctx: &Ctx) -> Result<(), String> {
     let (status, ran) = pwned(ctx, "err_direct0_trust")?;
     ensure(ran, || {
-        format!("with -trust-direct (mod_fastcgi's behaviour) the widened php-fpm pool should have run the upload; got {status}")
+        format!(
+            "with -trust-direct (mod_fastcgi's behaviour) the widened php-fpm pool should have run the upload; got {status}"
+        )
     })
 }

@@ -35,8 +35,14 @@ pub const SUITE: Suite = Suite {
         test("seed1_script_vars", seed1_script_vars),
         test("seed1_path_info", seed1_path_info),
         test("seed1_directory_index", seed1_directory_index),
-        test("seed1_prefix_needs_slash_boundary", seed1_prefix_needs_slash_boundary),
-        test("seed1_directory_sections_apply", seed1_directory_sections_apply),
+        test(
+            "seed1_prefix_needs_slash_boundary",
+            seed1_prefix_needs_slash_boundary,
+        ),
+        test(
+            "seed1_directory_sections_apply",
+            seed1_directory_sections_apply,
+        ),
         test("seed2_multi_user_pools", seed2_multi_user_pools),
         test("seed3_symlinked_site_dir", seed3_symlinked_site_dir),
         test("query_string_bytes", query_string_bytes),
@@ -52,7 +58,10 @@ pub const SUITE: Suite = Suite {
         test("connect_failure_503_logged", connect_failure_503_logged),
         test("config_rejects_malformed", config_rejects_malformed),
         test("config_accepts_valid", config_accepts_valid),
-        test("load_500_requests_32_concurrent", load_500_requests_32_concurrent),
+        test(
+            "load_500_requests_32_concurrent",
+            load_500_requests_32_concurrent,
+        ),
     ],
 };
 
@@ -72,7 +81,12 @@ fn setup(b: &mut Builder) -> Result<(), String> {
 
     // php-fpm pools
     let tcp_port = b.port()?;
-    b.pool(Pool::new("seed1", "www-data", "www-data", Endpoint::Tcp(tcp_port)));
+    b.pool(Pool::new(
+        "seed1",
+        "www-data",
+        "www-data",
+        Endpoint::Tcp(tcp_port),
+    ));
     let nogroup = util::primary_group("nobody").unwrap_or_else(|| "nogroup".into());
     b.pool(Pool::new(
         "www-data",
@@ -186,7 +200,13 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     // the seed 1 chain, and the same chain pointing at a socket that does not exist.
     let grant = format!("<Directory {fd}>\n    Require all granted\n</Directory>\n");
     let pe = b.port()?;
-    b.vhost("err_stderr", pe, "err-stderr.test", &d1, &format!("{chain}{grant}"));
+    b.vhost(
+        "err_stderr",
+        pe,
+        "err-stderr.test",
+        &d1,
+        &format!("{chain}{grant}"),
+    );
     let missing_vpath = fcgi_dir.join("missing.fcgi");
     b.set("missing_vpath", p(&missing_vpath));
     let missing = format!(
@@ -318,7 +338,8 @@ fn seed1_script_vars(ctx: &Ctx) -> Result<(), String> {
         format!("X-Test header missing: {}", r.summary())
     })?;
     ensure(
-        r.header("Content-Type").is_some_and(|c| c.starts_with("text/plain")),
+        r.header("Content-Type")
+            .is_some_and(|c| c.starts_with("text/plain")),
         || format!("Content-Type from PHP not applied: {}", r.summary()),
     )
 }
@@ -420,7 +441,10 @@ fn seed2_multi_user_pools(ctx: &Ctx) -> Result<(), String> {
     // interleave to catch any cross-vhost mix-up (e.g. a connection pool keyed wrongly)
     let mut conns = [ctx.connect("site1")?, ctx.connect("site2")?];
     for i in 0..8 {
-        for (k, (id, user)) in [("site1", "www-data"), ("site2", "nobody")].into_iter().enumerate() {
+        for (k, (id, user)) in [("site1", "www-data"), ("site2", "nobody")]
+            .into_iter()
+            .enumerate()
+        {
             let d = docroot(ctx, id);
             let req = Request::get(&format!("/index.php?a={i}")).host(&format!("{id}.test"));
             let r = if i % 2 == 0 {
@@ -437,7 +461,10 @@ fn seed2_multi_user_pools(ctx: &Ctx) -> Result<(), String> {
                     ("SCRIPT_FILENAME", &format!("{d}/index.php")),
                     ("SCRIPT_NAME", "/index.php"),
                     ("HTTP_HOST", &format!("{id}.test")),
-                    ("ORIG_SCRIPT_FILENAME", &p(&shm.join(format!("{user}-php.fcgi")))),
+                    (
+                        "ORIG_SCRIPT_FILENAME",
+                        &p(&shm.join(format!("{user}-php.fcgi"))),
+                    ),
                     ("ORIG_SCRIPT_NAME", "/php.fcgi"),
                 ],
             )
@@ -528,7 +555,9 @@ fn post_bodies(ctx: &Ctx) -> Result<(), String> {
         if conn.closed {
             conn = ctx.connect("seed1")?;
         }
-        let r = conn.roundtrip(&req).map_err(|e| format!("POST {size} bytes: {e}"))?;
+        let r = conn
+            .roundtrip(&req)
+            .map_err(|e| format!("POST {size} bytes: {e}"))?;
         expect_status(&r, 200).map_err(|e| format!("POST {size} bytes: {e}"))?;
         expect_vars(
             &r,
@@ -571,7 +600,9 @@ impl BigVerifier {
             let within = (self.off % 8192) as usize;
             let n = data.len().min(8192 - within);
             if self.mismatch.is_none() && data[..n] != self.piece[within..within + n] {
-                let k = (0..n).find(|&k| data[k] != self.piece[within + k]).unwrap_or(0);
+                let k = (0..n)
+                    .find(|&k| data[k] != self.piece[within + k])
+                    .unwrap_or(0);
                 self.mismatch = Some(self.off + k as u64);
             }
             self.off += n as u64;
@@ -605,7 +636,9 @@ fn big_response_bounded_rss(ctx: &Ctx) -> Result<(), String> {
         .roundtrip(&Request::get("/index.php").host("seed1.test"))
         .map_err(|e| format!("warm-up: {e}"))?;
     expect_status(&warm, 200)?;
-    ensure(!conn.closed, || "keep-alive connection closed after warm-up".into())?;
+    ensure(!conn.closed, || {
+        "keep-alive connection closed after warm-up".into()
+    })?;
 
     let children = ctx.apache_children();
     ensure(!children.is_empty(), || "no Apache children found".into())?;
@@ -656,7 +689,9 @@ fn big_response_bounded_rss(ctx: &Ctx) -> Result<(), String> {
         )
     })?;
     if let Some(off) = verifier.mismatch {
-        return Err(format!("body differs from generator output at offset {off}"));
+        return Err(format!(
+            "body differs from generator output at offset {off}"
+        ));
     }
     ensure(got_md5 == expected_md5, || {
         format!("md5 {got_md5} != expected {expected_md5}")
@@ -714,7 +749,9 @@ fn set_cookie_headers(ctx: &Ctx) -> Result<(), String> {
         cookies[0].starts_with("c1=v1") && cookies[1].starts_with("c2=v2"),
         || format!("Set-Cookie values/order wrong: {cookies:?}"),
     )?;
-    ensure(r.text() == "cookies set\n", || format!("body: {}", r.summary()))
+    ensure(r.text() == "cookies set\n", || {
+        format!("body: {}", r.summary())
+    })
 }
 
 fn php_404_passthrough(ctx: &Ctx) -> Result<(), String> {
@@ -750,10 +787,16 @@ fn head_request(ctx: &Ctx) -> Result<(), String> {
     expect_status(&h, 200)?;
     for name in ["Content-Type", "X-Test"] {
         ensure(g.header(name) == h.header(name), || {
-            format!("{name} differs: GET {:?} HEAD {:?}", g.header(name), h.header(name))
+            format!(
+                "{name} differs: GET {:?} HEAD {:?}",
+                g.header(name),
+                h.header(name)
+            )
         })?;
     }
-    ensure(h.body_len == 0, || format!("HEAD returned a body: {}", h.summary()))?;
+    ensure(h.body_len == 0, || {
+        format!("HEAD returned a body: {}", h.summary())
+    })?;
     // the connection stays usable: HEAD must not have left body bytes on the wire
     let g2 = conn
         .roundtrip(&Request::get("/index.php?a=2").host("seed1.test"))
@@ -765,7 +808,10 @@ fn head_request(ctx: &Ctx) -> Result<(), String> {
 fn pass_header_authorization(ctx: &Ctx) -> Result<(), String> {
     // "user1:pa:ss1"
     let auth = "Basic dXNlcjE6cGE6c3Mx";
-    let r = ctx.req("seed1_auth", Request::get("/index.php").header("Authorization", auth))?;
+    let r = ctx.req(
+        "seed1_auth",
+        Request::get("/index.php").header("Authorization", auth),
+    )?;
     expect_status(&r, 200)?;
     expect_vars(
         &r,
@@ -776,7 +822,10 @@ fn pass_header_authorization(ctx: &Ctx) -> Result<(), String> {
         ],
     )
     .map_err(|e| format!("with -pass-header Authorization: {e}"))?;
-    let r = ctx.req("seed1", Request::get("/index.php").header("Authorization", auth))?;
+    let r = ctx.req(
+        "seed1",
+        Request::get("/index.php").header("Authorization", auth),
+    )?;
     expect_status(&r, 200)?;
     expect_vars(
         &r,
@@ -796,13 +845,19 @@ fn httpoxy_proxy_header_dropped(ctx: &Ctx) -> Result<(), String> {
             Request::get("/index.php").header("Proxy", "http://evil.example:8080/"),
         )?;
         expect_status(&r, 200).map_err(|e| format!("{id}: {e}"))?;
-        expect_vars(&r, &[("MARKER", "mfcgi-info"), ("HAS_HTTP_PROXY", "0")]).map_err(|e| format!("{id}: {e}"))?;
+        expect_vars(&r, &[("MARKER", "mfcgi-info"), ("HAS_HTTP_PROXY", "0")])
+            .map_err(|e| format!("{id}: {e}"))?;
     }
     Ok(())
 }
 
 /// Wait until `path` (from byte `from`) contains a line with every needle; returns that line.
-fn wait_log_line(path: &Path, from: u64, needles: &[&str], timeout: Duration) -> Result<String, String> {
+fn wait_log_line(
+    path: &Path,
+    from: u64,
+    needles: &[&str],
+    timeout: Duration,
+) -> Result<String, String> {
     let start = Instant::now();
     loop {
         let text = util::read_from(path, from);
@@ -828,11 +883,14 @@ fn php_stderr_logged(ctx: &Ctx) -> Result<(), String> {
     let marker = format!("mfcgi-stderr-{}", std::process::id());
     let r = ctx.get("err_stderr", &format!("/stderr.php?m={marker}"))?;
     expect_status(&r, 200)?;
-    ensure(r.text() == "stderr written\n", || format!("body: {}", r.summary()))?;
+    ensure(r.text() == "stderr written\n", || {
+        format!("body: {}", r.summary())
+    })?;
     let vpath = ctx.val("seed1_vpath");
     let line = wait_log_line(&log, off, &[&marker], Duration::from_secs(3))?;
     ensure(
-        line.contains("[fastcgi:error]") && line.contains(&format!("FastCGI: server \"{vpath}\" stderr: ")),
+        line.contains("[fastcgi:error]")
+            && line.contains(&format!("FastCGI: server \"{vpath}\" stderr: ")),
         || format!("stderr line has the wrong form: {line}"),
     )
 }
@@ -952,7 +1010,9 @@ fn reject_cases() -> Vec<(&'static str, String, Vec<String>)> {
         (
             "socket_path_too_long",
             format!("FastCgiExternalServer {V} -socket {long_sock}"),
-            vec![format!("path \"{long_sock}\" is too long for a Domain socket")],
+            vec![format!(
+                "path \"{long_sock}\" is too long for a Domain socket"
+            )],
         ),
         (
             "redefinition_in_two_vhosts",
@@ -964,13 +1024,17 @@ fn reject_cases() -> Vec<(&'static str, String, Vec<String>)> {
         ),
         (
             "redefinition_global",
-            format!("FastCgiExternalServer {V} -host 127.0.0.1:9000\nFastCgiExternalServer {V} -socket /tmp/x.sock\n"),
+            format!(
+                "FastCgiExternalServer {V} -host 127.0.0.1:9000\nFastCgiExternalServer {V} -socket /tmp/x.sock\n"
+            ),
             vec![format!("redefinition of previously defined class \"{V}\"")],
         ),
         (
             "no_arguments",
             "FastCgiExternalServer".to_string(),
-            vec!["FastCgiExternalServer requires a path and either a -socket or -host option".into()],
+            vec![
+                "FastCgiExternalServer requires a path and either a -socket or -host option".into(),
+            ],
         ),
         (
             "pass_header_proxy",
@@ -979,13 +1043,17 @@ fn reject_cases() -> Vec<(&'static str, String, Vec<String>)> {
         ),
         (
             "inside_directory",
-            format!("<Directory /tmp>\nFastCgiExternalServer {V} -host 127.0.0.1:9000\n</Directory>\n"),
+            format!(
+                "<Directory /tmp>\nFastCgiExternalServer {V} -host 127.0.0.1:9000\n</Directory>\n"
+            ),
             vec!["not allowed here|cannot occur within|not allowed in <Directory>".into()],
         ),
         (
             // proves the module's name is mod_fastcgi.c: the block must be read
             "ifmodule_mod_fastcgi_c",
-            format!("<IfModule mod_fastcgi.c>\nFastCgiExternalServer {V} -host 127.0.0.1:9000 -bogus\n</IfModule>\n"),
+            format!(
+                "<IfModule mod_fastcgi.c>\nFastCgiExternalServer {V} -host 127.0.0.1:9000 -bogus\n</IfModule>\n"
+            ),
             vec!["invalid option: -bogus".into()],
         ),
     ]
@@ -1005,7 +1073,10 @@ fn accept_cases() -> Vec<(&'static str, String)> {
                  <VirtualHost 127.0.0.1:81>\nFastCgiExternalServer {V} -host 127.0.0.1:9000 -flush\n</VirtualHost>\n"
             ),
         ),
-        ("ipv6_literal", format!("FastCgiExternalServer {V} -host [::1]:9000")),
+        (
+            "ipv6_literal",
+            format!("FastCgiExternalServer {V} -host [::1]:9000"),
+        ),
         (
             "localhost_name",
             format!("FastCgiExternalServer {V} -host localhost:9000"),
@@ -1039,7 +1110,9 @@ fn config_rejects_malformed(ctx: &Ctx) -> Result<(), String> {
             continue;
         }
         if !t.output.contains("FastCgiExternalServer") {
-            errs.push(format!("{name}: message does not name FastCgiExternalServer: {out}"));
+            errs.push(format!(
+                "{name}: message does not name FastCgiExternalServer: {out}"
+            ));
         }
         for w in &want {
             if !w.split('|').any(|alt| t.output.contains(alt)) {
@@ -1091,14 +1164,17 @@ fn one_load_request(conn: &mut Conn, port: u16, n: usize) -> Result<bool, String
             expect_status(&r, 200)?;
             let mut v = BigVerifier::new();
             v.feed(&r.body);
-            ensure(r.complete && r.body.len() == 1 << 20 && v.mismatch.is_none(), || {
-                format!(
-                    "big.php?mb=1 body wrong: {} bytes, complete={}, mismatch at {:?}",
-                    r.body.len(),
-                    r.complete,
-                    v.mismatch
-                )
-            })?;
+            ensure(
+                r.complete && r.body.len() == 1 << 20 && v.mismatch.is_none(),
+                || {
+                    format!(
+                        "big.php?mb=1 body wrong: {} bytes, complete={}, mismatch at {:?}",
+                        r.body.len(),
+                        r.complete,
+                        v.mismatch
+                    )
+                },
+            )?;
             Ok(retried)
         }
         _ => {
@@ -1133,7 +1209,8 @@ fn load_500_requests_32_concurrent(ctx: &Ctx) -> Result<(), String> {
     let t0 = Instant::now();
     let handles: Vec<_> = (0..THREADS)
         .map(|_| {
-            let (next, done, errors, retries) = (next.clone(), done.clone(), errors.clone(), retries.clone());
+            let (next, done, errors, retries) =
+                (next.clone(), done.clone(), errors.clone(), retries.clone());
             thread::spawn(move || {
                 let mut conn: Option<Conn> = None;
                 loop {
@@ -1174,10 +1251,15 @@ fn load_500_requests_32_concurrent(ctx: &Ctx) -> Result<(), String> {
     let errors = errors.lock().unwrap();
     if !errors.is_empty() {
         let shown: Vec<&String> = errors.iter().take(5).collect();
-        return Err(format!("{} of {TOTAL} requests failed, e.g.: {shown:?}", errors.len()));
+        return Err(format!(
+            "{} of {TOTAL} requests failed, e.g.: {shown:?}",
+            errors.len()
+        ));
     }
     let ok = done.load(Ordering::SeqCst);
-    ensure(ok == TOTAL, || format!("only {ok} of {TOTAL} requests completed"))?;
+    ensure(ok == TOTAL, || {
+        format!("only {ok} of {TOTAL} requests completed")
+    })?;
     thread::sleep(Duration::from_millis(200));
     let mut bad = bad_log_lines(&main_log, main_off);
     bad.extend(bad_log_lines(&vhost_log, vhost_off));

@@ -46,5 +46,14 @@ mod pool;
 mod selftest;
 
 fn main() {
-    harness::main(&[selftest::SUITE, foundation::SUITE, conformance::SUITE, pool::SUITE, direct::SUITE, faults::SUITE, hostile::SUITE, foundation::FINAL]);
+    harness::main(&[
+        selftest::SUITE,
+        foundation::SUITE,
+        conformance::SUITE,
+        pool::SUITE,
+        direct::SUITE,
+        faults::SUITE,
+        hostile::SUITE,
+        foundation::FINAL,
+    ]);
 }

@@ -38,7 +38,9 @@ use crate::fpm::Pool;
 use crate::harness::{Builder, Ctx, Suite, test};
 use crate::http::{Conn, Request, Response, roundtrip_ka};
 use crate::pool_fcgi::{FakeFcgi, KeepMode, Relay, backend_sockets, fnv64, fpm_status};
-use crate::pool_inst::{self as inst, Apache, CheckResp, Load, MakeReq, Outcome, Sampler, latency, ms};
+use crate::pool_inst::{
+    self as inst, Apache, CheckResp, Load, MakeReq, Outcome, Sampler, latency, ms,
+};
 use crate::procs::{self, Endpoint};
 use crate::util::{self, Prng, q};
 
@@ -51,11 +53,23 @@ pub const SUITE: Suite = Suite {
         test("pool_backend_ignores_keep_conn", backend_ignores_keep_conn),
         test("pool_stale_conn_replay_without_stall", stale_conn_replay),
         test("pool_fpm_max_requests_recycling", fpm_max_requests),
-        test("pool_fpm_reload_and_restart_under_load", fpm_reload_and_restart),
-        test("pool_graceful_restarts_no_fd_leak", graceful_restarts_no_fd_leak),
+        test(
+            "pool_fpm_reload_and_restart_under_load",
+            fpm_reload_and_restart,
+        ),
+        test(
+            "pool_graceful_restarts_no_fd_leak",
+            graceful_restarts_no_fd_leak,
+        ),
         test("pool_starvation", starvation),
-        test("pool_graceful_restart_lingering_child_idle_conns", lingering_child_idle_conns),
-        test("pool_killed_child_releases_its_slots", killed_child_releases_slots),
+        test(
+            "pool_graceful_restart_lingering_child_idle_conns",
+            lingering_child_idle_conns,
+        ),
+        test(
+            "pool_killed_child_releases_its_slots",
+            killed_child_releases_slots,
+        ),
     ],
 };
 
@@ -79,7 +93,10 @@ const HELLO_PHP: &str = "<?php\nheader('Content-Type: text/plain');\necho 'hello
 const SLEEP_PHP: &str = "<?php\n$ms = isset($_GET['ms']) ? (int)$_GET['ms'] : 5;\nusleep($ms * 1000);\nheader('Content-Type: text/plain');\necho \"slept\\n\";\n";
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// mod_fastcgi's classic chain (AddType + Action + Alias) to a virtual path below `fcgi_dir`.
@@ -174,36 +191,74 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         ),
         (
             "pool_maxreq",
-            php_chain(&fcgi_dir, "pool_maxreq", &format!("127.0.0.1:{maxreq_port}"), "-max-conns 4"),
+            php_chain(
+                &fcgi_dir,
+                "pool_maxreq",
+                &format!("127.0.0.1:{maxreq_port}"),
+                "-max-conns 4",
+            ),
         ),
         (
             "pool_fake_keep",
-            fake_chain(&fcgi_dir, "pool_fake_keep", st.fake_keep.port, "-max-conns 4"),
+            fake_chain(
+                &fcgi_dir,
+                "pool_fake_keep",
+                st.fake_keep.port,
+                "-max-conns 4",
+            ),
         ),
         (
             "pool_fake_close",
-            fake_chain(&fcgi_dir, "pool_fake_close", st.fake_close.port, "-max-conns 4"),
+            fake_chain(
+                &fcgi_dir,
+                "pool_fake_close",
+                st.fake_close.port,
+                "-max-conns 4",
+            ),
         ),
         (
             "pool_fake_delay",
-            fake_chain(&fcgi_dir, "pool_fake_delay", st.fake_delay.port, "-max-conns 4"),
+            fake_chain(
+                &fcgi_dir,
+                "pool_fake_delay",
+                st.fake_delay.port,
+                "-max-conns 4",
+            ),
         ),
         (
             "pool_fake_next",
-            fake_chain(&fcgi_dir, "pool_fake_next", st.fake_next.port, "-max-conns 4"),
+            fake_chain(
+                &fcgi_dir,
+                "pool_fake_next",
+                st.fake_next.port,
+                "-max-conns 4",
+            ),
         ),
         // 502/503 are expected while php-fpm restarts: `err_` keeps it out of error_logs_clean
         (
             "err_pool_restart",
-            php_chain(&fcgi_dir, "err_pool_restart", &format!("127.0.0.1:{restart_port}"), "-max-conns 4"),
+            php_chain(
+                &fcgi_dir,
+                "err_pool_restart",
+                &format!("127.0.0.1:{restart_port}"),
+                "-max-conns 4",
+            ),
         ),
     ];
     // name-based, all on one port (the harness hands out a limited batch of ports)
     let port = b.port()?;
     for (id, body) in vhosts {
-        b.vhost(id, port, &format!("{}.test", id.replace('_', "-")), &d, &body);
+        b.vhost(
+            id,
+            port,
+            &format!("{}.test", id.replace('_', "-")),
+            &d,
+            &body,
+        );
     }
-    STATE.set(st).map_err(|_| "pool suite setup ran twice".to_string())?;
+    STATE
+        .set(st)
+        .map_err(|_| "pool suite setup ran twice".to_string())?;
     Ok(())
 }
 
@@ -230,7 +285,9 @@ fn check_hello(_: &Request, r: &Response) -> Result<(), String> {
 }
 
 fn check_slept(_: &Request, r: &Response) -> Result<(), String> {
-    ensure(r.text() == "slept\n", || format!("unexpected body: {}", r.summary()))
+    ensure(r.text() == "slept\n", || {
+        format!("unexpected body: {}", r.summary())
+    })
 }
 
 /// Checks a scripted backend's answer against the request that was sent.
@@ -274,7 +331,8 @@ fn sequential(
             reconnects += 1;
         }
         let req = make(i).host(&v.server_name);
-        let (r, retried) = roundtrip_ka(&mut conn, v.port, &req).map_err(|e| format!("request {i} ({}): {e}", req.target))?;
+        let (r, retried) = roundtrip_ka(&mut conn, v.port, &req)
+            .map_err(|e| format!("request {i} ({}): {e}", req.target))?;
         reconnects += retried as usize;
         expect_status(&r, 200).map_err(|e| format!("request {i} ({}): {e}", req.target))?;
         check(&req, &r).map_err(|e| format!("request {i}: {e}"))?;
@@ -283,7 +341,11 @@ fn sequential(
 }
 
 fn load_report(outcomes: &[Outcome], secs: f64) -> String {
-    let ok: Vec<Outcome> = outcomes.iter().filter(|o| o.error.is_none()).cloned().collect();
+    let ok: Vec<Outcome> = outcomes
+        .iter()
+        .filter(|o| o.error.is_none())
+        .cloned()
+        .collect();
     let l = latency(&ok);
     let all = latency(outcomes);
     format!(
@@ -305,11 +367,23 @@ const SLOW: Duration = Duration::from_secs(2);
 /// time a client waits for a prefork child to be spawned does not count).
 fn slow_requests(ctx: &Ctx, id: &str, from: u64, limit: Duration) -> Vec<String> {
     let v = ctx.vhost(id);
-    inst::served(&ctx.apache_conf.access_log(), &format!("{}:{}", v.server_name, v.port), from)
-        .into_iter()
-        .filter(|s| s.took >= limit)
-        .map(|s| format!("{:?} took {} (status {}, pid {})", s.request, ms(s.took), s.status, s.pid))
-        .collect()
+    inst::served(
+        &ctx.apache_conf.access_log(),
+        &format!("{}:{}", v.server_name, v.port),
+        from,
+    )
+    .into_iter()
+    .filter(|s| s.took >= limit)
+    .map(|s| {
+        format!(
+            "{:?} took {} (status {}, pid {})",
+            s.request,
+            ms(s.took),
+            s.status,
+            s.pid
+        )
+    })
+    .collect()
 }
 
 fn first_errors(outcomes: &[Outcome], n: usize) -> Vec<String> {
@@ -352,7 +426,10 @@ fn reuse_php_fpm(ctx: &Ctx) -> Result<(), String> {
         pids.len()
     );
     ensure(served == 1000, || {
-        format!("access log shows {served} requests for {}, expected 1000", v.server_name)
+        format!(
+            "access log shows {served} requests for {}, expected 1000",
+            v.server_name
+        )
     })?;
     ensure(opened >= 1 && opened <= pids.len(), || {
         format!(
@@ -408,7 +485,9 @@ fn reuse_scripted(ctx: &Ctx) -> Result<(), String> {
         pids.len()
     );
     let errs = fake.stats.errors();
-    ensure(errs.is_empty(), || format!("the scripted backend saw protocol errors: {errs:?}"))?;
+    ensure(errs.is_empty(), || {
+        format!("the scripted backend saw protocol errors: {errs:?}")
+    })?;
     ensure(ans == 1000 && keep == 1000, || {
         format!("backend answered {ans} requests, {keep} with FCGI_KEEP_CONN; expected 1000/1000")
     })?;
@@ -424,10 +503,17 @@ fn reuse_scripted(ctx: &Ctx) -> Result<(), String> {
 // 4. backends that ignore FCGI_KEEP_CONN
 
 fn fake_requests() -> (MakeReq, CheckResp) {
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(|i| Prng::new(40 + i).bytes(1000 + 333 * i as usize)).collect());
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..4)
+            .map(|i| Prng::new(40 + i).bytes(1000 + 333 * i as usize))
+            .collect(),
+    );
     let make: MakeReq = Arc::new(move |t, n| {
         if n % 3 == 2 {
-            Request::post(&format!("/fake/c?t={t}&n={n}"), bodies[(n % 4) as usize].clone())
+            Request::post(
+                &format!("/fake/c?t={t}&n={n}"),
+                bodies[(n % 4) as usize].clone(),
+            )
         } else {
             Request::get(&format!("/fake/c?t={t}&n={n}"))
         }
@@ -443,8 +529,16 @@ fn backend_ignores_keep_conn(ctx: &Ctx) -> Result<(), String> {
     fake_cases(
         ctx,
         &[
-            ("pool_fake_close", &st.fake_close, "closes after END_REQUEST"),
-            ("pool_fake_delay", &st.fake_delay, "closes 2 ms after END_REQUEST"),
+            (
+                "pool_fake_close",
+                &st.fake_close,
+                "closes after END_REQUEST",
+            ),
+            (
+                "pool_fake_delay",
+                &st.fake_delay,
+                "closes 2 ms after END_REQUEST",
+            ),
         ],
     )
 }
@@ -455,7 +549,14 @@ fn backend_ignores_keep_conn(ctx: &Ctx) -> Result<(), String> {
 /// process's own idle connections.
 fn stale_conn_replay(ctx: &Ctx) -> Result<(), String> {
     let st = state();
-    fake_cases(ctx, &[("pool_fake_next", &st.fake_next, "reads the next request, then closes")])
+    fake_cases(
+        ctx,
+        &[(
+            "pool_fake_next",
+            &st.fake_next,
+            "reads the next request, then closes",
+        )],
+    )
 }
 
 fn fake_cases(ctx: &Ctx, cases: &[(&str, &FakeFcgi, &str)]) -> Result<(), String> {
@@ -527,10 +628,15 @@ fn fake_cases(ctx: &Ctx, cases: &[(&str, &FakeFcgi, &str)]) -> Result<(), String
             problems.push(format!("backend saw protocol errors: {perrs:?}"));
         }
         if fake.mode == KeepMode::CloseAfterResponse && acc != ans {
-            problems.push(format!("{acc} connections for {ans} answers (one request per connection expected)"));
+            problems.push(format!(
+                "{acc} connections for {ans} answers (one request per connection expected)"
+            ));
         }
         if !problems.is_empty() {
-            failures.push(format!("backend that {what} (vhost {id}): {}", problems.join("; ")));
+            failures.push(format!(
+                "backend that {what} (vhost {id}): {}",
+                problems.join("; ")
+            ));
         }
     }
     ensure(failures.is_empty(), || failures.join("\n    "))
@@ -552,7 +658,8 @@ fn fpm_max_requests(ctx: &Ctx) -> Result<(), String> {
         check_hello,
     )?;
     let host = v.server_name.clone();
-    let make: MakeReq = Arc::new(move |t, n| Request::get(&format!("/hello.php?t={t}&n={n}")).host(&host));
+    let make: MakeReq =
+        Arc::new(move |t, n| Request::get(&format!("/hello.php?t={t}&n={n}")).host(&host));
     let load = Load::start(v.port, 8, true, make, Arc::new(check_hello));
     thread::sleep(Duration::from_secs(3));
     let outcomes = load.finish();
@@ -597,7 +704,8 @@ fn fpm_reload_and_restart(ctx: &Ctx) -> Result<(), String> {
     let dir = ctx.tmp.join("pool-fpm-restart");
     let main_off = util::file_len(&ctx.error_log());
     let log_off = util::file_len(&v.error_log);
-    let (mut fpm, fconf) = inst::start_fpm(ctx, &dir, &[tcp_pool("pool_restart", fpm_port, &[])], "")?;
+    let (mut fpm, fconf) =
+        inst::start_fpm(ctx, &dir, &[tcp_pool("pool_restart", fpm_port, &[])], "")?;
     sequential(
         ctx,
         "err_pool_restart",
@@ -607,7 +715,8 @@ fn fpm_reload_and_restart(ctx: &Ctx) -> Result<(), String> {
     )?;
 
     let host = v.server_name.clone();
-    let make: MakeReq = Arc::new(move |t, n| Request::get(&format!("/sleep.php?ms=5&t={t}&n={n}")).host(&host));
+    let make: MakeReq =
+        Arc::new(move |t, n| Request::get(&format!("/sleep.php?ms=5&t={t}&n={n}")).host(&host));
     let load = Load::start(v.port, 8, true, make, Arc::new(check_slept));
     thread::sleep(Duration::from_millis(1500));
 
@@ -684,11 +793,15 @@ fn fpm_reload_and_restart(ctx: &Ctx) -> Result<(), String> {
             ));
         }
     }
-    let in_reload = outcomes.iter().filter(|o| o.overlaps(t_sig1, t_ready1)).count();
+    let in_reload = outcomes
+        .iter()
+        .filter(|o| o.overlaps(t_sig1, t_ready1))
+        .count();
     let after = outcomes.iter().filter(|o| o.start > t_ready2).count();
 
     // recovery: reuse again (200 sequential requests open at most a connection or two)
-    let before: std::collections::BTreeSet<u16> = backend_sockets(fpm_port).local_ports.into_iter().collect();
+    let before: std::collections::BTreeSet<u16> =
+        backend_sockets(fpm_port).local_ports.into_iter().collect();
     let ports = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let pc = ports.clone();
     let sampler = Sampler::start(Duration::from_millis(1), move || {
@@ -733,7 +846,9 @@ fn fpm_reload_and_restart(ctx: &Ctx) -> Result<(), String> {
         bad.len(),
         if rec.is_ok() { "ok" } else { "FAILED" },
     );
-    ensure(crashes.is_empty(), || format!("Apache children crashed: {crashes:?}"))?;
+    ensure(crashes.is_empty(), || {
+        format!("Apache children crashed: {crashes:?}")
+    })?;
     ensure(bad.is_empty(), || {
         format!(
             "{} requests failed outside the allowed windows (reload {:.3}..{:.3}s, restart {:.3}..{:.3}s, down until {:.3}s), e.g. {:?}",
@@ -746,10 +861,14 @@ fn fpm_reload_and_restart(ctx: &Ctx) -> Result<(), String> {
             &bad[..bad.len().min(6)]
         )
     })?;
-    ensure(after > 0, || "no requests were sent after the restart".to_string())?;
+    ensure(after > 0, || {
+        "no requests were sent after the restart".to_string()
+    })?;
     rec.map_err(|e| format!("after the restart: {e}"))?;
     ensure(fresh <= 2, || {
-        format!("after the restart 200 sequential requests opened {fresh} backend connections: the pool does not reuse")
+        format!(
+            "after the restart 200 sequential requests opened {fresh} backend connections: the pool does not reuse"
+        )
     })
 }
 
@@ -782,10 +901,16 @@ fn graceful_restarts_no_fd_leak(ctx: &Ctx) -> Result<(), String> {
     let parent = apache.pid();
     let parent_fd0 = inst::fd_count(parent);
     let maps0 = inst::anon_shared_maps(parent);
-    let child_fd0 = apache.children().iter().map(|&c| inst::fd_count(c)).max().unwrap_or(0);
+    let child_fd0 = apache
+        .children()
+        .iter()
+        .map(|&c| inst::fd_count(c))
+        .max()
+        .unwrap_or(0);
 
     let host = "fd.test".to_string();
-    let make: MakeReq = Arc::new(move |t, n| Request::get(&format!("/hello.php?t={t}&n={n}")).host(&host));
+    let make: MakeReq =
+        Arc::new(move |t, n| Request::get(&format!("/hello.php?t={t}&n={n}")).host(&host));
     let load = Load::start(port, 6, true, make, Arc::new(check_hello));
     let t0 = Instant::now();
     let mut parent_fds = Vec::new();
@@ -813,7 +938,12 @@ fn graceful_restarts_no_fd_leak(ctx: &Ctx) -> Result<(), String> {
     let t = Instant::now();
     while (old.iter().any(|&c| alive(c))
         || backend_sockets(fpm_port).held() > 0
-        || apache.children().iter().filter(|c| !old.contains(c)).count() < procs_n as usize)
+        || apache
+            .children()
+            .iter()
+            .filter(|c| !old.contains(c))
+            .count()
+            < procs_n as usize)
         && t.elapsed() < Duration::from_secs(10)
     {
         thread::sleep(Duration::from_millis(50));
@@ -823,7 +953,12 @@ fn graceful_restarts_no_fd_leak(ctx: &Ctx) -> Result<(), String> {
     let old_alive: Vec<u32> = old.iter().copied().filter(|&c| alive(c)).collect();
     let parent_fd1 = inst::fd_count(parent);
     let maps1 = inst::anon_shared_maps(parent);
-    let child_fd1 = apache.children().iter().map(|&c| inst::fd_count(c)).max().unwrap_or(0);
+    let child_fd1 = apache
+        .children()
+        .iter()
+        .map(|&c| inst::fd_count(c))
+        .max()
+        .unwrap_or(0);
     let errs = module_errors(&apache.conf.error_log(), 0);
     let verrs = module_errors(&apache.conf.log_dir.join("fd.error.log"), 0);
     apache.stop();
@@ -847,7 +982,9 @@ fn graceful_restarts_no_fd_leak(ctx: &Ctx) -> Result<(), String> {
         format!("error log lines: {errs:?} {verrs:?}")
     })?;
     ensure(old_alive.is_empty(), || {
-        format!("old-generation children still alive 10 s after the last graceful restart: {old_alive:?}")
+        format!(
+            "old-generation children still alive 10 s after the last graceful restart: {old_alive:?}"
+        )
     })?;
     ensure(left.held() == 0, || {
         format!(
@@ -858,7 +995,9 @@ fn graceful_restarts_no_fd_leak(ctx: &Ctx) -> Result<(), String> {
         )
     })?;
     ensure(parent_fd1 <= parent_fd0, || {
-        format!("parent fd count grew from {parent_fd0} to {parent_fd1} over {restarts} graceful restarts: {parent_fds:?}")
+        format!(
+            "parent fd count grew from {parent_fd0} to {parent_fd1} over {restarts} graceful restarts: {parent_fds:?}"
+        )
     })?;
     ensure(child_fd1 > 0 && child_fd1 <= child_fd0, || {
         format!("fresh children have {child_fd1} fds, the first generation had {child_fd0}")
@@ -874,7 +1013,15 @@ struct StarveRun {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn starve_run(apache: &Apache, id: &str, port: u16, fpm_port: u16, secs: u64, strict: bool, what: &str) -> StarveRun {
+fn starve_run(
+    apache: &Apache,
+    id: &str,
+    port: u16,
+    fpm_port: u16,
+    secs: u64,
+    strict: bool,
+    what: &str,
+) -> StarveRun {
     let access = apache.conf.access_log();
     let log_off = util::file_len(&access);
     let vlog = apache.conf.log_dir.join(format!("{id}.error.log"));
@@ -894,7 +1041,8 @@ fn starve_run(apache: &Apache, id: &str, port: u16, fpm_port: u16, secs: u64, st
     });
     let host = format!("{}.test", id.replace('_', "-"));
     let vh = format!("{host}:{port}");
-    let make: MakeReq = Arc::new(move |t, n| Request::get(&format!("/sleep.php?ms=5&t={t}&n={n}")).host(&host));
+    let make: MakeReq =
+        Arc::new(move |t, n| Request::get(&format!("/sleep.php?ms=5&t={t}&n={n}")).host(&host));
     let load = Load::start(port, 32, false, make, Arc::new(check_slept));
     thread::sleep(Duration::from_secs(secs));
     let t_end = load.now();
@@ -903,12 +1051,19 @@ fn starve_run(apache: &Apache, id: &str, port: u16, fpm_port: u16, secs: u64, st
     thread::sleep(Duration::from_millis(300));
     let pids = inst::per_pid(&access, &vh, log_off);
     let status = fpm_status(fpm_port).unwrap_or_default();
-    let ok: Vec<Outcome> = outcomes.iter().filter(|o| o.error.is_none()).cloned().collect();
+    let ok: Vec<Outcome> = outcomes
+        .iter()
+        .filter(|o| o.error.is_none())
+        .cloned()
+        .collect();
     let errors = outcomes.len() - ok.len();
     let l = latency(&ok);
     let slowest = latency(&outcomes).max;
     let counts: Vec<usize> = pids.values().map(|c| c.0).collect();
-    let (minc, maxc) = (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
+    let (minc, maxc) = (
+        counts.iter().min().copied().unwrap_or(0),
+        counts.iter().max().copied().unwrap_or(0),
+    );
     let log_ids: Vec<String> = lines_with(&vlog, vlog_off, "FCGI0")
         .iter()
         .filter_map(|l| {
@@ -939,16 +1094,29 @@ fn starve_run(apache: &Apache, id: &str, port: u16, fpm_port: u16, secs: u64, st
     let mut problems = Vec::new();
     if strict {
         if errors > 0 {
-            problems.push(format!("{errors} errors, e.g. {:?}", first_errors(&outcomes, 4)));
+            problems.push(format!(
+                "{errors} errors, e.g. {:?}",
+                first_errors(&outcomes, 4)
+            ));
         }
         if slowest >= Duration::from_secs(2) {
             problems.push(format!("slowest request took {}", ms(slowest)));
         }
-        let unserved: Vec<u32> = children.iter().copied().filter(|c| !pids.contains_key(c)).collect();
+        let unserved: Vec<u32> = children
+            .iter()
+            .copied()
+            .filter(|c| !pids.contains_key(c))
+            .collect();
         if !unserved.is_empty() {
-            problems.push(format!("Apache processes {unserved:?} served no request (per process: {pids:?})"));
+            problems.push(format!(
+                "Apache processes {unserved:?} served no request (per process: {pids:?})"
+            ));
         }
-        let failing: Vec<(u32, usize)> = pids.iter().filter(|(_, c)| c.1 > 0).map(|(p, c)| (*p, c.1)).collect();
+        let failing: Vec<(u32, usize)> = pids
+            .iter()
+            .filter(|(_, c)| c.1 > 0)
+            .map(|(p, c)| (*p, c.1))
+            .collect();
         if !failing.is_empty() {
             problems.push(format!("non-200 answers per process: {failing:?}"));
         }
@@ -964,9 +1132,14 @@ fn starve_run(apache: &Apache, id: &str, port: u16, fpm_port: u16, secs: u64, st
                 &over[..over.len().min(3)]
             ));
         }
-        let queue: usize = status.get("max listen queue").and_then(|v| v.parse().ok()).unwrap_or(usize::MAX);
+        let queue: usize = status
+            .get("max listen queue")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(usize::MAX);
         if queue > 4 {
-            problems.push(format!("php-fpm's max listen queue was {queue} (status: {status:?})"));
+            problems.push(format!(
+                "php-fpm's max listen queue was {queue} (status: {status:?})"
+            ));
         }
     }
     StarveRun { summary, problems }
@@ -983,10 +1156,26 @@ fn starvation(ctx: &Ctx) -> Result<(), String> {
     let root = ctx.tmp.join("pool-apache-starve");
     let mut conf = ApacheConf::new(&root, &mpm, &ctx.env.module_so);
     let ports = util::free_ports(2)?;
-    let cap = php_chain(&fcgi_dir, "starve_cap", &format!("127.0.0.1:{cap_port}"), "-max-conns 4");
-    let guard = php_chain(&fcgi_dir, "starve_guard", &format!("127.0.0.1:{guard_port}"), "-keep-conn on");
+    let cap = php_chain(
+        &fcgi_dir,
+        "starve_cap",
+        &format!("127.0.0.1:{cap_port}"),
+        "-max-conns 4",
+    );
+    let guard = php_chain(
+        &fcgi_dir,
+        "starve_guard",
+        &format!("127.0.0.1:{guard_port}"),
+        "-keep-conn on",
+    );
     conf.add_vhost(inst::vhost(&conf, "starve_cap", ports[0], &docroot, &cap));
-    conf.add_vhost(inst::vhost(&conf, "starve_guard", ports[1], &docroot, &guard));
+    conf.add_vhost(inst::vhost(
+        &conf,
+        "starve_guard",
+        ports[1],
+        &docroot,
+        &guard,
+    ));
     let mut apache = Apache::start(ctx, "starve", conf, &mpm, procs_n, threads)?;
     let shape = if mpm == "prefork" {
         format!("prefork {procs_n} processes")
@@ -1015,7 +1204,9 @@ fn starvation(ctx: &Ctx) -> Result<(), String> {
     println!("    pool: starvation {}", guard.summary);
     let crashes = lines_with(&apache.conf.error_log(), 0, "exit signal");
     apache.stop();
-    ensure(crashes.is_empty(), || format!("Apache children crashed: {crashes:?}"))?;
+    ensure(crashes.is_empty(), || {
+        format!("Apache children crashed: {crashes:?}")
+    })?;
     ensure(capped.problems.is_empty(), || {
         format!("with -max-conns 4: {}", capped.problems.join("; "))
     })
@@ -1028,19 +1219,32 @@ fn starvation(ctx: &Ctx) -> Result<(), String> {
 /// connects to the application), which keeps the Apache child that took it busy.
 fn stalled_post(port: u16, host: &str) -> Result<std::net::TcpStream, String> {
     use std::io::Write;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    s.write_all(format!("POST /hello.php HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n").as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.write_all(
+        format!("POST /hello.php HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n")
+            .as_bytes(),
+    )
+    .map_err(|e| format!("write: {e}"))?;
     Ok(s)
 }
 
 /// `n` concurrent requests to sleep.php?ms=`sleep_ms` (each on its own client connection).
-fn concurrent_sleeps(port: u16, host: &str, n: usize, sleep_ms: u32) -> Vec<Result<Response, String>> {
+fn concurrent_sleeps(
+    port: u16,
+    host: &str,
+    n: usize,
+    sleep_ms: u32,
+) -> Vec<Result<Response, String>> {
     let hs: Vec<_> = (0..n)
         .map(|i| {
             let host = host.to_string();
             thread::spawn(move || {
-                crate::http::fetch(port, Request::get(&format!("/sleep.php?ms={sleep_ms}&c={i}")).host(&host)).map_err(|e| e.to_string())
+                crate::http::fetch(
+                    port,
+                    Request::get(&format!("/sleep.php?ms={sleep_ms}&c={i}")).host(&host),
+                )
+                .map_err(|e| e.to_string())
             })
         })
         .collect();
@@ -1049,7 +1253,12 @@ fn concurrent_sleeps(port: u16, host: &str, n: usize, sleep_ms: u32) -> Vec<Resu
         .collect()
 }
 
-fn edge_instance(ctx: &Ctx, name: &str, opts: &str, prefork_block: &str) -> Result<(Apache, u16, u16), String> {
+fn edge_instance(
+    ctx: &Ctx,
+    name: &str,
+    opts: &str,
+    prefork_block: &str,
+) -> Result<(Apache, u16, u16), String> {
     let mpm = ctx.env.mpm.clone();
     let fpm_port: u16 = ctx.val("pool_edge_port").parse().unwrap();
     let fcgi_dir = PathBuf::from(ctx.val("pool_fcgi_dir"));
@@ -1109,14 +1318,20 @@ fn lingering_child_idle_conns(ctx: &Ctx) -> Result<(), String> {
     apache.graceful(Duration::from_secs(15))?;
     // the new generation is up when a child that was not there before exists
     let t = Instant::now();
-    while apache.children().iter().all(|c| old.contains(c)) && t.elapsed() < Duration::from_secs(10) {
+    while apache.children().iter().all(|c| old.contains(c)) && t.elapsed() < Duration::from_secs(10)
+    {
         thread::sleep(Duration::from_millis(20));
     }
     thread::sleep(Duration::from_millis(300));
     let lingering = old.iter().filter(|&&c| alive(c)).count();
-    let sampler = Sampler::start(Duration::from_millis(5), move || backend_sockets(fpm_port).held());
+    let sampler = Sampler::start(Duration::from_millis(5), move || {
+        backend_sockets(fpm_port).held()
+    });
     let t0 = Instant::now();
-    let r = crate::http::fetch(port, Request::get("/sleep.php?ms=5&after=graceful").host(host));
+    let r = crate::http::fetch(
+        port,
+        Request::get("/sleep.php?ms=5&after=graceful").host(host),
+    );
     let took = t0.elapsed();
     let (max_held, _) = sampler.finish();
     drop(stalls);
@@ -1153,7 +1368,8 @@ fn lingering_child_idle_conns(ctx: &Ctx) -> Result<(), String> {
 /// waiting for a free slot until the connect timeout and getting a 503.
 fn killed_child_releases_slots(ctx: &Ctx) -> Result<(), String> {
     let prefork = inst::mpm_block("prefork", 4, 1);
-    let (mut apache, port, fpm_port) = edge_instance(ctx, "kill", "-max-conns 4 -appConnTimeout 3", &prefork)?;
+    let (mut apache, port, fpm_port) =
+        edge_instance(ctx, "kill", "-max-conns 4 -appConnTimeout 3", &prefork)?;
     let host = "kill.test";
     let held_before = fill_pools(port, host, fpm_port)?;
     let victims = apache.children();
@@ -1162,7 +1378,9 @@ fn killed_child_releases_slots(ctx: &Ctx) -> Result<(), String> {
         unsafe { libc::kill(c as libc::pid_t, libc::SIGKILL) };
     }
     let t = Instant::now();
-    while (apache.children().iter().any(|c| victims.contains(c)) || apache.children().is_empty()) && t.elapsed() < Duration::from_secs(15) {
+    while (apache.children().iter().any(|c| victims.contains(c)) || apache.children().is_empty())
+        && t.elapsed() < Duration::from_secs(15)
+    {
         thread::sleep(Duration::from_millis(50));
     }
     thread::sleep(Duration::from_millis(500));
@@ -1170,13 +1388,22 @@ fn killed_child_releases_slots(ctx: &Ctx) -> Result<(), String> {
     let mut results = Vec::new();
     for i in 0..3 {
         let t0 = Instant::now();
-        let r = crate::http::fetch(port, Request::get(&format!("/hello.php?after_kill={i}")).host(host));
+        let r = crate::http::fetch(
+            port,
+            Request::get(&format!("/hello.php?after_kill={i}")).host(host),
+        );
         results.push((r.map(|r| r.status).map_err(|e| e.to_string()), t0.elapsed()));
     }
     let log = util::read_to_string_lossy(&apache.conf.log_dir.join("kill.error.log"));
-    let busy = log.lines().filter(|l| l.contains("(-max-conns) busy")).count();
+    let busy = log
+        .lines()
+        .filter(|l| l.contains("(-max-conns) busy"))
+        .count();
     apache.stop();
-    let shown: Vec<String> = results.iter().map(|(r, d)| format!("{r:?} in {}", ms(*d))).collect();
+    let shown: Vec<String> = results
+        .iter()
+        .map(|(r, d)| format!("{r:?} in {}", ms(*d)))
+        .collect();
     println!(
         "    pool: killed {} child(ren) holding {held_before} pooled connection(s) (then {held_after} open): next requests {shown:?}; {busy} 'all connections busy' log lines",
         victims.len()
@@ -1184,10 +1411,15 @@ fn killed_child_releases_slots(ctx: &Ctx) -> Result<(), String> {
     ensure(held_before == 4, || {
         format!("setup: expected 4 pooled connections before the kill, found {held_before}")
     })?;
-    ensure(results.iter().all(|(r, d)| *r == Ok(200) && *d < Duration::from_secs(1)), || {
-        format!(
-            "after SIGKILL of the children holding pooled connections, requests got {shown:?} ({busy} FCGI011 'all 4 connections (-max-conns) busy'): \
+    ensure(
+        results
+            .iter()
+            .all(|(r, d)| *r == Ok(200) && *d < Duration::from_secs(1)),
+        || {
+            format!(
+                "after SIGKILL of the children holding pooled connections, requests got {shown:?} ({busy} FCGI011 'all 4 connections (-max-conns) busy'): \
              the killed children's -max-conns slots are never given back"
-        )
-    })
+            )
+        },
+    )
 }

@@ -122,9 +122,10 @@ fn http_client_selftest(_ctx: &Ctx) -> Result<(), String> {
     let r = Conn::connect(port)
         .and_then(|mut c| c.roundtrip(&Request::get("/")))
         .map_err(String::from)?;
-    ensure(!r.complete && !r.chunked_terminated && r.body == b"helloab", || {
-        format!("cut chunked: {r:?}")
-    })?;
+    ensure(
+        !r.complete && !r.chunked_terminated && r.body == b"helloab",
+        || format!("cut chunked: {r:?}"),
+    )?;
     // 2
     let r = Conn::connect(port)
         .and_then(|mut c| c.roundtrip(&Request::get("/")))
@@ -162,8 +163,14 @@ fn http_client_selftest(_ctx: &Ctx) -> Result<(), String> {
         collected == b"onetwothree" && r.body.is_empty() && r.body_len == 11,
         || format!("streamed body {collected:?}"),
     )?;
-    ensure(r.arrivals.len() == 3, || format!("want 3 arrivals: {:?}", r.arrivals))?;
-    let gaps: Vec<u128> = r.arrivals.windows(2).map(|w| (w[1].at - w[0].at).as_millis()).collect();
+    ensure(r.arrivals.len() == 3, || {
+        format!("want 3 arrivals: {:?}", r.arrivals)
+    })?;
+    let gaps: Vec<u128> = r
+        .arrivals
+        .windows(2)
+        .map(|w| (w[1].at - w[0].at).as_millis())
+        .collect();
     ensure(gaps.iter().all(|&g| (120..1500).contains(&g)), || {
         format!("arrival gaps {gaps:?} ms: {:?}", r.arrivals)
     })?;
@@ -171,6 +178,8 @@ fn http_client_selftest(_ctx: &Ctx) -> Result<(), String> {
         r.arrivals.iter().map(|a| a.offset).collect::<Vec<_>>() == [0, 3, 6],
         || format!("offsets: {:?}", r.arrivals),
     )?;
-    server.join().map_err(|_| "scripted server panicked".to_string())?;
+    server
+        .join()
+        .map_err(|_| "scripted server panicked".to_string())?;
     Ok(())
 }

@@ -9,11 +9,19 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 pub use crate::config::Target;
 
 fn cvt(rv: libc::c_int) -> io::Result<libc::c_int> {
-    if rv < 0 { Err(io::Error::last_os_error()) } else { Ok(rv) }
+    if rv < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rv)
+    }
 }
 
 fn cvt_size(rv: libc::ssize_t) -> io::Result<usize> {
-    if rv < 0 { Err(io::Error::last_os_error()) } else { Ok(rv as usize) }
+    if rv < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rv as usize)
+    }
 }
 
 /// A new non-blocking, close-on-exec stream socket for `target`.
@@ -25,7 +33,13 @@ pub fn socket_for(target: &Target) -> io::Result<OwnedFd> {
     };
     // SAFETY: plain syscall with constant arguments; the returned descriptor is checked and
     // immediately owned by an OwnedFd.
-    let fd = cvt(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+    let fd = cvt(unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
     // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     if matches!(target, Target::Inet(_)) {
@@ -61,17 +75,30 @@ pub fn connect(fd: BorrowedFd<'_>, target: &Target) -> io::Result<()> {
             }
             let len = (size_of::<libc::sa_family_t>() + path.len() + 1) as libc::socklen_t;
             // SAFETY: `sa` is a fully initialised sockaddr_un and `len` does not exceed its size.
-            cvt(unsafe { libc::connect(fd.as_raw_fd(), (&sa as *const libc::sockaddr_un).cast(), len) }).map(|_| ())
+            cvt(unsafe {
+                libc::connect(
+                    fd.as_raw_fd(),
+                    (&sa as *const libc::sockaddr_un).cast(),
+                    len,
+                )
+            })
+            .map(|_| ())
         }
         Target::Inet(SocketAddr::V4(a)) => {
             // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
             let mut sa: libc::sockaddr_in = unsafe { zeroed() };
             sa.sin_family = libc::AF_INET as libc::sa_family_t;
             sa.sin_port = a.port().to_be();
-            sa.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+            sa.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            };
             // SAFETY: `sa` is initialised and the length is its exact size.
             cvt(unsafe {
-                libc::connect(fd.as_raw_fd(), (&sa as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as libc::socklen_t)
+                libc::connect(
+                    fd.as_raw_fd(),
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
             })
             .map(|_| ())
         }
@@ -80,12 +107,18 @@ pub fn connect(fd: BorrowedFd<'_>, target: &Target) -> io::Result<()> {
             let mut sa: libc::sockaddr_in6 = unsafe { zeroed() };
             sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sa.sin6_port = a.port().to_be();
-            sa.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sa.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
             sa.sin6_flowinfo = a.flowinfo();
             sa.sin6_scope_id = a.scope_id();
             // SAFETY: `sa` is initialised and the length is its exact size.
             cvt(unsafe {
-                libc::connect(fd.as_raw_fd(), (&sa as *const libc::sockaddr_in6).cast(), size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+                libc::connect(
+                    fd.as_raw_fd(),
+                    (&sa as *const libc::sockaddr_in6).cast(),
+                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
             })
             .map(|_| ())
         }
@@ -97,8 +130,20 @@ pub fn take_error(fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut err: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: valid descriptor; `err`/`len` are live and sized as declared.
-    cvt(unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut len) })?;
-    if err != 0 { Err(io::Error::from_raw_os_error(err)) } else { Ok(()) }
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    if err != 0 {
+        Err(io::Error::from_raw_os_error(err))
+    } else {
+        Ok(())
+    }
 }
 
 /// Readiness of one descriptor.
@@ -113,7 +158,12 @@ pub struct Ready {
 /// Waits up to `timeout_ms` (-1: forever) for readability and/or writability.
 /// Returns `Ok(None)` on timeout. EINTR is retried by the caller's loop (returned as a timeout
 /// of zero progress is not correct, so it is retried here with the same timeout).
-pub fn poll(fd: BorrowedFd<'_>, read: bool, write: bool, timeout_ms: i32) -> io::Result<Option<Ready>> {
+pub fn poll(
+    fd: BorrowedFd<'_>,
+    read: bool,
+    write: bool,
+    timeout_ms: i32,
+) -> io::Result<Option<Ready>> {
     let mut events = 0;
     if read {
         events |= libc::POLLIN;
@@ -121,7 +171,11 @@ pub fn poll(fd: BorrowedFd<'_>, read: bool, write: bool, timeout_ms: i32) -> io:
     if write {
         events |= libc::POLLOUT;
     }
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
     loop {
         // SAFETY: one valid pollfd, count 1.
         let rv = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
@@ -148,7 +202,14 @@ pub fn poll(fd: BorrowedFd<'_>, read: bool, write: bool, timeout_ms: i32) -> io:
 pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is a live, writable slice of the given length.
-        let rv = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        let rv = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
         match cvt_size(rv) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
@@ -158,10 +219,16 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Non-blocking gathered send of up to 16 slices; never raises SIGPIPE.
 pub fn sendv(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<usize> {
-    let mut iov: [libc::iovec; 16] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 16];
+    let mut iov: [libc::iovec; 16] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 16];
     let mut n = 0;
     for b in bufs.iter().filter(|b| !b.is_empty()).take(16) {
-        iov[n] = libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() };
+        iov[n] = libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        };
         n += 1;
     }
     if n == 0 {
@@ -173,7 +240,13 @@ pub fn sendv(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<usize> {
     msg.msg_iovlen = n;
     loop {
         // SAFETY: `msg` points at `n` iovecs describing live, readable slices.
-        let rv = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        let rv = unsafe {
+            libc::sendmsg(
+                fd.as_raw_fd(),
+                &msg,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
         match cvt_size(rv) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
@@ -186,7 +259,14 @@ pub fn sendv(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<usize> {
 pub fn idle_socket_alive(fd: BorrowedFd<'_>) -> bool {
     let mut b = [0u8; 1];
     // SAFETY: one-byte live buffer.
-    let rv = unsafe { libc::recv(fd.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_DONTWAIT | libc::MSG_PEEK) };
+    let rv = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_PEEK,
+        )
+    };
     if rv < 0 {
         let e = io::Error::last_os_error();
         return e.kind() == io::ErrorKind::WouldBlock;
@@ -237,7 +317,9 @@ impl Default for SharedCounters {
 
 /// True unless the process is known to be gone (kill(pid, 0) says ESRCH).
 pub fn process_alive(pid: u32) -> bool {
-    let Ok(p) = libc::pid_t::try_from(pid) else { return false };
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
     if p <= 0 {
         return false;
     }
@@ -264,12 +346,22 @@ impl SharedCounterMap {
         let len = n.max(1).checked_mul(size_of::<SharedCounters>())?;
         // SAFETY: anonymous shared mapping; no file, no existing memory is affected.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         if p == libc::MAP_FAILED {
             return None;
         }
-        Some(SharedCounterMap { ptr: std::ptr::NonNull::new(p.cast())?, n })
+        Some(SharedCounterMap {
+            ptr: std::ptr::NonNull::new(p.cast())?,
+            n,
+        })
     }
 
     /// Raw pointer to counter set `i` (valid while this map lives in this process, and for the
@@ -298,7 +390,14 @@ pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
     }
     loop {
         // SAFETY: the spare capacity is writable memory of `spare.len()` bytes owned by `buf`.
-        let rv = unsafe { libc::recv(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
+        let rv = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
         match cvt_size(rv) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),

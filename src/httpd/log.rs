@@ -13,7 +13,15 @@ pub const TRACE3: c_int = ffi::APLOG_TRACE3;
 
 /// Logs one line for a request: `FCGI<id>: <msg>`; `status` is an errno/apr_status_t shown
 /// by httpd as `(n)text:` (0 for none).
-pub fn rlog(r: &Request<'_>, file: &'static std::ffi::CStr, line: u32, level: c_int, status: i32, id: u16, msg: &str) {
+pub fn rlog(
+    r: &Request<'_>,
+    file: &'static std::ffi::CStr,
+    line: u32,
+    level: c_int,
+    status: i32,
+    id: u16,
+    msg: &str,
+) {
     if level > ffi::APLOG_NOTICE && r.log_level() < level {
         return;
     }
@@ -34,12 +42,31 @@ pub fn rlog(r: &Request<'_>, file: &'static std::ffi::CStr, line: u32, level: c_
 }
 
 /// Logs one line for a server (configuration and process-level events).
-pub fn slog(s: Option<Server<'_>>, file: &'static std::ffi::CStr, line: u32, level: c_int, status: i32, id: u16, msg: &str) {
+pub fn slog(
+    s: Option<Server<'_>>,
+    file: &'static std::ffi::CStr,
+    line: u32,
+    level: c_int,
+    status: i32,
+    id: u16,
+    msg: &str,
+) {
     let text = cstring_lossy(format!("FCGI{id:03}: {msg}").as_bytes());
-    let sp = s.map(|s| s.as_ptr() as *const ffi::server_rec).unwrap_or(std::ptr::null());
+    let sp = s
+        .map(|s| s.as_ptr() as *const ffi::server_rec)
+        .unwrap_or(std::ptr::null());
     // SAFETY: `sp` is a live server_rec or NULL (allowed by ap_log_error_); constant format.
     unsafe {
-        ffi::ap_log_error_(file.as_ptr(), line as c_int, crate::module::module_index(), level, status, sp, c"%s".as_ptr(), text.as_ptr());
+        ffi::ap_log_error_(
+            file.as_ptr(),
+            line as c_int,
+            crate::module::module_index(),
+            level,
+            status,
+            sp,
+            c"%s".as_ptr(),
+            text.as_ptr(),
+        );
     }
 }
 

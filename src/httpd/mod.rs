@@ -57,7 +57,12 @@ impl<'a> Pool<'a> {
         let raw = Box::into_raw(Box::new(value));
         // SAFETY: live pool; the cleanup receives `raw` exactly once when the pool dies.
         unsafe {
-            ffi::apr_pool_cleanup_register(self.as_ptr(), raw.cast(), Some(drop_box::<T>), Some(ffi::apr_pool_cleanup_null));
+            ffi::apr_pool_cleanup_register(
+                self.as_ptr(),
+                raw.cast(),
+                Some(drop_box::<T>),
+                Some(ffi::apr_pool_cleanup_null),
+            );
         }
         raw
     }
@@ -142,7 +147,10 @@ impl<'a> Table<'a> {
 pub fn cstring_lossy(b: &[u8]) -> std::ffi::CString {
     match std::ffi::CString::new(b) {
         Ok(c) => c,
-        Err(_) => std::ffi::CString::new(b.iter().copied().filter(|&c| c != 0).collect::<Vec<u8>>()).unwrap_or_default(),
+        Err(_) => {
+            std::ffi::CString::new(b.iter().copied().filter(|&c| c != 0).collect::<Vec<u8>>())
+                .unwrap_or_default()
+        }
     }
 }
 
@@ -165,7 +173,12 @@ impl<'a> Server<'a> {
     /// The per-server config vector entry of this module.
     pub fn module_config(&self) -> *mut c_void {
         // SAFETY: live server; ap_get_module_config indexes its config vector.
-        unsafe { ffi::ap_get_module_config((*self.s.as_ptr()).module_config, crate::module::module_ptr()) }
+        unsafe {
+            ffi::ap_get_module_config(
+                (*self.s.as_ptr()).module_config,
+                crate::module::module_ptr(),
+            )
+        }
     }
     /// httpd's `Timeout` for this server.
     pub fn timeout(&self) -> Duration {
@@ -230,7 +243,11 @@ impl<'a> Request<'a> {
     /// rewritten by mod_rewrite.
     pub fn is_direct(&self) -> bool {
         let r = self.raw();
-        r.main.is_null() && r.prev.is_null() && self.notes().is_some_and(|n| n.get("mod_rewrite_rewritten").is_none())
+        r.main.is_null()
+            && r.prev.is_null()
+            && self
+                .notes()
+                .is_some_and(|n| n.get("mod_rewrite_rewritten").is_none())
     }
     fn notes(&self) -> Option<Table<'a>> {
         // SAFETY: r->notes is a live table for the request (or NULL).
@@ -266,7 +283,9 @@ impl<'a> Request<'a> {
         }
     }
     pub fn set_status(&mut self, status: u16, status_line: Option<&[u8]>) {
-        let line = status_line.map(|l| self.pool().strdup(l) as *const c_char).unwrap_or(null());
+        let line = status_line
+            .map(|l| self.pool().strdup(l) as *const c_char)
+            .unwrap_or(null());
         let r = self.raw_mut();
         r.status = c_int::from(status);
         r.status_line = line;
@@ -300,7 +319,10 @@ impl<'a> Request<'a> {
         // SAFETY: live request, after ap_setup_client_block.
         let has_body = unsafe { ffi::ap_should_client_block(self.as_ptr()) } != 0;
         let r = self.raw();
-        Ok(BodyInfo { has_body, chunked: r.read_chunked != 0 })
+        Ok(BodyInfo {
+            has_body,
+            chunked: r.read_chunked != 0,
+        })
     }
     /// Reads the next piece of the request body into `bb` (blocking, under httpd's Timeout).
     pub fn read_body(&mut self, bb: &mut Brigade<'a>, max: usize) -> Result<(), ffi::apr_status_t> {
@@ -360,7 +382,9 @@ impl<'a> Request<'a> {
     }
     pub fn bucket_alloc(&self) -> *mut ffi::apr_bucket_alloc_t {
         // SAFETY: the connection outlives the request.
-        unsafe { self.raw().connection.as_ref() }.map(|c| c.bucket_alloc).unwrap_or(null_mut())
+        unsafe { self.raw().connection.as_ref() }
+            .map(|c| c.bucket_alloc)
+            .unwrap_or(null_mut())
     }
     /// This module's effective log level for the request.
     pub fn log_level(&self) -> i32 {
@@ -388,7 +412,11 @@ impl<'a> Brigade<'a> {
         let alloc = r.bucket_alloc();
         // SAFETY: live pool and bucket allocator of the request's connection.
         let bb = unsafe { ffi::apr_brigade_create(r.pool().as_ptr(), alloc) };
-        Brigade { bb: NonNull::new(bb).expect("apr_brigade_create"), alloc, _l: PhantomData }
+        Brigade {
+            bb: NonNull::new(bb).expect("apr_brigade_create"),
+            alloc,
+            _l: PhantomData,
+        }
     }
     pub fn as_ptr(&self) -> *mut ffi::apr_bucket_brigade {
         self.bb.as_ptr()
@@ -399,7 +427,15 @@ impl<'a> Brigade<'a> {
             return;
         }
         // SAFETY: live brigade; with no flush callback apr_brigade_write copies into heap buckets.
-        unsafe { ffi::apr_brigade_write(self.as_ptr(), None, null_mut(), data.as_ptr().cast(), data.len()) };
+        unsafe {
+            ffi::apr_brigade_write(
+                self.as_ptr(),
+                None,
+                null_mut(),
+                data.as_ptr().cast(),
+                data.len(),
+            )
+        };
     }
     fn push(&mut self, e: *mut ffi::apr_bucket) {
         if !e.is_null() {
@@ -448,7 +484,12 @@ impl<'a> Brigade<'a> {
                 } else if ffi::fcgi_shim_bucket_is_metadata(e) == 0 {
                     let mut p: *const c_char = null();
                     let mut n: ffi::apr_size_t = 0;
-                    let rv = ffi::fcgi_shim_bucket_read(e, &mut p, &mut n, ffi::apr_read_type_e_APR_BLOCK_READ);
+                    let rv = ffi::fcgi_shim_bucket_read(
+                        e,
+                        &mut p,
+                        &mut n,
+                        ffi::apr_read_type_e_APR_BLOCK_READ,
+                    );
                     if rv != 0 {
                         self.cleanup();
                         return Err(rv);
@@ -501,7 +542,8 @@ impl<'a> Cmd<'a> {
     /// Error unless the directive is used at server/vhost level (not in <Directory> etc.).
     pub fn check_global_or_vhost(&self) -> Option<*const c_char> {
         // SAFETY: live cmd; ap_check_cmd_context only reads it.
-        let e = unsafe { ffi::ap_check_cmd_context(self.c.as_ptr(), ffi::NOT_IN_DIR_CONTEXT as u32) };
+        let e =
+            unsafe { ffi::ap_check_cmd_context(self.c.as_ptr(), ffi::NOT_IN_DIR_CONTEXT as u32) };
         (!e.is_null()).then_some(e)
     }
     /// Error unless at main-server level.
@@ -513,16 +555,26 @@ impl<'a> Cmd<'a> {
     pub fn server_root_relative(&self, p: &[u8]) -> Vec<u8> {
         let c = cstring_lossy(p);
         // SAFETY: live pool; returns a pool string or NULL for an invalid path.
-        unsafe { cbytes(ffi::ap_server_root_relative(self.temp_pool().as_ptr(), c.as_ptr())) }
-            .map(<[u8]>::to_vec)
-            .unwrap_or_else(|| p.to_vec())
+        unsafe {
+            cbytes(ffi::ap_server_root_relative(
+                self.temp_pool().as_ptr(),
+                c.as_ptr(),
+            ))
+        }
+        .map(<[u8]>::to_vec)
+        .unwrap_or_else(|| p.to_vec())
     }
     pub fn runtime_dir_relative(&self, p: &[u8]) -> Vec<u8> {
         let c = cstring_lossy(p);
         // SAFETY: live pool; returns a pool string or NULL.
-        unsafe { cbytes(ffi::ap_runtime_dir_relative(self.temp_pool().as_ptr(), c.as_ptr())) }
-            .map(<[u8]>::to_vec)
-            .unwrap_or_else(|| p.to_vec())
+        unsafe {
+            cbytes(ffi::ap_runtime_dir_relative(
+                self.temp_pool().as_ptr(),
+                c.as_ptr(),
+            ))
+        }
+        .map(<[u8]>::to_vec)
+        .unwrap_or_else(|| p.to_vec())
     }
     /// The name of the directive being parsed.
     pub fn directive_name(&self) -> String {
@@ -540,5 +592,7 @@ impl<'a> Cmd<'a> {
 /// The main server's root directory, for resolving relative paths.
 pub fn server_root() -> Vec<u8> {
     // SAFETY: ap_server_root is a global set before any configuration is read.
-    unsafe { cbytes(ffi::ap_server_root) }.map(<[u8]>::to_vec).unwrap_or_else(|| b"/".to_vec())
+    unsafe { cbytes(ffi::ap_server_root) }
+        .map(<[u8]>::to_vec)
+        .unwrap_or_else(|| b"/".to_vec())
 }

@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-pub use fcgi::record::{VERSION_1, rtype};
 use fcgi::record::{RequestDecoder, RequestEvent, push_end_request, push_stream, stream_header};
+pub use fcgi::record::{VERSION_1, rtype};
 
 /// Request id the scripts answer with (the module always uses 1).
 pub const REQUEST_ID: u16 = 1;
@@ -66,7 +66,10 @@ pub enum Action {
     Stderr(Vec<u8>),
     Sleep(u64),
     /// END_REQUEST.
-    End { app_status: u32, protocol_status: u8 },
+    End {
+        app_status: u32,
+        protocol_status: u8,
+    },
     /// An END_REQUEST record whose content is exactly these bytes (any length), padded to 8.
     EndRaw(Vec<u8>),
     /// Read (and record) the request body up to the empty STDIN record.
@@ -110,7 +113,12 @@ impl Req {
         let m: BTreeMap<String, String> = self
             .params
             .iter()
-            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
             .collect();
         m.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
     }
@@ -223,7 +231,8 @@ impl Backend {
     /// Listen on 127.0.0.1:`port` (0: any free port; prefer a port reserved through the
     /// harness, `Builder::port`, so that it cannot collide with the ports it hands out).
     pub fn tcp(name: &str, port: u16, script: Script) -> Result<Backend, String> {
-        let l = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("fake backend {name}: bind 127.0.0.1:{port}: {e}"))?;
+        let l = TcpListener::bind(("127.0.0.1", port))
+            .map_err(|e| format!("fake backend {name}: bind 127.0.0.1:{port}: {e}"))?;
         let port = l.local_addr().map_err(|e| e.to_string())?.port();
         Self::start(name, Addr::Tcp(port), Listener::Tcp(l), script)
     }
@@ -231,9 +240,15 @@ impl Backend {
     /// Listen on a unix socket (mode 0666 so that Apache's children can connect).
     pub fn unix(name: &str, path: &Path, script: Script) -> Result<Backend, String> {
         let _ = std::fs::remove_file(path);
-        let l = UnixListener::bind(path).map_err(|e| format!("fake backend {name}: bind {}: {e}", path.display()))?;
+        let l = UnixListener::bind(path)
+            .map_err(|e| format!("fake backend {name}: bind {}: {e}", path.display()))?;
         super::util::chmod(path, 0o666)?;
-        Self::start(name, Addr::Unix(path.to_path_buf()), Listener::Unix(l), script)
+        Self::start(
+            name,
+            Addr::Unix(path.to_path_buf()),
+            Listener::Unix(l),
+            script,
+        )
     }
 
     fn start(name: &str, addr: Addr, l: Listener, script: Script) -> Result<Backend, String> {
@@ -329,7 +344,8 @@ impl Backend {
         if let Some(h) = self.accept_thread.lock().unwrap().take() {
             let _ = h.join();
         }
-        let hs: Vec<JoinHandle<()>> = std::mem::take(&mut *self.shared.conn_threads.lock().unwrap());
+        let hs: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.shared.conn_threads.lock().unwrap());
         for h in hs {
             let _ = h.join();
         }
@@ -366,7 +382,11 @@ fn accept_loop(l: Listener, sh: Arc<Shared>) {
                         v.retain(|h| !h.is_finished());
                         v.push(h);
                     }
-                    Err(e) => sh.errors.lock().unwrap().push(format!("spawn connection thread: {e}")),
+                    Err(e) => sh
+                        .errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("spawn connection thread: {e}")),
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(&l, TICK),
@@ -385,7 +405,11 @@ fn wait_readable(l: &Listener, t: Duration) {
         Listener::Tcp(t) => t.as_raw_fd(),
         Listener::Unix(u) => u.as_raw_fd(),
     };
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd for the duration of the call.
     unsafe { libc::poll(&mut pfd, 1, t.as_millis() as libc::c_int) };
 }
@@ -400,7 +424,11 @@ struct Reader {
 }
 
 enum Got {
-    Begin { request_id: u16, role: u16, keep_conn: bool },
+    Begin {
+        request_id: u16,
+        role: u16,
+        keep_conn: bool,
+    },
     Params(Vec<u8>),
     ParamsEnd,
     Stdin(Vec<u8>),
@@ -420,7 +448,15 @@ impl Reader {
                     .map_err(|e| format!("protocol error in the web server's records: {e}"))?;
                 self.pos += used;
                 let got = ev.map(|ev| match ev {
-                    RequestEvent::Begin { request_id, role, keep_conn } => Got::Begin { request_id, role, keep_conn },
+                    RequestEvent::Begin {
+                        request_id,
+                        role,
+                        keep_conn,
+                    } => Got::Begin {
+                        request_id,
+                        role,
+                        keep_conn,
+                    },
                     RequestEvent::Params(d) => Got::Params(d.to_vec()),
                     RequestEvent::ParamsEnd => Got::ParamsEnd,
                     RequestEvent::Stdin(d) => Got::Stdin(d.to_vec()),
@@ -446,7 +482,13 @@ impl Reader {
             match self.sock.read(&mut tmp) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(_) => self.eof = true,
             }
         }
@@ -460,7 +502,13 @@ impl Reader {
             match self.sock.read(&mut tmp) {
                 Ok(0) => self.eof = true,
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(_) => self.eof = true,
             }
         }
@@ -478,13 +526,22 @@ fn serve_conn(sock: Sock, conn_no: usize, sh: Arc<Shared>) {
         dec: RequestDecoder::new(),
         eof: false,
     };
-    let err = |m: String| sh.errors.lock().unwrap().push(format!("connection {conn_no}: {m}"));
+    let err = |m: String| {
+        sh.errors
+            .lock()
+            .unwrap()
+            .push(format!("connection {conn_no}: {m}"))
+    };
     let mut nth = 0usize;
     'requests: loop {
         // BEGIN_REQUEST (skipping the previous request's unread stdin)
         let (request_id, role, keep_conn) = loop {
             match rd.next(&sh, IDLE_CONN_LIMIT) {
-                Ok(Some(Got::Begin { request_id, role, keep_conn })) => break (request_id, role, keep_conn),
+                Ok(Some(Got::Begin {
+                    request_id,
+                    role,
+                    keep_conn,
+                })) => break (request_id, role, keep_conn),
                 Ok(Some(Got::Params(_) | Got::ParamsEnd)) if nth > 0 => {
                     err("PARAMS before BEGIN_REQUEST".into());
                 }
@@ -517,7 +574,10 @@ fn serve_conn(sock: Sock, conn_no: usize, sh: Arc<Shared>) {
             }
         }
         let pairs = match fcgi::params::decode_pairs(&params) {
-            Ok(p) => p.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
+            Ok(p) => p
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
             Err(e) => {
                 err(format!("bad PARAMS content: {e}"));
                 break 'requests;
@@ -572,7 +632,16 @@ type Rd = Reader;
 pub fn records(t: u8, data: &[u8], max: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for c in data.chunks(max.clamp(1, 65535)) {
-        out.extend_from_slice(&[VERSION_1, t, 0, REQUEST_ID as u8, (c.len() >> 8) as u8, c.len() as u8, 0, 0]);
+        out.extend_from_slice(&[
+            VERSION_1,
+            t,
+            0,
+            REQUEST_ID as u8,
+            (c.len() >> 8) as u8,
+            c.len() as u8,
+            0,
+            0,
+        ]);
         out.extend_from_slice(c);
     }
     out
@@ -617,7 +686,13 @@ pub fn fnv64(data: &[u8]) -> u64 {
     h
 }
 
-fn perform(rd: &mut Rd, sh: &Shared, rec: &mut Record, a: Action, closed: &mut bool) -> Result<(), String> {
+fn perform(
+    rd: &mut Rd,
+    sh: &Shared,
+    rec: &mut Record,
+    a: Action,
+    closed: &mut bool,
+) -> Result<(), String> {
     match a {
         Action::Send(b) => write_all(rd, &b)?,
         Action::Stdout(b) => write_all(rd, &stdout(&b))?,
@@ -639,7 +714,10 @@ fn perform(rd: &mut Rd, sh: &Shared, rec: &mut Record, a: Action, closed: &mut b
                 off += len;
             }
         }
-        Action::StdoutPadded(b, pad) => write_all(rd, &raw_record(VERSION_1, rtype::STDOUT, REQUEST_ID, &b, pad))?,
+        Action::StdoutPadded(b, pad) => write_all(
+            rd,
+            &raw_record(VERSION_1, rtype::STDOUT, REQUEST_ID, &b, pad),
+        )?,
         Action::StdoutEnd => {
             let (h, _) = stream_header(rtype::STDOUT, REQUEST_ID, 0);
             write_all(rd, &h)?
@@ -650,10 +728,16 @@ fn perform(rd: &mut Rd, sh: &Shared, rec: &mut Record, a: Action, closed: &mut b
             write_all(rd, &out)?
         }
         Action::Sleep(ms) => thread::sleep(Duration::from_millis(ms)),
-        Action::End { app_status, protocol_status } => write_all(rd, &end_request(app_status, protocol_status))?,
+        Action::End {
+            app_status,
+            protocol_status,
+        } => write_all(rd, &end_request(app_status, protocol_status))?,
         Action::EndRaw(b) => {
             let pad = (b.len().wrapping_neg() & 7) as u8;
-            write_all(rd, &raw_record(VERSION_1, rtype::END_REQUEST, REQUEST_ID, &b, pad))?
+            write_all(
+                rd,
+                &raw_record(VERSION_1, rtype::END_REQUEST, REQUEST_ID, &b, pad),
+            )?
         }
         Action::WaitStdin => loop {
             match rd.next(sh, Duration::from_secs(20))? {
@@ -667,7 +751,11 @@ fn perform(rd: &mut Rd, sh: &Shared, rec: &mut Record, a: Action, closed: &mut b
             }
         },
         Action::StdinSummary => {
-            let s = format!("STDIN_LEN={}\nSTDIN_FNV={:016x}\n", rec.stdin.len(), fnv64(&rec.stdin));
+            let s = format!(
+                "STDIN_LEN={}\nSTDIN_FNV={:016x}\n",
+                rec.stdin.len(),
+                fnv64(&rec.stdin)
+            );
             write_all(rd, &stdout(s.as_bytes()))?
         }
         Action::Close => {
@@ -712,15 +800,28 @@ impl StuckUnixListener {
                 sa.sun_path[i] = *b as libc::c_char;
             }
             use std::os::fd::AsRawFd;
-            let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
-            if libc::bind(fd.as_raw_fd(), &sa as *const libc::sockaddr_un as *const libc::sockaddr, len) != 0 {
-                return Err(format!("bind {}: {}", path.display(), io::Error::last_os_error()));
+            let len =
+                (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+            if libc::bind(
+                fd.as_raw_fd(),
+                &sa as *const libc::sockaddr_un as *const libc::sockaddr,
+                len,
+            ) != 0
+            {
+                return Err(format!(
+                    "bind {}: {}",
+                    path.display(),
+                    io::Error::last_os_error()
+                ));
             }
             if libc::listen(fd.as_raw_fd(), backlog) != 0 {
                 return Err(format!("listen: {}", io::Error::last_os_error()));
             }
             super::util::chmod(path, 0o666)?;
-            Ok(StuckUnixListener { fd, path: path.to_path_buf() })
+            Ok(StuckUnixListener {
+                fd,
+                path: path.to_path_buf(),
+            })
         }
     }
 
@@ -734,7 +835,11 @@ impl StuckUnixListener {
         for _ in 0..64 {
             // SAFETY: as above.
             unsafe {
-                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0);
+                let fd = libc::socket(
+                    libc::AF_UNIX,
+                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                    0,
+                );
                 if fd < 0 {
                     return Err(format!("socket: {}", io::Error::last_os_error()));
                 }
@@ -744,19 +849,31 @@ impl StuckUnixListener {
                 for (i, b) in bytes.iter().enumerate() {
                     sa.sun_path[i] = *b as libc::c_char;
                 }
-                let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
-                let rv = libc::connect(fd.as_raw_fd(), &sa as *const libc::sockaddr_un as *const libc::sockaddr, len);
+                let len =
+                    (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+                let rv = libc::connect(
+                    fd.as_raw_fd(),
+                    &sa as *const libc::sockaddr_un as *const libc::sockaddr,
+                    len,
+                );
                 if rv != 0 {
                     let e = io::Error::last_os_error();
                     if e.raw_os_error() == Some(libc::EAGAIN) {
                         return Ok(held);
                     }
-                    return Err(format!("filling the backlog of {}: connect: {e}", self.path.display()));
+                    return Err(format!(
+                        "filling the backlog of {}: connect: {e}",
+                        self.path.display()
+                    ));
                 }
                 held.push(fd);
             }
         }
-        Err(format!("backlog of {} never filled after {} connects", self.path.display(), held.len()))
+        Err(format!(
+            "backlog of {} never filled after {} connects",
+            self.path.display(),
+            held.len()
+        ))
     }
 
     pub fn raw_fd(&self) -> i32 {

@@ -240,6 +240,9 @@ pub fn install_scripts(docroot: &Path, site: &str) -> Result<(), String> {
     write_file(&docroot.join("stderr.php"), STDERR_PHP)?;
     write_file(&docroot.join("notfound.php"), NOTFOUND_PHP)?;
     write_file(&docroot.join("redirect.php"), REDIRECT_PHP)?;
-    write_file(&docroot.join("static.txt"), format!("static file of {site}\n"))?;
+    write_file(
+        &docroot.join("static.txt"),
+        format!("static file of {site}\n"),
+    )?;
     Ok(())
 }

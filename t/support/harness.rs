@@ -63,9 +63,12 @@ impl Env {
             .map_err(|e| format!("{}: {e}", module_so.display()))?;
         let mpm = std::env::var("MPM").unwrap_or_else(|_| "event".into());
         if !["event", "prefork", "worker"].contains(&mpm.as_str()) {
-            return Err(format!("MPM must be event, prefork or worker (got {mpm:?})"));
+            return Err(format!(
+                "MPM must be event, prefork or worker (got {mpm:?})"
+            ));
         }
-        let apache_bin = PathBuf::from(std::env::var("APACHE2").unwrap_or_else(|_| "/usr/sbin/apache2".into()));
+        let apache_bin =
+            PathBuf::from(std::env::var("APACHE2").unwrap_or_else(|_| "/usr/sbin/apache2".into()));
         if !apache_bin.is_file() {
             return Err(format!(
                 "apache2 binary not found: {} (set APACHE2)",
@@ -77,7 +80,10 @@ impl Env {
             None => fpm::find_php_fpm().ok_or("no /usr/sbin/php-fpm* found (set PHP_FPM)")?,
         };
         if !php_fpm.is_file() {
-            return Err(format!("php-fpm binary not found: {} (set PHP_FPM)", php_fpm.display()));
+            return Err(format!(
+                "php-fpm binary not found: {} (set PHP_FPM)",
+                php_fpm.display()
+            ));
         }
         let php_ini = fpm::php_ini_for(&php_fpm);
         Ok(Env {
@@ -173,7 +179,12 @@ impl Ctx {
     pub fn req(&self, id: &str, req: Request) -> Result<Response, String> {
         let v = self.vhost(id);
         let req = req.host(&v.server_name);
-        http::fetch(v.port, req).map_err(|e| format!("request to {} (vhost {id}, port {}): {e}", v.server_name, v.port))
+        http::fetch(v.port, req).map_err(|e| {
+            format!(
+                "request to {} (vhost {id}, port {}): {e}",
+                v.server_name, v.port
+            )
+        })
     }
 
     pub fn get(&self, id: &str, target: &str) -> Result<Response, String> {
@@ -201,7 +212,10 @@ impl Ctx {
 
     /// Write a throw-away config and run `apache2 -t` on it.
     pub fn config_test(&self, name: &str, text: &str) -> Result<super::apache::ConfigTest, String> {
-        let path = self.tmp.join("conf/configtest").join(format!("{name}.conf"));
+        let path = self
+            .tmp
+            .join("conf/configtest")
+            .join(format!("{name}.conf"));
         super::apache::config_test(&self.env.apache_bin, &path, text)
     }
 }
@@ -243,7 +257,11 @@ fn run_one(t: &Test, ctx: &Ctx) -> Result<(), String> {
         Ok(r) => r,
         Err(_) => Err(format!(
             "panicked: {}",
-            PANIC_MSG.lock().unwrap().take().unwrap_or_else(|| "(unknown)".into())
+            PANIC_MSG
+                .lock()
+                .unwrap()
+                .take()
+                .unwrap_or_else(|| "(unknown)".into())
         )),
     }
 }
@@ -268,7 +286,10 @@ fn print_diagnostics(tmp: &Path, apache: &ApacheConf, fpm: &FpmConf) {
 /// Entry point used by `t/integration.rs`.
 pub fn main(suites: &[Suite]) -> ! {
     let started = Instant::now();
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let selected: Vec<&Test> = suites
         .iter()
         .flat_map(|s| s.tests.iter())
@@ -278,7 +299,11 @@ pub fn main(suites: &[Suite]) -> ! {
     panic::set_hook(Box::new(|info| {
         let msg = match info.payload().downcast_ref::<&str>() {
             Some(s) => s.to_string(),
-            None => info.payload().downcast_ref::<String>().cloned().unwrap_or_default(),
+            None => info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default(),
         };
         let loc = info
             .location()

@@ -113,13 +113,19 @@ impl Request {
         self.method.eq_ignore_ascii_case("HEAD")
     }
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut s = format!("{} {} HTTP/1.1\r\nHost: {}\r\n", self.method, self.target, self.host);
+        let mut s = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\n",
+            self.method, self.target, self.host
+        );
         let has = |n: &str| self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
         for (k, v) in &self.headers {
             s.push_str(&format!("{k}: {v}\r\n"));
         }
         let m = self.method.to_ascii_uppercase();
-        if !has("content-length") && !has("transfer-encoding") && (!self.body.is_empty() || m == "POST" || m == "PUT") {
+        if !has("content-length")
+            && !has("transfer-encoding")
+            && (!self.body.is_empty() || m == "POST" || m == "PUT")
+        {
             s.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
         }
         if self.close && !has("connection") {
@@ -275,7 +281,9 @@ impl Conn {
     }
 
     pub fn send_raw(&mut self, data: &[u8]) -> Result<(), HttpError> {
-        self.stream.write_all(data).map_err(|e| io_err(e, "write request"))?;
+        self.stream
+            .write_all(data)
+            .map_err(|e| io_err(e, "write request"))?;
         self.stream.flush().map_err(|e| io_err(e, "flush request"))
     }
 
@@ -368,7 +376,9 @@ impl Conn {
                         if record {
                             let at = self.last_read_at.duration_since(t0);
                             match arrivals.last_mut() {
-                                Some(a) if a.at == at && a.offset + a.len as u64 == got => a.len += n,
+                                Some(a) if a.at == at && a.offset + a.len as u64 == got => {
+                                    a.len += n
+                                }
                                 _ => arrivals.push(Arrival {
                                     at,
                                     offset: got,
@@ -400,8 +410,9 @@ impl Conn {
                         let s = String::from_utf8_lossy(&line);
                         let s = s.trim_end_matches(['\r', '\n']);
                         let size_s = s.split(';').next().unwrap_or("").trim();
-                        let size = u64::from_str_radix(size_s, 16)
-                            .map_err(|_| HttpError::Malformed(format!("bad chunk size line {s:?}")))?;
+                        let size = u64::from_str_radix(size_s, 16).map_err(|_| {
+                            HttpError::Malformed(format!("bad chunk size line {s:?}"))
+                        })?;
                         if size == 0 {
                             resp.chunked_terminated = true;
                             // trailers until the empty line
@@ -413,7 +424,8 @@ impl Conn {
                                 }
                                 let ts = String::from_utf8_lossy(&t);
                                 if let Some((k, v)) = ts.trim_end().split_once(':') {
-                                    resp.headers.push((k.trim().to_string(), v.trim().to_string()));
+                                    resp.headers
+                                        .push((k.trim().to_string(), v.trim().to_string()));
                                 }
                             }
                             resp.complete = ok;
@@ -425,7 +437,9 @@ impl Conn {
                         match self.read_line()? {
                             Some(l) if l == b"\r\n" || l == b"\n" => {}
                             Some(l) => {
-                                return Err(HttpError::Malformed(format!("chunk not followed by CRLF: {l:?}")));
+                                return Err(HttpError::Malformed(format!(
+                                    "chunk not followed by CRLF: {l:?}"
+                                )));
                             }
                             None => break,
                         }
@@ -577,7 +591,10 @@ impl Conn {
         let r = match self.stream.peek(&mut b) {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
         };
         let _ = self.stream.set_read_timeout(Some(DEFAULT_TIMEOUT));
         r
@@ -625,7 +642,11 @@ pub fn is_idle_close_race(conn: &Conn, err: &HttpError) -> bool {
 
 /// Round trip on `*conn`, reconnecting once if the keep-alive connection was closed by the server
 /// before any response byte (see [`is_idle_close_race`]). Returns whether it retried.
-pub fn roundtrip_ka(conn: &mut Conn, port: u16, req: &Request) -> Result<(Response, bool), HttpError> {
+pub fn roundtrip_ka(
+    conn: &mut Conn,
+    port: u16,
+    req: &Request,
+) -> Result<(Response, bool), HttpError> {
     match conn.roundtrip(req) {
         Err(e) if is_idle_close_race(conn, &e) => {
             *conn = Conn::connect(port)?;

@@ -120,14 +120,22 @@ pub fn read_record(r: &mut impl Read) -> io::Result<Option<Record>> {
     while got < 8 {
         match r.read(&mut h[got..]) {
             Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF inside a record header")),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "EOF inside a record header",
+                ));
+            }
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
     if h[0] != 1 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad FastCGI version {}", h[0])));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad FastCGI version {}", h[0]),
+        ));
     }
     let clen = (h[4] as usize) << 8 | h[5] as usize;
     let mut body = vec![0u8; clen + h[6] as usize];
@@ -239,7 +247,10 @@ fn read_request(s: &mut TcpStream) -> Result<Option<FakeReq>, String> {
             .map_err(|e| format!("reading request records: {e}"))?
             .ok_or("EOF in the middle of a request")?;
         if rec.id != begin.id {
-            return Err(format!("record for request id {} inside request {}", rec.id, begin.id));
+            return Err(format!(
+                "record for request id {} inside request {}",
+                rec.id, begin.id
+            ));
         }
         match rec.rtype {
             PARAMS if !params_done => {
@@ -266,7 +277,12 @@ fn read_request(s: &mut TcpStream) -> Result<Option<FakeReq>, String> {
     }
     let params = decode_params(&params_raw)?
         .into_iter()
-        .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned()))
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
         .collect();
     Ok(Some(FakeReq {
         id: begin.id,
@@ -277,7 +293,11 @@ fn read_request(s: &mut TcpStream) -> Result<Option<FakeReq>, String> {
 }
 
 fn answer(s: &mut TcpStream, req: &FakeReq, conn_no: usize, seq: usize) -> io::Result<()> {
-    let uri = req.params.get("REQUEST_URI").map(String::as_str).unwrap_or("-");
+    let uri = req
+        .params
+        .get("REQUEST_URI")
+        .map(String::as_str)
+        .unwrap_or("-");
     let body = format!(
         "MARKER=fake-fcgi\nCONN={conn_no}\nSEQ={seq}\nKEEP={}\nSTDIN_LEN={}\nSTDIN_FNV={:016x}\nURI={uri}\n",
         req.keep as u8,
@@ -297,7 +317,8 @@ impl FakeFcgi {
     /// Binds 127.0.0.1:`port` (0: any) and serves forever in background threads (one per
     /// connection).
     pub fn start(port: u16, mode: KeepMode) -> Result<FakeFcgi, String> {
-        let l = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("fake fcgi bind 127.0.0.1:{port}: {e}"))?;
+        let l = TcpListener::bind(("127.0.0.1", port))
+            .map_err(|e| format!("fake fcgi bind 127.0.0.1:{port}: {e}"))?;
         let port = l.local_addr().map_err(|e| e.to_string())?.port();
         let stats = Arc::new(FakeStats::default());
         let st = stats.clone();
@@ -328,7 +349,10 @@ fn serve_conn(mut s: TcpStream, conn_no: usize, mode: KeepMode, st: &FakeStats) 
                 // The module may close a kept connection while we wait for the next request;
                 // only complain about garbage, not about EOF / resets between requests.
                 if !e.contains("reading BEGIN_REQUEST") {
-                    st.errors.lock().unwrap().push(format!("conn {conn_no}: {e}"));
+                    st.errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("conn {conn_no}: {e}"));
                 }
                 return;
             }
@@ -371,7 +395,8 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(port: u16, upstream: SocketAddr) -> Result<Relay, String> {
-        let l = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("relay bind 127.0.0.1:{port}: {e}"))?;
+        let l = TcpListener::bind(("127.0.0.1", port))
+            .map_err(|e| format!("relay bind 127.0.0.1:{port}: {e}"))?;
         let port = l.local_addr().map_err(|e| e.to_string())?.port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let acc = accepted.clone();
@@ -381,7 +406,8 @@ impl Relay {
                 for conn in l.incoming() {
                     let Ok(down) = conn else { continue };
                     acc.fetch_add(1, Ordering::SeqCst);
-                    let Ok(up) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) else {
+                    let Ok(up) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5))
+                    else {
                         continue; // dropping `down` closes it
                     };
                     let _ = down.set_nodelay(true);
@@ -428,15 +454,22 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 // direct FastCGI client
 
 /// One FastCGI request (id 1, no KEEP_CONN) to `addr`; returns (stdout, stderr).
-pub fn fcgi_request(addr: SocketAddr, params: &[(&str, &str)], stdin: &[u8], timeout: Duration) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+pub fn fcgi_request(
+    addr: SocketAddr,
+    params: &[(&str, &str)],
+    stdin: &[u8],
+    timeout: Duration,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
     let mut out = Vec::new();
     push_record(&mut out, BEGIN_REQUEST, 1, &[0, 1, 0, 0, 0, 0, 0, 0], 0);
     push_stream(&mut out, PARAMS, 1, &encode_params(params), true);
     push_stream(&mut out, STDIN, 1, stdin, true);
-    s.write_all(&out).map_err(|e| format!("write to {addr}: {e}"))?;
+    s.write_all(&out)
+        .map_err(|e| format!("write to {addr}: {e}"))?;
     let (mut so, mut se) = (Vec::new(), Vec::new());
     loop {
         let rec = read_record(&mut s)
@@ -579,7 +612,13 @@ mod diag {
 
     pub fn query(port: u16) -> io::Result<BackendSockets> {
         // SAFETY: plain socket(2); the fd is closed by the guard below.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -641,7 +680,10 @@ mod diag {
                 let len = u32_at(off) as usize;
                 let mtype = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
                 if len < 16 || off + len > n {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "bad netlink message"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "bad netlink message",
+                    ));
                 }
                 match mtype {
                     NLMSG_DONE => return Ok(out),

@@ -44,13 +44,26 @@ pub struct Apache {
 impl Apache {
     /// Writes the config and starts `apache2 -DFOREGROUND`; returns once every port accepts
     /// and `processes` children exist.
-    pub fn start(ctx: &Ctx, name: &str, conf: ApacheConf, mpm: &str, processes: u32, threads: u32) -> Result<Apache, String> {
+    pub fn start(
+        ctx: &Ctx,
+        name: &str,
+        conf: ApacheConf,
+        mpm: &str,
+        processes: u32,
+        threads: u32,
+    ) -> Result<Apache, String> {
         let block = mpm_block(mpm, processes, threads);
         Apache::start_with(ctx, name, conf, &block, processes)
     }
 
     /// Like [`Apache::start`] with the MPM directives given verbatim.
-    pub fn start_with(ctx: &Ctx, name: &str, conf: ApacheConf, block: &str, processes: u32) -> Result<Apache, String> {
+    pub fn start_with(
+        ctx: &Ctx,
+        name: &str,
+        conf: ApacheConf,
+        block: &str,
+        processes: u32,
+    ) -> Result<Apache, String> {
         let root = conf.server_root.clone();
         for d in ["conf", "logs", "run", "run/apache"] {
             util::mkdir_p(&root.join(d))?;
@@ -61,7 +74,8 @@ impl Apache {
         util::write_file(&conf.mime_types(), ApacheConf::mime_types_text())?;
         let mut cmd = Command::new(&ctx.env.apache_bin);
         cmd.arg("-f").arg(&conf_path).arg("-DFOREGROUND");
-        let mut server = Server::spawn(&format!("apache2-{name}"), cmd, &root.join("logs/apache2"))?;
+        let mut server =
+            Server::spawn(&format!("apache2-{name}"), cmd, &root.join("logs/apache2"))?;
         let eps: Vec<Endpoint> = conf.ports().into_iter().map(Endpoint::Tcp).collect();
         server
             .wait_ready(&eps, Duration::from_secs(20))
@@ -76,7 +90,11 @@ impl Apache {
             }
             thread::sleep(Duration::from_millis(50));
         }
-        Ok(Apache { conf, conf_path, server })
+        Ok(Apache {
+            conf,
+            conf_path,
+            server,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -100,7 +118,11 @@ impl Apache {
         let before = self.generations();
         // SAFETY: plain kill(2) on the PID of a process we started.
         if unsafe { libc::kill(self.server.pid as libc::pid_t, libc::SIGUSR1) } != 0 {
-            return Err(format!("kill -USR1 {}: {}", self.server.pid, std::io::Error::last_os_error()));
+            return Err(format!(
+                "kill -USR1 {}: {}",
+                self.server.pid,
+                std::io::Error::last_os_error()
+            ));
         }
         let t0 = Instant::now();
         while self.generations() <= before {
@@ -134,7 +156,12 @@ pub fn vhost(conf: &ApacheConf, id: &str, port: u16, docroot: &Path, body: &str)
 }
 
 /// A dedicated php-fpm master (own config, pid file and log under `dir`).
-pub fn start_fpm(ctx: &Ctx, dir: &Path, pools: &[Pool], global_extra: &str) -> Result<(Server, FpmConf), String> {
+pub fn start_fpm(
+    ctx: &Ctx,
+    dir: &Path,
+    pools: &[Pool],
+    global_extra: &str,
+) -> Result<(Server, FpmConf), String> {
     util::mkdir_p(&dir.join("logs"))?;
     let conf = FpmConf {
         conf_path: dir.join("php-fpm.conf"),
@@ -144,7 +171,11 @@ pub fn start_fpm(ctx: &Ctx, dir: &Path, pools: &[Pool], global_extra: &str) -> R
     };
     let mut text = conf.render();
     if !global_extra.is_empty() {
-        text = text.replacen("daemonize = no\n", &format!("daemonize = no\n{global_extra}\n"), 1);
+        text = text.replacen(
+            "daemonize = no\n",
+            &format!("daemonize = no\n{global_extra}\n"),
+            1,
+        );
     }
     util::write_file(&conf.conf_path, text)?;
     let server = spawn_fpm(ctx, &conf)?;
@@ -169,7 +200,9 @@ pub fn spawn_fpm(ctx: &Ctx, conf: &FpmConf) -> Result<Server, String> {
 // /proc probes
 
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Sockets among a process's fds.
@@ -178,7 +211,9 @@ pub fn socket_fds(pid: u32) -> usize {
         return 0;
     };
     rd.flatten()
-        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
         .count()
 }
 
@@ -232,13 +267,20 @@ impl Load {
     /// [`Load::finish`]. With `keepalive` a client keeps its connection (reconnecting when the
     /// server closes it, and retrying once on the idle-close race); else every request uses a
     /// fresh connection with `Connection: close`.
-    pub fn start(port: u16, threads: usize, keepalive: bool, make: MakeReq, check: CheckResp) -> Load {
+    pub fn start(
+        port: u16,
+        threads: usize,
+        keepalive: bool,
+        make: MakeReq,
+        check: CheckResp,
+    ) -> Load {
         let t0 = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let handles = (0..threads)
             .map(|t| {
-                let (stop, make, check, done) = (stop.clone(), make.clone(), check.clone(), done.clone());
+                let (stop, make, check, done) =
+                    (stop.clone(), make.clone(), check.clone(), done.clone());
                 thread::spawn(move || {
                     let mut out = Vec::new();
                     let mut conn: Option<Conn> = None;
@@ -255,7 +297,9 @@ impl Load {
                             match c {
                                 Err(e) => Err(e),
                                 Ok(mut c) => {
-                                    let r = roundtrip_ka(&mut c, port, &req).map(|(r, _)| r).map_err(|e| e.to_string());
+                                    let r = roundtrip_ka(&mut c, port, &req)
+                                        .map(|(r, _)| r)
+                                        .map_err(|e| e.to_string());
                                     if r.is_ok() {
                                         conn = Some(c);
                                     }
@@ -270,7 +314,10 @@ impl Load {
                             Err(e) => (0, Some(e)),
                             Ok(r) => {
                                 let e = if !r.complete {
-                                    Some(format!("status {} with an incomplete body ({} bytes)", r.status, r.body_len))
+                                    Some(format!(
+                                        "status {} with an incomplete body ({} bytes)",
+                                        r.status, r.body_len
+                                    ))
                                 } else if r.status != 200 {
                                     Some(format!("status {}", r.status))
                                 } else {
@@ -295,7 +342,12 @@ impl Load {
                 })
             })
             .collect();
-        Load { t0, stop, handles, done }
+        Load {
+            t0,
+            stop,
+            handles,
+            done,
+        }
     }
 
     pub fn now(&self) -> Duration {
@@ -351,7 +403,11 @@ pub fn per_pid(access_log: &Path, vhost: &str, from: u64) -> BTreeMap<u32, (usiz
     let needle = format!("{vhost} ");
     let mut m: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with(&needle)) {
-        let Some(pid) = line.rsplit("pid=").next().and_then(|p| p.trim().parse::<u32>().ok()) else {
+        let Some(pid) = line
+            .rsplit("pid=")
+            .next()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
             continue;
         };
         // ... "GET /x HTTP/1.1" 200 123 456 pid=7
@@ -422,7 +478,11 @@ impl Sampler {
             }
             (max, n)
         });
-        Sampler { stop, h: Some(h), series }
+        Sampler {
+            stop,
+            h: Some(h),
+            series,
+        }
     }
 
     pub fn finish(mut self) -> (usize, usize) {

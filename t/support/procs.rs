@@ -22,9 +22,11 @@ pub enum Endpoint {
 impl Endpoint {
     pub fn probe(&self) -> bool {
         match self {
-            Endpoint::Tcp(p) => {
-                TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], *p)), Duration::from_millis(200)).is_ok()
-            }
+            Endpoint::Tcp(p) => TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], *p)),
+                Duration::from_millis(200),
+            )
+            .is_ok(),
             Endpoint::Unix(p) => UnixStream::connect(p).is_ok(),
         }
     }
@@ -54,7 +56,10 @@ impl Server {
         let stderr = log_prefix.with_extension("stderr");
         let out = fs::File::create(&stdout).map_err(|e| format!("{}: {e}", stdout.display()))?;
         let err = fs::File::create(&stderr).map_err(|e| format!("{}: {e}", stderr.display()))?;
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
         // If the test runner dies (Ctrl-C, panic=abort...), take the server down with it.
         unsafe {
             cmd.pre_exec(|| {
@@ -62,7 +67,9 @@ impl Server {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| format!("spawn {name} ({cmd:?}): {e}"))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("spawn {name} ({cmd:?}): {e}"))?;
         let pid = child.id();
         Ok(Server {
             name: name.to_string(),
@@ -75,7 +82,9 @@ impl Server {
 
     /// Exit status if the process already ended.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Wait until every endpoint accepts connections (or the process dies / timeout).
@@ -98,7 +107,11 @@ impl Server {
                     "{} not ready after {:?}: no listener on {}; stderr:\n{}",
                     self.name,
                     timeout,
-                    pending.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
+                    pending
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     super::util::tail(&self.stderr, 40)
                 ));
             }
@@ -109,7 +122,9 @@ impl Server {
     /// SIGTERM the leader, wait up to `grace`, then SIGKILL; finally SIGKILL whatever is left in
     /// the process group (the group id equals the leader's PID).
     pub fn stop(&mut self, grace: Duration) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let pid = self.pid as libc::pid_t;
         if child.try_wait().ok().flatten().is_none() {
             unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -174,7 +189,11 @@ fn all_procs() -> Vec<(libc::pid_t, ())> {
     let mut v = Vec::new();
     if let Ok(rd) = fs::read_dir("/proc") {
         for e in rd.flatten() {
-            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<libc::pid_t>().ok()) {
+            if let Some(pid) = e
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<libc::pid_t>().ok())
+            {
                 v.push((pid, ()));
             }
         }

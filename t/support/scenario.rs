@@ -88,7 +88,11 @@ impl Logs {
         thread::sleep(Duration::from_millis(150));
         let errs = self.errors();
         ensure(errs.len() == 1, || {
-            format!("want exactly one error line (with {needles:?}), got {}:\n    {}", errs.len(), errs.join("\n    "))
+            format!(
+                "want exactly one error line (with {needles:?}), got {}:\n    {}",
+                errs.len(),
+                errs.join("\n    ")
+            )
         })?;
         Ok(line)
     }
@@ -96,14 +100,22 @@ impl Logs {
     pub fn expect_no_errors(&self) -> Result<(), String> {
         thread::sleep(Duration::from_millis(100));
         let errs = self.errors();
-        ensure(errs.is_empty(), || format!("unexpected error lines:\n    {}", errs.join("\n    ")))
+        ensure(errs.is_empty(), || {
+            format!("unexpected error lines:\n    {}", errs.join("\n    "))
+        })
     }
 
     /// At most `n` error-level lines.
     pub fn at_most_errors(&self, n: usize) -> Result<(), String> {
         thread::sleep(Duration::from_millis(150));
         let errs = self.errors();
-        ensure(errs.len() <= n, || format!("want at most {n} error lines, got {}:\n    {}", errs.len(), errs.join("\n    ")))
+        ensure(errs.len() <= n, || {
+            format!(
+                "want at most {n} error lines, got {}:\n    {}",
+                errs.len(),
+                errs.join("\n    ")
+            )
+        })
     }
 
     /// No child crashed and no panic was caught since the mark.
@@ -113,9 +125,16 @@ impl Logs {
         let bad: Vec<&str> = main
             .lines()
             .chain(vh.lines())
-            .filter(|l| l.contains("exit signal") || l.contains("FCGI070") || l.contains("panicked") || l.contains("AH00052"))
+            .filter(|l| {
+                l.contains("exit signal")
+                    || l.contains("FCGI070")
+                    || l.contains("panicked")
+                    || l.contains("AH00052")
+            })
             .collect();
-        ensure(bad.is_empty(), || format!("crash/panic lines:\n    {}", bad.join("\n    ")))
+        ensure(bad.is_empty(), || {
+            format!("crash/panic lines:\n    {}", bad.join("\n    "))
+        })
     }
 }
 
@@ -124,10 +143,16 @@ impl Logs {
 pub fn expect_aborted(r: &Response, c: &mut Conn, want_body: &[u8]) -> Result<(), String> {
     let mut errs = Vec::new();
     if r.status != 200 {
-        errs.push(format!("want the application's 200 (then an abort), got {}", r.status));
+        errs.push(format!(
+            "want the application's 200 (then an abort), got {}",
+            r.status
+        ));
     }
     if r.body != want_body {
-        errs.push(format!("body before the abort: want {:?}", String::from_utf8_lossy(want_body)));
+        errs.push(format!(
+            "body before the abort: want {:?}",
+            String::from_utf8_lossy(want_body)
+        ));
     }
     if r.complete || r.chunked_terminated {
         errs.push(format!(
@@ -138,5 +163,7 @@ pub fn expect_aborted(r: &Response, c: &mut Conn, want_body: &[u8]) -> Result<()
     if !c.is_closed_by_peer(Duration::from_secs(3)) {
         errs.push("client connection left open after the abort".into());
     }
-    ensure(errs.is_empty(), || format!("{}: {}", errs.join("; "), r.summary()))
+    ensure(errs.is_empty(), || {
+        format!("{}: {}", errs.join("; "), r.summary())
+    })
 }

@@ -17,7 +17,10 @@ pub fn mkdtemp(template: &str) -> Result<PathBuf, String> {
     let mut buf = c.into_bytes_with_nul();
     let p = unsafe { libc::mkdtemp(buf.as_mut_ptr() as *mut libc::c_char) };
     if p.is_null() {
-        return Err(format!("mkdtemp({template}): {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "mkdtemp({template}): {}",
+            std::io::Error::last_os_error()
+        ));
     }
     buf.pop();
     let path = PathBuf::from(String::from_utf8(buf).map_err(|e| e.to_string())?);
@@ -106,7 +109,11 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
         }
     }
     if ports.len() < n {
-        return Err(format!("only {} free ports found in {LO}..{}", ports.len(), LO + SPAN));
+        return Err(format!(
+            "only {} free ports found in {LO}..{}",
+            ports.len(),
+            LO + SPAN
+        ));
     }
     Ok(ports)
 }
@@ -202,7 +209,10 @@ pub fn parse_kv(body: &str) -> std::collections::BTreeMap<String, String> {
 
 /// Escape a string for a double-quoted Apache config argument.
 pub fn q(s: impl AsRef<str>) -> String {
-    format!("\"{}\"", s.as_ref().replace('\\', "\\\\").replace('"', "\\\""))
+    format!(
+        "\"{}\"",
+        s.as_ref().replace('\\', "\\\\").replace('"', "\\\"")
+    )
 }
 
 /// Resolve a user name to (uid, gid) via getpwnam(3).
