@@ -94,7 +94,7 @@ test: deps build unit lint integration check-valgrind fuzz-ci
 # notice where the clippy component is not installed.
 lint: check-cargo
 	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
-	  $(CARGO) clippy --release -- -D warnings; \
+	  $(CARGO) clippy --release --all-targets -- -D warnings; \
 	else echo "lint: cargo clippy not installed; skipped"; fi
 
 unit: check-cargo
@@ -167,7 +167,7 @@ clippy: check-cargo
 	@$(CARGO) clippy --version >/dev/null 2>&1 || { \
 	  if command -v rustup >/dev/null; then rustup component add clippy; \
 	  else echo "ERROR: cargo clippy missing and no rustup to install it" >&2; exit 1; fi; }
-	$(CARGO) clippy --release -- -D warnings
+	$(CARGO) clippy --release --all-targets -- -D warnings
 
 fuzz: check-cargo
 	@test -f fuzz/Cargo.toml || { echo "fuzz/Cargo.toml not there yet; nothing to fuzz"; exit 0; }; \

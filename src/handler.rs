@@ -111,8 +111,10 @@ enum Fail {
     Status(c_int),
     /// The client went away: nothing to send.
     ClientGone,
-    /// A pooled connection turned out to be closed before anything was received, and the
-    /// request can be replayed on a fresh connection.
+    /// The connection turned out to be closed before anything was received, and the
+    /// request can be replayed on a fresh connection: a pooled connection the application
+    /// closed while idle, or (idempotent requests only) a new connection the application
+    /// reset without reading the whole request.
     Retry,
 }
 
@@ -137,6 +139,8 @@ struct Exchange<'r, 'd> {
     received: u64,
     /// Request body was read from the client during the exchange (no replay possible).
     consumed_client: bool,
+    /// A reset before any response byte on this new connection may be replayed once.
+    retry_on_reset: bool,
     /// Bytes followed END_REQUEST (the connection cannot be reused).
     trailing: bool,
     /// This request is counted as waiting for the application (fresh connection unanswered).
@@ -342,6 +346,8 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         r.bypass_protocol_filters();
         r.close_connection();
     }
+    // Methods nginx also treats as safe to send again; see replayable_reset().
+    let idempotent = ![ffi::M_POST, ffi::M_PATCH, ffi::M_LOCK].contains(&r.method_number());
     let mut attempt = 0;
     loop {
         let conn = match rt.checkout(&def.targets, timeout, attempt == 0) {
@@ -351,13 +357,15 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
                 return finish_early(r, Fail::Status(ffi::HTTP_SERVICE_UNAVAILABLE));
             }
         };
-        let replay = conn.reused.then(|| out.clone());
+        let retry_on_reset = attempt == 0 && !conn.reused && idempotent;
+        let replay = (conn.reused || retry_on_reset).then(|| out.clone());
         let mut x = Exchange {
             def,
             rt,
             conn,
             received: 0,
             consumed_client: false,
+            retry_on_reset,
             trailing: false,
             stall_marked: false,
             out,
@@ -378,13 +386,23 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         let result = x.run(r, &server);
         x.flush_stderr(r, &server);
         if let (Err(Fail::Retry), Some(initial)) = (result, replay) {
-            rlog!(
-                r,
-                DEBUG,
-                0,
-                24,
-                "FastCGI: pooled connection to server \"{server}\" was closed by the application; retrying on a new connection"
-            );
+            if x.conn.reused {
+                rlog!(
+                    r,
+                    DEBUG,
+                    0,
+                    24,
+                    "FastCGI: pooled connection to server \"{server}\" was closed by the application; retrying on a new connection"
+                );
+            } else {
+                rlog!(
+                    r,
+                    WARNING,
+                    0,
+                    25,
+                    "FastCGI: server \"{server}\" reset a new connection without reading the whole request (application stopping?); retrying it once on another connection"
+                );
+            }
             let Exchange {
                 source: s,
                 body_in: b,
@@ -573,7 +591,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
         match self.conn.sendv(&[&self.out]) {
             Ok(n) => self.out_pos = n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if self.replayable() && is_peer_gone(&e) => return Err(Fail::Retry),
+            Err(e) if self.replayable_reset(&e) => return Err(Fail::Retry),
             Err(e) if is_peer_gone(&e) => self.stdin_broken = true,
             Err(e) => {
                 rlog!(
@@ -670,7 +688,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if self.replayable() && is_peer_gone(&e) => return Err(Fail::Retry),
+                    Err(e) if self.replayable_reset(&e) => return Err(Fail::Retry),
                     Err(e) => {
                         rlog!(
                             r,
@@ -953,8 +971,21 @@ impl<'r, 'd> Exchange<'r, 'd> {
         Ok(())
     }
 
+    /// Nothing of the response arrived and the request can be sent again as it was.
     fn replayable(&self) -> bool {
         self.conn.reused && self.received == 0 && !self.consumed_client
+    }
+
+    /// A reset (or a write to a closed peer) before any response byte. On a pooled connection
+    /// this is the idle-close race. On a new one it means the application closed the
+    /// connection with part of the request unread — typically a php-fpm worker told to stop
+    /// (reload) right after accepting it — so it cannot have served it; idempotent requests
+    /// are replayed once. A clean EOF on a new connection is never replayed: the application
+    /// may have read and acted on the request.
+    fn replayable_reset(&self, e: &io::Error) -> bool {
+        is_peer_gone(e)
+            && (self.replayable()
+                || (self.retry_on_reset && self.received == 0 && !self.consumed_client))
     }
 
     fn unmark_stall(&mut self) {

@@ -51,6 +51,10 @@ pub const SUITE: Suite = Suite {
             "hostile_app_answers_before_reading_body_pooled",
             app_answers_before_reading_body_pooled,
         ),
+        test(
+            "hostile_app_resets_new_connection_unread",
+            app_resets_new_connection_unread,
+        ),
         // hostile clients
         test("hostile_client_aborts_mid_upload", client_aborts_mid_upload),
         test(
@@ -247,6 +251,7 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     // raw backends: TCP reset mid-response; PARAMS records as framed
     for (id, opts, extra) in [
         ("err_hx_reset", "-flush", ""),
+        ("err_hx_rstnew", "", ""),
         (
             "err_hx_big",
             "",
@@ -339,11 +344,16 @@ struct RawBackend {
     name: String,
     stop: AtomicBool,
     connections: AtomicUsize,
+    /// The next this many connections are reset without reading the request (like a php-fpm
+    /// worker stopped by a reload right after accepting).
+    reset_unread: AtomicUsize,
     reqs: Mutex<Vec<RawReq>>,
 }
 
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Decode name-value pairs; Err if the data does not hold whole pairs.
-fn decode_pairs(mut d: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+fn decode_pairs(mut d: &[u8]) -> Result<Pairs, String> {
     fn len(d: &mut &[u8]) -> Result<usize, String> {
         match d.first() {
             None => Err("missing length".into()),
@@ -381,6 +391,7 @@ impl RawBackend {
             name: name.to_string(),
             stop: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
+            reset_unread: AtomicUsize::new(0),
             reqs: Mutex::new(Vec::new()),
         });
         let sh = Arc::clone(&rb);
@@ -426,6 +437,16 @@ impl RawBackend {
     fn serve(&self, mut s: TcpStream) {
         let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
         let _ = s.set_nodelay(true);
+        if self
+            .reset_unread
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            // let the request arrive, then close with it unread
+            thread::sleep(Duration::from_millis(30));
+            reset_close(s);
+            return;
+        }
         let mut req = RawReq::default();
         let mut stream = Vec::new();
         let mut params_done = false;
@@ -719,11 +740,11 @@ fn app_never_reads_100mib_upload(ctx: &Ctx) -> Result<(), String> {
             grew
         );
     }
-    match &r {
-        Ok(r) => ensure(r.status == 504, || {
+    // (the connection closed or reset instead: allowed)
+    if let Ok(r) = &r {
+        ensure(r.status == 504, || {
             format!("want 504 (or the connection closed), got {}", r.summary())
-        })?,
-        Err(_) => {} // connection closed/reset: allowed
+        })?;
     }
     ensure(
         took >= Duration::from_millis(1800) && took < Duration::from_secs(6),
@@ -794,6 +815,85 @@ fn app_reset_mid_response(ctx: &Ctx) -> Result<(), String> {
         "FastCGI: comm with server \"{}\" aborted",
         vpath(ctx, id)
     )])?;
+    after_fault(ctx, id, &logs)
+}
+
+/// An application that resets a new connection without reading the request (a php-fpm
+/// worker stopped by a reload just after accept): an idempotent request is sent again once on
+/// another connection and succeeds with one warning; a POST is not replayed (502, one error);
+/// two resets in a row give 502.
+fn app_resets_new_connection_unread(ctx: &Ctx) -> Result<(), String> {
+    let id = "err_hx_rstnew";
+    let rb = raw_backend(id);
+    let vp = vpath(ctx, id);
+    let h = host(ctx, id);
+    let warning = format!(
+        "FCGI025: FastCGI: server \"{vp}\" reset a new connection without reading the whole request"
+    );
+    for method in ["GET", "HEAD", "DELETE"] {
+        let logs = Logs::mark(ctx, id);
+        let (c0, n0) = (rb.connections.load(Ordering::SeqCst), rb.reqs().len());
+        rb.reset_unread.store(1, Ordering::SeqCst);
+        let mut req = Request::get("/app/x?ok").host(&h);
+        req.method = method.to_string();
+        let r = ctx
+            .connect(id)?
+            .roundtrip(&req)
+            .map_err(|e| format!("{method}: {e}"))?;
+        let want_body: &[u8] = if method == "HEAD" { b"" } else { OK_BODY };
+        ensure(r.status == 200 && r.body == want_body && r.complete, || {
+            format!("{method}: want 200 after one replay, got {}", r.summary())
+        })?;
+        let (c1, n1) = (rb.connections.load(Ordering::SeqCst), rb.reqs().len());
+        ensure(c1 - c0 == 2 && n1 - n0 == 1, || {
+            format!(
+                "{method}: backend saw {} connection(s) and {} request(s), want 2 and 1",
+                c1 - c0,
+                n1 - n0
+            )
+        })?;
+        logs.wait_for(&[&warning], Duration::from_secs(3))
+            .map_err(|e| format!("{method}: {e}"))?;
+        let warned = logs.text().lines().filter(|l| l.contains(&warning)).count();
+        ensure(warned == 1, || {
+            format!("{method}: want one FCGI025 warning, got {warned}")
+        })?;
+        logs.expect_no_errors()
+            .map_err(|e| format!("{method}: {e}"))?;
+    }
+    // a POST is not sent twice
+    let logs = Logs::mark(ctx, id);
+    let c0 = rb.connections.load(Ordering::SeqCst);
+    rb.reset_unread.store(1, Ordering::SeqCst);
+    let r = ctx
+        .connect(id)?
+        .roundtrip(&Request::post("/app/x?ok", b"a=1".to_vec()).host(&h))
+        .map_err(|e| format!("POST: {e}"))?;
+    ensure(r.status == 502, || {
+        format!("POST: want 502 (not replayed), got {}", r.summary())
+    })?;
+    ensure(rb.connections.load(Ordering::SeqCst) - c0 == 1, || {
+        "POST: the module opened a second connection".to_string()
+    })?;
+    logs.expect_one_error(&[&format!(
+        "FastCGI: comm with server \"{vp}\" aborted: read failed"
+    )])
+    .map_err(|e| format!("POST: {e}"))?;
+    after_fault(ctx, id, &logs)?;
+    // a second reset is not retried again
+    let logs = Logs::mark(ctx, id);
+    rb.reset_unread.store(2, Ordering::SeqCst);
+    let r = ctx
+        .connect(id)?
+        .roundtrip(&Request::get("/app/x?ok").host(&h))
+        .map_err(|e| format!("GET twice reset: {e}"))?;
+    ensure(r.status == 502, || {
+        format!("GET reset twice: want 502, got {}", r.summary())
+    })?;
+    logs.expect_one_error(&[&format!(
+        "FastCGI: comm with server \"{vp}\" aborted: read failed"
+    )])
+    .map_err(|e| format!("GET twice reset: {e}"))?;
     after_fault(ctx, id, &logs)
 }
 
@@ -1044,14 +1144,11 @@ fn te_chunked_with_content_length(ctx: &Ctx) -> Result<(), String> {
             })?;
         }
         // whatever else comes on this connection must not be a response to the smuggled request
-        match c.read_response(false) {
-            Ok(r2) => {
-                return Err(format!(
-                    "{name}: a second response on the connection: {}",
-                    r2.summary()
-                ));
-            }
-            Err(_) => {}
+        if let Ok(r2) = c.read_response(false) {
+            return Err(format!(
+                "{name}: a second response on the connection: {}",
+                r2.summary()
+            ));
         }
     }
     thread::sleep(Duration::from_millis(200));

@@ -295,6 +295,10 @@ impl<'a> Request<'a> {
         // SAFETY: live request; `p` lives in the request pool as required.
         unsafe { ffi::ap_set_content_type(self.as_ptr(), p) }
     }
+    /// httpd's method number (`M_GET`, `M_POST`, …).
+    pub fn method_number(&self) -> c_int {
+        self.raw().method_number
+    }
     /// Turns the request into a GET without a body (before an internal redirect).
     pub fn make_get_without_body(&mut self) {
         let r = self.raw_mut();
