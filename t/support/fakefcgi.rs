@@ -214,7 +214,9 @@ struct Shared {
     stop: AtomicBool,
     deadline: Instant,
     connections: AtomicUsize,
-    records: Mutex<Vec<Record>>,
+    /// One slot per request in the order they arrived, filled when its script has finished
+    /// (so a request that finishes late does not take a later request's index).
+    records: Mutex<Vec<Option<Record>>>,
     /// Protocol errors in what the web server sent, and other anomalies.
     errors: Mutex<Vec<String>>,
     conn_threads: Mutex<Vec<JoinHandle<()>>>,
@@ -304,22 +306,24 @@ impl Backend {
     }
 
     /// Requests whose script has finished.
+    /// The finished requests, in arrival order.
     pub fn records(&self) -> Vec<Record> {
-        self.shared.records.lock().unwrap().clone()
+        self.shared.records.lock().unwrap().iter().flatten().cloned().collect()
     }
 
+    /// Requests that arrived (finished or not).
     pub fn record_count(&self) -> usize {
         self.shared.records.lock().unwrap().len()
     }
 
-    /// Wait until at least `n` requests were recorded; returns the n-th (1-based).
+    /// Wait until the `n`-th request to arrive (1-based) has finished; returns it.
     pub fn wait_record(&self, n: usize, timeout: Duration) -> Result<Record, String> {
         let t0 = Instant::now();
         loop {
             {
                 let r = self.shared.records.lock().unwrap();
-                if r.len() >= n {
-                    return Ok(r[n - 1].clone());
+                if let Some(Some(rec)) = r.get(n - 1) {
+                    return Ok(rec.clone());
                 }
             }
             if t0.elapsed() > timeout {
@@ -592,6 +596,11 @@ fn serve_conn(sock: Sock, conn_no: usize, sh: Arc<Shared>) {
             params: pairs,
         };
         let started = Instant::now();
+        let slot = {
+            let mut recs = sh.records.lock().unwrap();
+            recs.push(None);
+            recs.len() - 1
+        };
         let actions = (sh.script)(&req);
         let mut rec = Record {
             req,
@@ -612,7 +621,7 @@ fn serve_conn(sock: Sock, conn_no: usize, sh: Arc<Shared>) {
                 break;
             }
         }
-        sh.records.lock().unwrap().push(rec);
+        sh.records.lock().unwrap()[slot] = Some(rec);
         if closed || !keep_conn || rd.eof {
             break;
         }
