@@ -462,6 +462,11 @@ impl Conn {
         sock::recv_into(self.fd(), buf)
     }
 
+    /// Non-blocking read into a [`ShareBuf`]; Ok(0) is end of stream.
+    pub fn recv_share(&self, buf: &mut crate::httpd::ShareBuf<'_>) -> io::Result<usize> {
+        buf.fill(|spare| sock::recv_uninit(self.fd(), spare))
+    }
+
     /// Non-blocking gathered send.
     pub fn sendv(&self, bufs: &[&[u8]]) -> io::Result<usize> {
         sock::sendv(self.fd(), bufs)

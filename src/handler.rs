@@ -14,13 +14,25 @@ use crate::fcgi::params::ParamsWriter;
 use crate::fcgi::record::{self, Decoder, Event, rtype};
 use crate::ffi;
 use crate::httpd::log::escape;
-use crate::httpd::{Brigade, Request};
+use crate::httpd::{Brigade, Request, ShareBuf};
 use crate::rlog;
 
 /// FastCGI request id (one request per connection at a time, as every FastCGI web server does).
 const REQUEST_ID: u16 = 1;
 /// Bytes read from the application per receive call.
 const READ_BUF: usize = 64 * 1024;
+/// Response data of one read at least this large is handed to httpd in the read buffer itself
+/// (buckets sharing it); smaller amounts are copied and the buffer is reused. Half the buffer:
+/// data httpd holds for a slow client then pins at most twice its size in memory.
+const SHARE_MIN: usize = READ_BUF / 2;
+
+/// Response body bytes found in one read, in order.
+enum Piece {
+    /// A range of the read buffer.
+    At(usize, usize),
+    /// Bytes from elsewhere (not produced by the decoder today; kept correct anyway).
+    Bytes(Vec<u8>),
+}
 /// Request body bytes read from the client per step.
 const BODY_STEP: usize = 64 * 1024;
 /// Largest PARAMS record content.
@@ -141,6 +153,11 @@ struct Exchange<'r, 'd> {
     consumed_client: bool,
     /// A reset before any response byte on this new connection may be replayed once.
     retry_on_reset: bool,
+    /// Address and length of the bytes of the current read (to locate body pieces in it).
+    read_span: (usize, usize),
+    /// Body pieces of the current read, appended to `bb` after it (see `flush_pieces`).
+    pieces: Vec<Piece>,
+    piece_bytes: usize,
     /// Bytes followed END_REQUEST (the connection cannot be reused).
     trailing: bool,
     /// This request is counted as waiting for the application (fresh connection unanswered).
@@ -366,6 +383,9 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             received: 0,
             consumed_client: false,
             retry_on_reset,
+            read_span: (0, 0),
+            pieces: Vec::new(),
+            piece_bytes: 0,
             trailing: false,
             stall_marked: false,
             out,
@@ -583,7 +603,10 @@ impl<'r, 'd> Exchange<'r, 'd> {
 
     /// Drives the exchange until END_REQUEST (Ok) or a failure (already logged).
     fn run(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
-        let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
+        let Some(mut rbuf) = ShareBuf::new(&self.bb, READ_BUF) else {
+            rlog!(r, ERR, 0, 21, "FastCGI: comm with server \"{server}\" aborted: no bucket allocator");
+            return Err(Fail::Status(ffi::HTTP_INTERNAL_SERVER_ERROR));
+        };
         let mut last_activity = Instant::now();
         let started = last_activity;
         // A new or pooled connection is almost always writable: send the request head at once
@@ -663,14 +686,18 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 continue;
             };
             if ready.readable || ready.broken {
-                buf.clear();
-                match self.conn.recv_into(&mut buf) {
+                match self.conn.recv_share(&mut rbuf) {
                     Ok(0) => return self.on_eof(r, server),
                     Ok(n) => {
                         last_activity = Instant::now();
                         self.received += n as u64;
                         self.unmark_stall();
-                        self.on_bytes(r, &buf[..n], server)?;
+                        let data = rbuf.filled();
+                        self.read_span = (data.as_ptr() as usize, data.len());
+                        self.pieces.clear();
+                        self.piece_bytes = 0;
+                        self.on_bytes(r, data, server)?;
+                        self.flush_pieces(&mut rbuf);
                         // When the response just ended, complete() sends the rest together with
                         // the end of stream: one write, and httpd can frame it with a
                         // Content-Length instead of chunks.
@@ -912,8 +939,45 @@ impl<'r, 'd> Exchange<'r, 'd> {
             return;
         }
         if matches!(self.mode, Mode::Body | Mode::Nph) {
-            self.bb.write(d);
+            let (base, len) = self.read_span;
+            let at = d.as_ptr() as usize;
+            if at >= base && at + d.len() <= base + len {
+                self.pieces.push(Piece::At(at - base, d.len()));
+            } else {
+                self.pieces.push(Piece::Bytes(d.to_vec()));
+            }
+            self.piece_bytes += d.len();
         }
+    }
+
+    /// Appends the body pieces of the last read to the brigade: a large amount as buckets
+    /// sharing the read buffer (no copy; the next read gets a new buffer), a small one copied.
+    fn flush_pieces(&mut self, rbuf: &mut ShareBuf<'r>) {
+        if self.pieces.is_empty() {
+            return;
+        }
+        let all_ranges = self.pieces.iter().all(|p| matches!(p, Piece::At(..)));
+        if all_ranges && self.piece_bytes >= SHARE_MIN {
+            let ranges: Vec<(usize, usize)> = self
+                .pieces
+                .iter()
+                .filter_map(|p| match p {
+                    Piece::At(o, n) => Some((*o, *n)),
+                    Piece::Bytes(_) => None,
+                })
+                .collect();
+            rbuf.hand_over(&mut self.bb, &ranges);
+        } else {
+            let data = rbuf.filled();
+            for p in &self.pieces {
+                match p {
+                    Piece::At(o, n) => self.bb.write(data.get(*o..*o + *n).unwrap_or(b"")),
+                    Piece::Bytes(b) => self.bb.write(b),
+                }
+            }
+        }
+        self.pieces.clear();
+        self.piece_bytes = 0;
     }
 
     fn on_stderr(&mut self, r: &Request<'_>, d: &[u8], server: &str) {

@@ -384,12 +384,20 @@ impl Drop for SharedCounterMap {
 /// Non-blocking receive into the spare capacity of `buf` (nothing is zeroed first, so only the
 /// pages actually received into are touched). Appends what was read; `Ok(0)` is end of stream.
 pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let spare = buf.spare_capacity_mut();
+    let n = recv_uninit(fd, buf.spare_capacity_mut())?;
+    // SAFETY: recv_uninit initialised exactly `n` bytes at the start of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Non-blocking recv into possibly uninitialised memory; on Ok(n) the first `n` bytes of
+/// `spare` are initialised.
+pub fn recv_uninit(fd: BorrowedFd<'_>, spare: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
     if spare.is_empty() {
         return Ok(0);
     }
     loop {
-        // SAFETY: the spare capacity is writable memory of `spare.len()` bytes owned by `buf`.
+        // SAFETY: `spare` is writable memory of `spare.len()` bytes borrowed mutably.
         let rv = unsafe {
             libc::recv(
                 fd.as_raw_fd(),
@@ -400,12 +408,7 @@ pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
         };
         match cvt_size(rv) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-            Ok(n) => {
-                // SAFETY: recv initialised exactly `n` bytes of the spare capacity.
-                unsafe { buf.set_len(buf.len() + n) };
-                return Ok(n);
-            }
+            other => return other,
         }
     }
 }

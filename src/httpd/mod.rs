@@ -441,7 +441,7 @@ impl<'a> Brigade<'a> {
             )
         };
     }
-    fn push(&mut self, e: *mut ffi::apr_bucket) {
+    pub(crate) fn push(&mut self, e: *mut ffi::apr_bucket) {
         if !e.is_null() {
             // SAFETY: `e` is a fresh bucket from this brigade's allocator.
             unsafe { ffi::fcgi_shim_brigade_insert_tail(self.as_ptr(), e) }
@@ -512,6 +512,116 @@ impl<'a> Brigade<'a> {
             }
         }
         Ok(eos)
+    }
+}
+
+/// A read buffer taken from the connection's bucket allocator. After a read, ranges of it can
+/// be appended to a brigade as buckets that share the block instead of copying it
+/// ([`ShareBuf::hand_over`]); the block is then released by APR with the last of those
+/// buckets, and the next read gets a fresh block.
+pub struct ShareBuf<'a> {
+    block: NonNull<u8>,
+    cap: usize,
+    len: usize,
+    alloc: *mut ffi::apr_bucket_alloc_t,
+    _l: PhantomData<&'a ()>,
+}
+
+impl<'a> ShareBuf<'a> {
+    /// A block of `cap` bytes from `bb`'s allocator (None if the allocator is missing).
+    pub fn new(bb: &Brigade<'a>, cap: usize) -> Option<Self> {
+        if bb.alloc.is_null() {
+            return None;
+        }
+        Some(ShareBuf {
+            block: Self::alloc_block(bb.alloc, cap),
+            cap,
+            len: 0,
+            alloc: bb.alloc,
+            _l: PhantomData,
+        })
+    }
+
+    fn alloc_block(alloc: *mut ffi::apr_bucket_alloc_t, cap: usize) -> NonNull<u8> {
+        // SAFETY: live bucket allocator (the connection's); apr_bucket_alloc aborts through the
+        // pool's abort function rather than return NULL, the expect is a second line.
+        let p = unsafe { ffi::apr_bucket_alloc(cap as ffi::apr_size_t, alloc) };
+        NonNull::new(p.cast()).expect("apr_bucket_alloc")
+    }
+
+    /// Replaces the contents with what `read` puts into the (uninitialised) block; `read`
+    /// returns how many leading bytes it initialised.
+    pub fn fill(
+        &mut self,
+        read: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        self.len = 0;
+        // SAFETY: the block is `cap` bytes owned by this ShareBuf alone (a handed-over block
+        // was replaced by a fresh one), viewed as possibly uninitialised bytes.
+        let spare = unsafe {
+            std::slice::from_raw_parts_mut(self.block.as_ptr().cast::<std::mem::MaybeUninit<u8>>(), self.cap)
+        };
+        let n = read(spare)?;
+        self.len = n.min(self.cap);
+        Ok(self.len)
+    }
+
+    /// The bytes of the last read.
+    pub fn filled(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes were initialised by the last fill().
+        unsafe { std::slice::from_raw_parts(self.block.as_ptr(), self.len) }
+    }
+
+    /// Offset of `part` in the last read, if it lies inside it.
+    pub fn offset_of(&self, part: &[u8]) -> Option<usize> {
+        let base = self.block.as_ptr() as usize;
+        let start = part.as_ptr() as usize;
+        (start >= base && start + part.len() <= base + self.len).then(|| start - base)
+    }
+
+    /// Appends the ranges `(offset, len)` of the last read to `bb` as buckets sharing this
+    /// block, and takes a fresh block for the next read.
+    pub fn hand_over(&mut self, bb: &mut Brigade<'a>, ranges: &[(usize, usize)]) {
+        let ranges: Vec<(usize, usize)> = ranges
+            .iter()
+            .copied()
+            .filter(|&(off, n)| n > 0 && off.checked_add(n).is_some_and(|end| end <= self.len))
+            .collect();
+        if ranges.is_empty() {
+            return;
+        }
+        let old = std::mem::replace(&mut self.block, Self::alloc_block(self.alloc, self.cap));
+        let len = std::mem::replace(&mut self.len, 0);
+        // SAFETY: `old` came from apr_bucket_alloc on this allocator and nothing else refers to
+        // it: the heap bucket takes ownership (released with apr_bucket_free when its last
+        // shared copy is destroyed). Every copy is narrowed to a range checked above to lie
+        // within the `len` initialised bytes. The block is never written again by us (a new
+        // one replaced it); apr_brigade_write may append into the space after the last range
+        // of the last bucket, which no other bucket refers to.
+        unsafe {
+            let owner = ffi::fcgi_shim_heap_own(old.as_ptr().cast(), len as ffi::apr_size_t, self.alloc);
+            if owner.is_null() {
+                ffi::apr_bucket_free(old.as_ptr().cast());
+                return;
+            }
+            for (off, n) in ranges {
+                let c = ffi::fcgi_shim_bucket_share(owner, off as ffi::apr_size_t, n as ffi::apr_size_t);
+                if c.is_null() {
+                    // (cannot happen for heap buckets) fall back to a copy of the range
+                    bb.write(std::slice::from_raw_parts(old.as_ptr().add(off), n));
+                } else {
+                    bb.push(c);
+                }
+            }
+            ffi::fcgi_shim_bucket_destroy(owner);
+        }
+    }
+}
+
+impl Drop for ShareBuf<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the current block is always ours alone (handed-over blocks were replaced).
+        unsafe { ffi::apr_bucket_free(self.block.as_ptr().cast()) }
     }
 }
 
