@@ -7,15 +7,17 @@
 //!   The module comes from `MFCGI_PANIC_SO` (the Makefile's `integration` step builds it);
 //!   without it the test builds it itself:
 //!   `CARGO_TARGET_DIR=<repo>/target/test-panic cargo build --release --features test-panic`.
-//! * `faults_under_load` – 24 clients against a PHP script with deterministic output (the
+//! * `faults_under_load` – 32 clients against a PHP script with deterministic output (the
 //!   query string, its CRC-32 and a 16 KiB body made of it) through `-socket … -max-conns 8`,
-//!   while in sequence: php-fpm is stopped and started again (2×), its workers are SIGKILLed
-//!   (2×), its unix socket is removed and php-fpm restarted, Apache is graceful-restarted (3×).
+//!   about 30 s, while in sequence: php-fpm is stopped and started again (5×), its workers are
+//!   SIGKILLed (2×), its unix socket is removed and php-fpm restarted, Apache is
+//!   graceful-restarted (5×). `MFCGI_FAULT_ROUNDS` (default 5) sets both counts.
 //!   Every response must be complete and exactly what the script produces for THAT request,
 //!   or a complete 502/503/504, or visibly cut short (a chunked body without its last chunk
 //!   or fewer bytes than Content-Length: the client can tell). Never a wrong or truncated body
 //!   presented as complete, never another status; no `exit signal`; 1 s after the last fault
-//!   every request succeeds; the Apache parent has no more fds than before.
+//!   every request succeeds; the Apache parent has no more fds than before, and neither the
+//!   parent's memory nor the memory per child of the last generation grew by more than 2 MiB.
 //!
 //! Every test prints one `faults:` line with its measurements.
 
@@ -413,7 +415,8 @@ fn load_run(
     mpm: &str,
     procs_n: usize,
 ) -> Result<(), String> {
-    let clients = 24;
+    let clients = 32;
+    let rounds = std::env::var("MFCGI_FAULT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5usize);
     let host = "load.test".to_string();
     let mlog = apache.conf.error_log();
     let vlog = apache.conf.log_dir.join("load.error.log");
@@ -426,18 +429,21 @@ fn load_run(
     }
     let parent = apache.pid();
     let parent_fd0 = inst::fd_count(parent);
+    let parent_rss0 = procs::rss_kib(parent).unwrap_or(0);
 
     let h = host.clone();
     let make: MakeReq =
         Arc::new(move |t, n| Request::get(&format!("/det.php?t={t}&n={n}&x=faults")).host(&h));
     let check: CheckResp = Arc::new(check_det);
-    // prefork: one process per connection, so no keep-alive (24 clients, 16 processes)
+    // prefork: one process per connection, so no keep-alive (32 clients, 16 processes)
     let load = Load::start(port, clients, mpm != "prefork", make, check);
     let mut events: Vec<(String, Duration)> = Vec::new();
     let mut last_gen: Vec<u32> = Vec::new();
     let mut err: Option<String> = None;
     let pause = |ms: u64| thread::sleep(Duration::from_millis(ms));
     pause(1000);
+    // memory per child of the first generation, after a second of load
+    let child_rss0 = child_rss_avg(apache);
 
     let restart_fpm = |fpm: &mut Option<Server>,
                        what: &str,
@@ -453,7 +459,7 @@ fn load_run(
         Ok(())
     };
     let mut run_faults = || -> Result<(), String> {
-        for i in 1..=2 {
+        for i in 1..=rounds {
             restart_fpm(fpm, &format!("fpm restart {i}"), &mut events)?;
             pause(1500);
         }
@@ -475,9 +481,9 @@ fn load_run(
         pause(1000);
         restart_fpm(fpm, "fpm restart after socket removal", &mut events)?;
         pause(1500);
-        for i in 1..=3 {
+        for i in 1..=rounds {
             if i > 1 {
-                pause(1000);
+                pause(1500);
             }
             last_gen = apache.children();
             apache.graceful(Duration::from_secs(15))?;
@@ -506,6 +512,8 @@ fn load_run(
     }
     let t_end = load.now();
     pause(3000);
+    // the last generation has served 3 s of load
+    let child_rss1 = child_rss_avg(apache);
     let outcomes = load.finish();
     let secs = outcomes.last().map(|o| o.end.as_secs_f64()).unwrap_or(0.0);
     if let Some(e) = err {
@@ -546,6 +554,7 @@ fn load_run(
         .collect();
     thread::sleep(Duration::from_millis(300));
     let parent_fd1 = inst::fd_count(parent);
+    let parent_rss1 = procs::rss_kib(parent).unwrap_or(0);
     let t = tally(&outcomes);
     let mut crashes = lines_with(&mlog, 0, "exit signal");
     crashes.extend(lines_with(&vlog, 0, "exit signal"));
@@ -564,7 +573,7 @@ fn load_run(
         "    faults: {mpm} ({procs_n} processes), {clients} clients, {:.1}s, {} requests ({:.0}/s): {} ok, gateway errors {:?}, {} aborted (visibly cut short), \
          {} transport errors, {} BAD; first new-generation process {:.0} ms after the last fault, first success {} after that ({} after the fault), \
          {after} requests from 1 s after it ({} failed); requests Apache took >= 1 s to serve (%D, whole run): {} {:?}; \
-         parent fds {parent_fd0} -> {parent_fd1}; log ids {ids:?}; 'exit signal' lines {}; events [{}]",
+         parent fds {parent_fd0} -> {parent_fd1}, parent RSS {parent_rss0} -> {parent_rss1} KiB, RSS per child {child_rss0} -> {child_rss1} KiB; log ids {ids:?}; 'exit signal' lines {}; events [{}]",
         secs,
         outcomes.len(),
         outcomes.len() as f64 / secs.max(0.001),
@@ -620,5 +629,17 @@ fn load_run(
     ensure(t.ok > 0, || "no request succeeded".to_string())?;
     ensure(parent_fd1 <= parent_fd0, || {
         format!("Apache parent fds grew from {parent_fd0} to {parent_fd1}")
+    })?;
+    ensure(parent_rss1 <= parent_rss0 + 2048, || {
+        format!("Apache parent RSS grew from {parent_rss0} to {parent_rss1} KiB over {rounds} graceful restarts")
+    })?;
+    ensure(child_rss1 <= child_rss0 + 2048, || {
+        format!("RSS per Apache child grew from {child_rss0} KiB (first generation) to {child_rss1} KiB (last)")
     })
+}
+
+/// Average VmRSS (KiB) of Apache's current children.
+fn child_rss_avg(apache: &Apache) -> u64 {
+    let rss: Vec<u64> = apache.children().iter().filter_map(|&c| procs::rss_kib(c)).collect();
+    if rss.is_empty() { 0 } else { rss.iter().sum::<u64>() / rss.len() as u64 }
 }
