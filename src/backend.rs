@@ -21,6 +21,8 @@ use crate::ffi::sock::{self, Ready, SharedCounters};
 
 /// A fresh connection whose request has had no answer for this long counts as waiting.
 pub const STALL_AFTER: Duration = Duration::from_millis(20);
+/// How often a request among the first `-max-conns` in the queue looks for a free slot.
+const NEXT_IN_LINE_POLL: Duration = Duration::from_micros(100);
 /// How often each child's reaper looks at its idle connections.
 pub const REAP_EVERY: Duration = Duration::from_millis(20);
 
@@ -45,6 +47,13 @@ pub struct Runtime {
 
 const NO_OWNER: usize = usize::MAX;
 
+/// A request's place in the shared queue for `-max-conns` slots.
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    index: usize,
+    since: u64,
+}
+
 impl Runtime {
     pub fn new(def: &ServerDef) -> Arc<Self> {
         Arc::new(Runtime {
@@ -53,11 +62,7 @@ impl Runtime {
             pool_idle: Duration::from_secs(u64::from(def.pool_idle_timeout)),
             idle: Mutex::new(Vec::new()),
             shared: AtomicPtr::new(std::ptr::null_mut()),
-            local: SharedCounters {
-                open: AtomicU32::new(0),
-                waiting: AtomicU32::new(0),
-                owners: std::array::from_fn(|_| Default::default()),
-            },
+            local: SharedCounters::default(),
             local_waiting: AtomicU32::new(0),
             owner: AtomicUsize::new(NO_OWNER),
             stopping: AtomicBool::new(false),
@@ -115,11 +120,16 @@ impl Runtime {
             // may not (a replay) must make this process give its idle connections up instead.
             let local_taker = pooled && self.keep_conn;
             let mut waiting = false;
+            // Our place in the instance-wide queue (None: not queued, or the queue was full).
+            let mut ticket: Option<Ticket> = None;
             let started = Instant::now();
             let mut backoff = Duration::from_micros(100);
             loop {
                 let cur = cnt.open.load(Ordering::Acquire);
-                if cur < self.max_conns {
+                // Slots go to the requests that have waited longest: take one only if fewer
+                // queued requests are ahead of us than there are free slots.
+                let ahead = if waiting && ticket.is_none() { 0 } else { self.queued_ahead(ticket) };
+                if cur < self.max_conns && ahead < (self.max_conns - cur) as usize {
                     if cnt
                         .open
                         .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
@@ -131,17 +141,20 @@ impl Runtime {
                 }
                 if !waiting {
                     waiting = true;
-                    cnt.waiting.fetch_add(1, Ordering::AcqRel);
+                    self.add_waiting(1);
                     if local_taker {
                         self.local_waiting.fetch_add(1, Ordering::AcqRel);
                     }
+                    ticket = self.enqueue();
+                    continue;
                 }
                 if let Some(c) = self.take_idle() {
-                    if local_taker {
-                        self.end_wait(waiting, local_taker);
+                    if local_taker && ahead == 0 {
+                        self.end_wait(waiting, local_taker, ticket);
                         return Ok(c);
                     }
-                    // Free our own idle connection's slot for this request.
+                    // Free our own idle connection's slot for this request (or for the
+                    // requests that have waited longer).
                     drop(c);
                     continue;
                 }
@@ -150,18 +163,20 @@ impl Runtime {
                 }
                 let now = Instant::now();
                 if now >= deadline {
-                    self.end_wait(waiting, local_taker);
+                    self.end_wait(waiting, local_taker, ticket);
                     return Err(ConnectError {
                         error: io::Error::from_raw_os_error(libc::EAGAIN),
                         timed_out: true,
                         target: format!("all {} connections (-max-conns) busy", self.max_conns),
                     });
                 }
-                std::thread::sleep(backoff.min(deadline - now));
-                // Short, capped backoff: waiters poll at similar rates, so newcomers gain little.
+                // The requests next in line look again soon (a freed slot is theirs and should
+                // not stay unused); the others back off to 1 ms.
+                let pause = if ahead < self.max_conns as usize { NEXT_IN_LINE_POLL } else { backoff };
+                std::thread::sleep(pause.min(deadline - now));
                 backoff = (backoff * 2).min(Duration::from_millis(1));
             }
-            self.end_wait(waiting, local_taker);
+            self.end_wait(waiting, local_taker, ticket);
         } else {
             cnt.open.fetch_add(1, Ordering::AcqRel);
         }
@@ -179,18 +194,74 @@ impl Runtime {
         }
     }
 
-    fn end_wait(&self, waiting: bool, local_taker: bool) {
+    fn end_wait(&self, waiting: bool, local_taker: bool, ticket: Option<Ticket>) {
+        if let Some(t) = ticket {
+            self.dequeue(t);
+        }
         if waiting {
-            self.counters().waiting.fetch_sub(1, Ordering::AcqRel);
+            self.add_waiting(u32::MAX);
             if local_taker {
                 self.local_waiting.fetch_sub(1, Ordering::AcqRel);
             }
         }
     }
 
-    /// Adds `n` (may wrap for -1) to this process's share in the owner table, claiming an entry
-    /// on first use.
-    fn owner_add(&self, n: u32) {
+    /// Adds `n` (u32::MAX for -1) to the instance-wide waiting count and this process's share.
+    fn add_waiting(&self, n: u32) {
+        let cnt = self.counters();
+        cnt.waiting.fetch_add(n, Ordering::AcqRel);
+        if let Some(o) = self.owner_entry() {
+            o.waiting.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Registers this request in the queue for a slot.
+    fn enqueue(&self) -> Option<Ticket> {
+        let cnt = self.counters();
+        let me = std::process::id();
+        let index = cnt.queue.iter().position(|w| {
+            w.pid.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        })?;
+        let since = sock::monotonic_ns().max(1);
+        cnt.queue[index].since.store(since, Ordering::Release);
+        cnt.queued.fetch_add(1, Ordering::AcqRel);
+        Some(Ticket { index, since })
+    }
+
+    fn dequeue(&self, t: Ticket) {
+        let cnt = self.counters();
+        if let Some(w) = cnt.queue.get(t.index) {
+            w.since.store(0, Ordering::Release);
+            w.pid.store(0, Ordering::Release);
+            cnt.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Queued requests that have waited longer than `ticket` (all queued ones for None).
+    fn queued_ahead(&self, ticket: Option<Ticket>) -> usize {
+        let cnt = self.counters();
+        if cnt.queued.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        cnt.queue
+            .iter()
+            .enumerate()
+            .filter(|(i, w)| {
+                if w.pid.load(Ordering::Acquire) == 0 {
+                    return false;
+                }
+                let Some(t) = ticket else { return true };
+                if *i == t.index {
+                    return false;
+                }
+                // an entry still being claimed (since 0) counts as ahead: harmless, brief
+                (w.since.load(Ordering::Acquire), *i) < (t.since, t.index)
+            })
+            .count()
+    }
+
+    /// This process's entry in the owner table, claimed on first use (None: table full).
+    fn owner_entry(&self) -> Option<&sock::Owner> {
         let cnt = self.counters();
         let mut i = self.owner.load(Ordering::Acquire);
         if i == NO_OWNER {
@@ -206,7 +277,12 @@ impl Runtime {
                 .unwrap_or(NO_OWNER - 1);
             self.owner.store(i, Ordering::Release);
         }
-        if let Some(o) = cnt.owners.get(i) {
+        cnt.owners.get(i)
+    }
+
+    /// Adds `n` (may wrap for -1) to this process's share in the owner table.
+    fn owner_add(&self, n: u32) {
+        if let Some(o) = self.owner_entry() {
             o.open.fetch_add(n, Ordering::AcqRel);
         }
     }
@@ -236,6 +312,23 @@ impl Runtime {
                 if n > 0 {
                     cnt.open.fetch_sub(n, Ordering::AcqRel);
                 }
+                let w = o.waiting.swap(0, Ordering::AcqRel);
+                if w > 0 {
+                    cnt.waiting.fetch_sub(w, Ordering::AcqRel);
+                }
+            }
+        }
+        for w in &cnt.queue {
+            let pid = w.pid.load(Ordering::Acquire);
+            if pid == 0 || pid == me || sock::process_alive(pid) {
+                continue;
+            }
+            if w.pid
+                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                w.since.store(0, Ordering::Release);
+                cnt.queued.fetch_sub(1, Ordering::AcqRel);
             }
         }
     }
@@ -247,6 +340,10 @@ impl Runtime {
             let n = o.open.swap(0, Ordering::AcqRel);
             if n > 0 {
                 self.counters().open.fetch_sub(n, Ordering::AcqRel);
+            }
+            let w = o.waiting.swap(0, Ordering::AcqRel);
+            if w > 0 {
+                self.counters().waiting.fetch_sub(w, Ordering::AcqRel);
             }
             o.pid.store(0, Ordering::Release);
         }
@@ -304,12 +401,7 @@ impl Runtime {
 
     /// Marks or unmarks a request waiting on a fresh connection (see STALL_AFTER).
     pub fn set_waiting(&self, on: bool) {
-        let c = self.counters();
-        if on {
-            c.waiting.fetch_add(1, Ordering::AcqRel);
-        } else {
-            c.waiting.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.add_waiting(if on { 1 } else { u32::MAX });
     }
 
     /// Instance-wide open connections (for tests and status).

@@ -287,6 +287,29 @@ pub struct Owner {
     pub pid: std::sync::atomic::AtomicU32,
     /// Connections this process has open.
     pub open: std::sync::atomic::AtomicU32,
+    /// This process's share of `SharedCounters::waiting` (given back if it dies).
+    pub waiting: std::sync::atomic::AtomicU32,
+}
+
+/// Entries in the instance-wide queue of requests waiting for a `-max-conns` slot.
+pub const MAX_WAITERS: usize = 512;
+
+/// One request waiting for a `-max-conns` slot.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Waiter {
+    /// The waiting process (0: free entry).
+    pub pid: std::sync::atomic::AtomicU32,
+    /// When it started waiting ([`monotonic_ns`]; 0 while the entry is being claimed).
+    pub since: std::sync::atomic::AtomicU64,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: comparable between the processes of one machine.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
 /// Counters shared by every child process of one Apache instance, one set per
@@ -303,6 +326,10 @@ pub struct SharedCounters {
     pub waiting: std::sync::atomic::AtomicU32,
     /// Per-process shares of `open`.
     pub owners: [Owner; MAX_OWNERS],
+    /// Registered entries in `queue`.
+    pub queued: std::sync::atomic::AtomicU32,
+    /// Requests waiting for a `-max-conns` slot: slots go to the longest-waiting first.
+    pub queue: [Waiter; MAX_WAITERS],
 }
 
 impl Default for SharedCounters {
@@ -311,6 +338,8 @@ impl Default for SharedCounters {
             open: Default::default(),
             waiting: Default::default(),
             owners: std::array::from_fn(|_| Owner::default()),
+            queued: Default::default(),
+            queue: std::array::from_fn(|_| Waiter::default()),
         }
     }
 }
