@@ -10,8 +10,9 @@
 #   make clippy       cargo clippy --release -- -D warnings
 #   make fuzz         run every cargo-fuzz target for $(FUZZ_SECONDS)s (not part of `make test`);
 #                     fuzz/corpus/<t> is read as seeds, new inputs go to fuzz/target/fuzz-corpus/<t>
-#   make check-valgrind  Apache -X + module + php-fpm under valgrind (scripts/valgrind.sh);
-#                     fails on invalid reads/writes or definite leaks in mod_fastcgi
+#   make check-valgrind  the request-path integration suites with their Apache under valgrind
+#                     memcheck (-X, prefork; MFCGI_VALGRIND=1); fails on a failed test, any
+#                     memory error or a definite leak through mod_fastcgi
 #   make fuzz-ci      every fuzz target for $(FUZZ_SECONDS)s, fails on a crash (scripts/fuzz-ci.sh)
 #   make bench        benches/run.sh, if present
 #   make clean        cargo clean, remove fuzz/target and .demo
@@ -30,6 +31,9 @@ export DEBIAN_FRONTEND := noninteractive
 CARGO        ?= cargo
 MPMS         ?= event prefork
 TEST_TIMEOUT ?= 900
+# check-valgrind: integration-test filters (suite names or test-name substrings) and time limit
+VALGRIND_TESTS   ?= foundation conformance direct hostile final harness_valgrind
+VALGRIND_TIMEOUT ?= 600
 FUZZ_SECONDS ?= 60
 DEMO_PORT    ?= 8080
 DEMO_MPM     ?= event
@@ -183,9 +187,18 @@ fuzz: check-cargo
 	  $(CARGO) fuzz run "$$t" "target/fuzz-corpus/$$t" $$seeds -- -max_total_time=$(FUZZ_SECONDS); \
 	done
 
-# Memory check under valgrind (installs valgrind if missing; root for apt-get).
+# Memory check: the request-path suites with the suite's Apache under valgrind memcheck as one
+# process (t/support/valgrind.rs); after the last test Apache is stopped and the memcheck log
+# judged (test valgrind_memcheck). Installs valgrind if missing (apt-get, root only).
 check-valgrind: build
-	MOD_FASTCGI_SO="$(CURDIR)/$(SO_BUILT)" scripts/valgrind.sh
+	@command -v valgrind >/dev/null || { \
+	  if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "ERROR: valgrind missing; install it as root: apt-get install valgrind" >&2; exit 1; fi; \
+	  echo "check-valgrind: installing valgrind"; \
+	  apt-get -o DPkg::Lock::Timeout=300 update; \
+	  apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 valgrind; }
+	MFCGI_VALGRIND=1 MPM=prefork MOD_FASTCGI_SO="$${MOD_FASTCGI_SO:-$(CURDIR)/$(SO_BUILT)}" \
+	  timeout -k 30 $(VALGRIND_TIMEOUT) $(CARGO) test --release --test integration -- $(VALGRIND_TESTS) </dev/null
 
 # CI fuzzing: fixed time per target, fails on any crash; installs cargo-fuzz if missing.
 fuzz-ci: check-cargo

@@ -9,10 +9,15 @@
 //! * `PHP_FPM`        – php-fpm binary (default: first `/usr/sbin/php-fpm*`)
 //! * `MFCGI_KEEP=1`   – keep the temp dir even when everything passed
 //! * `MFCGI_VERBOSE=1` – print per-test durations and some measurements
+//! * `MFCGI_VALGRIND=1` – run the main Apache under valgrind memcheck as one process (`-X`,
+//!   needs/implies `MPM=prefork`); after the last test Apache is stopped and its memcheck log
+//!   checked (test `valgrind_memcheck`). Used by `make check-valgrind`.
 //!
 //! One php-fpm master (several pools) and ONE Apache instance serve all suites; every suite
 //! adds its vhosts (each on its own loopback port) in its `setup`. Output: one
 //! `test <name> ... ok|FAILED: <reason>` line per test and a final `N passed, N failed`.
+//! FILTER selects the tests whose name contains it, or all tests of the suite it names
+//! (`foundation`, `conformance`, `pool`, `direct`, `faults`, `hostile`, `final`, `selftest`).
 
 #[path = "support/apache.rs"]
 mod apache;
@@ -36,6 +41,8 @@ mod procs;
 mod scenario;
 #[path = "support/util.rs"]
 mod util;
+#[path = "support/valgrind.rs"]
+mod valgrind;
 
 mod conformance;
 mod direct;

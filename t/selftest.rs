@@ -10,12 +10,112 @@ use std::time::Duration;
 use crate::check::ensure;
 use crate::harness::{Ctx, Suite, test};
 use crate::http::{Conn, Framing, HttpError, Request};
+use crate::valgrind;
 
 pub const SUITE: Suite = Suite {
     name: "selftest",
     setup: |_| Ok(()),
-    tests: &[test("harness_http_client_selftest", http_client_selftest)],
+    tests: &[
+        test("harness_http_client_selftest", http_client_selftest),
+        test("harness_valgrind_log_checker", valgrind_log_checker),
+    ],
 };
+
+/// A memcheck log in valgrind 3.19's format: three memory errors in the program itself, one
+/// definite leak through the module, one through unknown (unloaded, unsymbolised) code, one
+/// through httpd.
+const VG_BAD: &str = "\
+==1568== Memcheck, a memory error detector
+==1568== Command: /usr/sbin/apache2 -f /tmp/x/conf/httpd.conf -X
+==1568== 
+==1568== Invalid write of size 1
+==1568==    at 0x109197: main (main.c:8)
+==1568==  Address 0x4a40048 is 0 bytes after a block of size 8 alloc'd
+==1568==    at 0x48417B4: malloc (in /usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so)
+==1568==    by 0x10918A: main (main.c:7)
+==1568== 
+==1568== Conditional jump or move depends on uninitialised value(s)
+==1568==    at 0x10919E: main (main.c:9)
+==1568== 
+==1568== Invalid free() / delete / delete[] / realloc()
+==1568==    at 0x484417B: free (in /usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so)
+==1568==    by 0x1091C6: main (main.c:10)
+==1568== 
+==1568== 
+==1568== HEAP SUMMARY:
+==1568==     in use at exit: 96 bytes in 2 blocks
+==1568== 
+==1568== 32 bytes in 1 blocks are definitely lost in loss record 1 of 2
+==1568==    at 0x48417B4: malloc (in /usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so)
+==1568==    by 0x109176: alloc::alloc::alloc (alloc.rs:94)
+==1568==    by 0x109177: mod_fastcgi::handler::run (handler.rs:120)
+==1568==    by 0x1091D4: ap_run_handler (config.c:169)
+==1568== 
+==1568== 48 bytes in 1 blocks are definitely lost in loss record 2 of 3
+==1568==    at 0x48417B4: malloc (in /usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so)
+==1568==    by 0x508B49B: ???
+==1568==    by 0x16B35F: ap_run_handler (in /usr/sbin/apache2)
+==1568== 
+==1568== 64 bytes in 1 blocks are definitely lost in loss record 3 of 3
+==1568==    at 0x48417B4: malloc (in /usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so)
+==1568==    by 0x109166: ap_leak (main.c:4)
+==1568==    by 0x1091CB: main (main.c:11)
+==1568== 
+==1568== LEAK SUMMARY:
+==1568==    definitely lost: 96 bytes in 2 blocks
+==1568== ERROR SUMMARY: 5 errors from 5 contexts (suppressed: 0 from 0)
+";
+
+/// The checker must flag memory errors anywhere and definite leaks through the module only, and
+/// refuse a log that never reached the heap summary.
+fn valgrind_log_checker(_ctx: &Ctx) -> Result<(), String> {
+    let mut bad = valgrind::Report::default();
+    bad.add_log(VG_BAD);
+    ensure(
+        bad.errors.len() == 3
+            && bad.definite == 3
+            && bad.ours.len() == 1
+            && bad.unattributed.len() == 1
+            && !bad.clean(),
+        || format!("fabricated bad log misjudged: {bad:?}"),
+    )?;
+    ensure(
+        bad.ours[0].contains("mod_fastcgi::handler::run")
+            && bad.errors[1].contains("uninitialised"),
+        || format!("wrong records picked: {bad:?}"),
+    )?;
+    // Only httpd's own leaks left: clean.
+    let httpd_only: String = VG_BAD
+        .lines()
+        .filter(|l| !l.contains("Invalid") && !l.contains("uninitialised") && !l.ends_with(": ???"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace(
+            "mod_fastcgi::handler::run (handler.rs:120)",
+            "ap_process_request (http_request.c:450)",
+        );
+    let mut ok = valgrind::Report::default();
+    ok.add_log(&httpd_only);
+    ensure(
+        ok.errors.is_empty() && ok.definite == 3 && ok.ours.is_empty() && ok.clean(),
+        || format!("log with httpd-only leaks misjudged: {ok:?}"),
+    )?;
+    // Killed before the heap summary: not clean, even without errors.
+    let cut = httpd_only
+        .split("HEAP SUMMARY")
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let mut killed = valgrind::Report::default();
+    killed.add_log(&cut);
+    ensure(
+        !killed.clean() && killed.failure().contains("heap summary"),
+        || format!("log without heap summary accepted: {killed:?}"),
+    )?;
+    ensure(!valgrind::Report::default().clean(), || {
+        "no log at all accepted".to_string()
+    })
+}
 
 enum Step {
     /// Read one request head (up to the empty line).

@@ -16,6 +16,7 @@ use super::fpm::{self, FpmConf, Pool};
 use super::http::{self, Conn, Request, Response};
 use super::procs::{self, Endpoint, Server};
 use super::util;
+use super::valgrind;
 
 pub type TestFn = fn(&Ctx) -> Result<(), String>;
 
@@ -44,6 +45,10 @@ pub struct Env {
     pub apache_bin: PathBuf,
     pub php_fpm: PathBuf,
     pub php_ini: Option<PathBuf>,
+    /// `MFCGI_VALGRIND=1`: the main Apache runs under valgrind memcheck as one process
+    /// (`-X`, prefork). Tests relax assertions that are only about timing, and adapt those
+    /// that need several Apache processes.
+    pub valgrind: bool,
 }
 
 impl Env {
@@ -61,7 +66,17 @@ impl Env {
         let module_so = module_so
             .canonicalize()
             .map_err(|e| format!("{}: {e}", module_so.display()))?;
-        let mpm = std::env::var("MPM").unwrap_or_else(|_| "event".into());
+        let valgrind = std::env::var("MFCGI_VALGRIND").is_ok_and(|v| v == "1");
+        let mpm = match std::env::var("MPM") {
+            Ok(m) if valgrind && m != "prefork" => {
+                return Err(format!(
+                    "MFCGI_VALGRIND=1 runs Apache as one process (-X), which needs MPM=prefork (got MPM={m})"
+                ));
+            }
+            Ok(m) => m,
+            Err(_) if valgrind => "prefork".into(),
+            Err(_) => "event".into(),
+        };
         if !["event", "prefork", "worker"].contains(&mpm.as_str()) {
             return Err(format!(
                 "MPM must be event, prefork or worker (got {mpm:?})"
@@ -93,6 +108,7 @@ impl Env {
             apache_bin,
             php_fpm,
             php_ini,
+            valgrind,
         })
     }
 }
@@ -205,9 +221,19 @@ impl Ctx {
         self.apache.lock().unwrap().pid
     }
 
-    /// Live Apache child processes.
+    /// Live Apache child processes: the processes serving requests (under valgrind, Apache
+    /// runs as one process and serves them itself).
     pub fn apache_children(&self) -> Vec<u32> {
+        if self.env.valgrind {
+            return vec![self.apache_pid()];
+        }
         procs::children_of(self.apache_pid())
+    }
+
+    /// `normal`, or `slow` when the main Apache runs under valgrind (for waits and limits that
+    /// are about speed, not behaviour).
+    pub fn scaled(&self, normal: Duration, slow: Duration) -> Duration {
+        if self.env.valgrind { slow } else { normal }
     }
 
     /// Write a throw-away config and run `apache2 -t` on it.
@@ -235,13 +261,23 @@ fn start_servers(b: &Builder) -> Result<(Server, Server), String> {
     fpm.wait_ready(&b.fpm.endpoints(), Duration::from_secs(15))
         .map_err(|e| format!("{e}\nphp-fpm log:\n{}", util::tail(&b.fpm.log, 30)))?;
 
-    let mut cmd = Command::new(&b.env.apache_bin);
-    cmd.arg("-f").arg(&apache_conf_path).arg("-DFOREGROUND");
+    let (cmd, ready) = if b.env.valgrind {
+        // One process under memcheck: its start can take long on a loaded machine.
+        let cmd = valgrind::command(&b.env.apache_bin, &apache_conf_path, &b.tmp.join("logs"));
+        (cmd, Duration::from_secs(120))
+    } else {
+        let mut cmd = Command::new(&b.env.apache_bin);
+        cmd.arg("-f").arg(&apache_conf_path).arg("-DFOREGROUND");
+        (cmd, Duration::from_secs(15))
+    };
     let mut apache = Server::spawn("apache2", cmd, &b.tmp.join("logs/apache2"))?;
     let eps: Vec<Endpoint> = b.apache.ports().into_iter().map(Endpoint::Tcp).collect();
     apache
-        .wait_ready(&eps, Duration::from_secs(15))
+        .wait_ready(&eps, ready)
         .map_err(|e| format!("{e}\nerror.log:\n{}", util::tail(&b.apache.error_log(), 30)))?;
+    if b.env.valgrind {
+        return Ok((fpm, apache));
+    }
     // Children up (the parent binds the ports before forking them).
     let start = Instant::now();
     while procs::children_of(apache.pid).is_empty() && start.elapsed() < Duration::from_secs(15) {
@@ -283,6 +319,60 @@ fn print_diagnostics(tmp: &Path, apache: &ApacheConf, fpm: &FpmConf) {
     }
 }
 
+/// Valgrind mode, after the last test: SIGTERM the (single) Apache process, wait until it has
+/// exited (valgrind writes its leak report then), and check the memcheck log(s).
+fn valgrind_verdict(ctx: &Ctx) -> Result<(), String> {
+    let t0 = Instant::now();
+    let mut apache = ctx.apache.lock().unwrap();
+    let pid = apache.pid as libc::pid_t;
+    if apache.exited().is_some() {
+        return Err(format!("Apache (pid {pid}) died during the tests"));
+    }
+    // SAFETY: plain kill(2) on the PID of the child we spawned and have not reaped yet.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let limit = Duration::from_secs(180);
+    let status = loop {
+        if let Some(st) = apache.exited() {
+            break Some(st);
+        }
+        if t0.elapsed() > limit {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    apache.stop(Duration::from_secs(1));
+    drop(apache);
+    let log_dir = ctx.tmp.join("logs");
+    let report = valgrind::check_dir(&log_dir);
+    let requests = std::fs::read_to_string(ctx.apache_conf.access_log())
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
+    println!("{}", report.summary(requests));
+    let mut why = Vec::new();
+    match status {
+        None => why.push(format!(
+            "Apache did not exit within {limit:?} of SIGTERM (killed)"
+        )),
+        Some(st) if !st.success() => why.push(format!("Apache under valgrind exited with {st}")),
+        Some(_) => {}
+    }
+    if !report.clean() {
+        why.push(report.failure());
+    }
+    if why.is_empty() {
+        if std::env::var_os("MFCGI_VERBOSE").is_some() {
+            println!("  Apache stopped in {:.1}s", t0.elapsed().as_secs_f64());
+        }
+        Ok(())
+    } else {
+        Err(format!(
+            "{} (logs: {}/valgrind.*.log)",
+            why.join("; "),
+            log_dir.display()
+        ))
+    }
+}
+
 /// Entry point used by `t/integration.rs`.
 pub fn main(suites: &[Suite]) -> ! {
     let started = Instant::now();
@@ -290,10 +380,17 @@ pub fn main(suites: &[Suite]) -> ! {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    // A filter selects the tests whose name contains it, or every test of the suite it names.
     let selected: Vec<&Test> = suites
         .iter()
-        .flat_map(|s| s.tests.iter())
-        .filter(|t| filters.is_empty() || filters.iter().any(|f| t.name.contains(f.as_str())))
+        .flat_map(|s| s.tests.iter().map(move |t| (s.name, t)))
+        .filter(|(suite, t)| {
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| t.name.contains(f.as_str()) || suite == f)
+        })
+        .map(|(_, t)| t)
         .collect();
 
     panic::set_hook(Box::new(|info| {
@@ -332,6 +429,18 @@ pub fn main(suites: &[Suite]) -> ! {
         env.apache_bin.display(),
         env.php_fpm.display()
     );
+    if env.valgrind {
+        match valgrind::version() {
+            Ok(v) => println!(
+                "valgrind mode: Apache runs as `valgrind --tool=memcheck ... apache2 -X` ({v}); timing assertions relaxed"
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                println!("0 passed, {} failed", selected.len());
+                std::process::exit(1);
+            }
+        }
+    }
 
     let tmp = match util::mkdtemp("/tmp/mfcgi-test.XXXXXX") {
         Ok(t) => t,
@@ -404,6 +513,21 @@ pub fn main(suites: &[Suite]) -> ! {
                     }
                     Err(e) => {
                         println!("test {} ... FAILED: {e}{took}", t.name);
+                        failed += 1;
+                    }
+                }
+            }
+            if ctx.env.valgrind {
+                // After the last test: stop Apache so valgrind writes its leak summary, then
+                // judge the memcheck log(s) like a test.
+                let r = valgrind_verdict(&ctx);
+                match r {
+                    Ok(()) => {
+                        println!("test valgrind_memcheck ... ok");
+                        passed += 1;
+                    }
+                    Err(e) => {
+                        println!("test valgrind_memcheck ... FAILED: {e}");
                         failed += 1;
                     }
                 }

@@ -22,12 +22,24 @@ pub fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
+/// Upper bound of a latency assertion: `millis`, or `2 × millis + 1 s` when Apache runs under
+/// valgrind (lower bounds, e.g. "the timeout did not fire early", are never relaxed).
+pub fn late(ctx: &Ctx, millis: u64) -> Duration {
+    if ctx.env.valgrind {
+        Duration::from_millis(2 * millis + 1000)
+    } else {
+        Duration::from_millis(millis)
+    }
+}
+
 /// Log offsets taken before a scenario.
 pub struct Logs {
     pub main: PathBuf,
     pub main_off: u64,
     pub vhost: PathBuf,
     pub off: u64,
+    /// Apache runs under valgrind: wait longer for log lines to appear and settle.
+    pub slow: bool,
 }
 
 impl Logs {
@@ -39,7 +51,14 @@ impl Logs {
             off: util::file_len(&vhost),
             main,
             vhost,
+            slow: ctx.env.valgrind,
         }
+    }
+
+    /// A settling pause (longer under valgrind).
+    fn settle(&self, millis: u64) {
+        let millis = if self.slow { millis * 3 } else { millis };
+        thread::sleep(Duration::from_millis(millis));
     }
 
     pub fn text(&self) -> String {
@@ -84,8 +103,9 @@ impl Logs {
     pub fn expect_one_error(&self, needles: &[&str]) -> Result<String, String> {
         let mut n = vec!["[fastcgi:error]"];
         n.extend_from_slice(needles);
-        let line = self.wait_for(&n, Duration::from_secs(3))?;
-        thread::sleep(Duration::from_millis(150));
+        let wait = Duration::from_secs(if self.slow { 10 } else { 3 });
+        let line = self.wait_for(&n, wait)?;
+        self.settle(150);
         let errs = self.errors();
         ensure(errs.len() == 1, || {
             format!(
@@ -98,7 +118,7 @@ impl Logs {
     }
 
     pub fn expect_no_errors(&self) -> Result<(), String> {
-        thread::sleep(Duration::from_millis(100));
+        self.settle(100);
         let errs = self.errors();
         ensure(errs.is_empty(), || {
             format!("unexpected error lines:\n    {}", errs.join("\n    "))
@@ -107,7 +127,7 @@ impl Logs {
 
     /// At most `n` error-level lines.
     pub fn at_most_errors(&self, n: usize) -> Result<(), String> {
-        thread::sleep(Duration::from_millis(150));
+        self.settle(150);
         let errs = self.errors();
         ensure(errs.len() <= n, || {
             format!(
