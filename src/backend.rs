@@ -21,8 +21,8 @@ use crate::ffi::sock::{self, Ready, SharedCounters};
 
 /// A fresh connection whose request has had no answer for this long counts as waiting.
 pub const STALL_AFTER: Duration = Duration::from_millis(20);
-/// How often a request among the first `-max-conns` in the queue looks for a free slot.
-const NEXT_IN_LINE_POLL: Duration = Duration::from_micros(100);
+/// A queued request looks at the slots at least this often even if nobody wakes it.
+const WAIT_RECHECK: Duration = Duration::from_millis(20);
 /// How often each child's reaper looks at its idle connections.
 pub const REAP_EVERY: Duration = Duration::from_millis(20);
 
@@ -125,6 +125,9 @@ impl Runtime {
             let started = Instant::now();
             let mut backoff = Duration::from_micros(100);
             loop {
+                // Read our wake-up word before looking at the slots: a release after the look
+                // changes it, so the futex wait below cannot miss that release.
+                let seen = ticket.map(|t| cnt.queue[t.index].wake.load(Ordering::Acquire));
                 let cur = cnt.open.load(Ordering::Acquire);
                 // Slots go to the requests that have waited longest: take one only if fewer
                 // queued requests are ahead of us than there are free slots.
@@ -170,11 +173,16 @@ impl Runtime {
                         target: format!("all {} connections (-max-conns) busy", self.max_conns),
                     });
                 }
-                // The requests next in line look again soon (a freed slot is theirs and should
-                // not stay unused); the others back off to 1 ms.
-                let pause = if ahead < self.max_conns as usize { NEXT_IN_LINE_POLL } else { backoff };
-                std::thread::sleep(pause.min(deadline - now));
-                backoff = (backoff * 2).min(Duration::from_millis(1));
+                match (ticket, seen) {
+                    // Sleep until a release wakes us (slot_released) or, at the latest,
+                    // WAIT_RECHECK passes (dead children's slots are found by looking).
+                    (Some(t), Some(v)) => sock::futex_wait(&cnt.queue[t.index].wake, v, WAIT_RECHECK.min(deadline - now)),
+                    // not queued (queue full): poll as before
+                    _ => {
+                        std::thread::sleep(backoff.min(deadline - now));
+                        backoff = (backoff * 2).min(Duration::from_millis(1));
+                    }
+                }
             }
             self.end_wait(waiting, local_taker, ticket);
         } else {
@@ -189,6 +197,7 @@ impl Runtime {
             }
             Err(e) => {
                 cnt.open.fetch_sub(1, Ordering::AcqRel);
+                self.slot_released();
                 Err(e)
             }
         }
@@ -234,6 +243,50 @@ impl Runtime {
             w.since.store(0, Ordering::Release);
             w.pid.store(0, Ordering::Release);
             cnt.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A connection slot was given back: wake the queued requests it may belong to (the
+    /// oldest ones, as many as slots are free).
+    fn slot_released(&self) {
+        let cnt = self.counters();
+        if self.max_conns == 0 || cnt.queued.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let free = self.max_conns.saturating_sub(cnt.open.load(Ordering::Acquire)).max(1) as usize;
+        let mut q: Vec<(u64, usize)> = cnt
+            .queue
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.pid.load(Ordering::Acquire) != 0)
+            .map(|(i, w)| (w.since.load(Ordering::Acquire), i))
+            .collect();
+        let n = free.min(q.len());
+        if n == 0 {
+            return;
+        }
+        q.select_nth_unstable(n - 1);
+        for &(_, i) in &q[..n] {
+            let w = &cnt.queue[i];
+            w.wake.fetch_add(1, Ordering::AcqRel);
+            sock::futex_wake(&w.wake, 1);
+        }
+    }
+
+    /// A connection went into this process's pool while requests of this process wait: wake
+    /// the oldest of them (it takes the connection, or closes it for an older request).
+    fn wake_local_waiter(&self) {
+        let cnt = self.counters();
+        let me = std::process::id();
+        let oldest = cnt
+            .queue
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.pid.load(Ordering::Acquire) == me)
+            .min_by_key(|(i, w)| (w.since.load(Ordering::Acquire), *i));
+        if let Some((_, w)) = oldest {
+            w.wake.fetch_add(1, Ordering::AcqRel);
+            sock::futex_wake(&w.wake, 1);
         }
     }
 
@@ -311,6 +364,7 @@ impl Runtime {
                 let n = o.open.swap(0, Ordering::AcqRel);
                 if n > 0 {
                     cnt.open.fetch_sub(n, Ordering::AcqRel);
+                    self.slot_released();
                 }
                 let w = o.waiting.swap(0, Ordering::AcqRel);
                 if w > 0 {
@@ -340,6 +394,7 @@ impl Runtime {
             let n = o.open.swap(0, Ordering::AcqRel);
             if n > 0 {
                 self.counters().open.fetch_sub(n, Ordering::AcqRel);
+                self.slot_released();
             }
             let w = o.waiting.swap(0, Ordering::AcqRel);
             if w > 0 {
@@ -364,13 +419,53 @@ impl Runtime {
         if !self.keep_conn || self.stopping.load(Ordering::Acquire) {
             return;
         }
-        let others_wait = self.counters().waiting.load(Ordering::Acquire)
-            > self.local_waiting.load(Ordering::Acquire);
+        let cnt = self.counters();
+        if cnt.queued.load(Ordering::Acquire) > 0 {
+            // Requests wait for a -max-conns slot: the connection is for the one that has
+            // waited longest. In this process it takes the connection as it is; elsewhere the
+            // connection is closed (dropped here) and the freed slot wakes it.
+            let me = std::process::id();
+            match self.oldest_queued() {
+                Some((pid, i)) if pid == me => {
+                    self.idle
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((c, Instant::now()));
+                    let w = &cnt.queue[i];
+                    w.wake.fetch_add(1, Ordering::AcqRel);
+                    sock::futex_wake(&w.wake, 1);
+                    return;
+                }
+                Some(_) => return,
+                None => {}
+            }
+        }
+        let others_wait =
+            cnt.waiting.load(Ordering::Acquire) > self.local_waiting.load(Ordering::Acquire);
         if others_wait {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.push((c, Instant::now()));
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((c, Instant::now()));
+        if self.local_waiting.load(Ordering::Acquire) > 0 {
+            self.wake_local_waiter();
+        }
+    }
+
+    /// The queued request that has waited longest: (pid, queue index).
+    fn oldest_queued(&self) -> Option<(u32, usize)> {
+        self.counters()
+            .queue
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| {
+                let pid = w.pid.load(Ordering::Acquire);
+                (pid != 0).then(|| (w.since.load(Ordering::Acquire), i, pid))
+            })
+            .min()
+            .map(|(_, i, pid)| (pid, i))
     }
 
     /// Closes idle connections that expired, that the application closed, or that hold an
@@ -440,6 +535,7 @@ impl Drop for Conn {
         if let Some(rt) = self.rt.take() {
             rt.owner_add(u32::MAX);
             rt.counters().open.fetch_sub(1, Ordering::AcqRel);
+            rt.slot_released();
         }
     }
 }

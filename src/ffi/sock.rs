@@ -302,6 +302,46 @@ pub struct Waiter {
     pub pid: std::sync::atomic::AtomicU32,
     /// When it started waiting ([`monotonic_ns`]; 0 while the entry is being claimed).
     pub since: std::sync::atomic::AtomicU64,
+    /// Futex word: bumped to wake the waiter when a slot may be its.
+    pub wake: std::sync::atomic::AtomicU32,
+}
+
+/// Sleeps while `word` still holds `expected`, at most `timeout` (a futex shared between
+/// processes: the word may live in MAP_SHARED memory). Returns early on a wake-up, a changed
+/// value or a signal; the caller re-checks its condition either way.
+pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: std::time::Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT reads the aligned u32 behind a live reference and the timespec we own.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+}
+
+/// Wakes up to `n` processes/threads sleeping in [`futex_wait`] on `word`.
+pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: i32) {
+    // SAFETY: FUTEX_WAKE only uses the address of the live, aligned u32.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: comparable between the processes of one machine.
