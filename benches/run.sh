@@ -4,6 +4,8 @@
 # Variants, each run against the same php-fpm pool (pm=static) or the same null backend:
 #   fcgi-pool     mod_fastcgi-rs, -max-conns $FPM_CHILDREN (pool on)
 #   fcgi-nopool   mod_fastcgi-rs, -keep-conn off (one connection per request)
+#   fcgi-capped   mod_fastcgi-rs, -max-conns $FCGI_CAPPED_CONNS (default 8: fewer PHP processes
+#                 runnable at once on the one server core; the rest wait in Apache's FIFO queue)
 #   proxy         mod_proxy_fcgi, enablereuse=off
 #   proxy-reuse   mod_proxy_fcgi, enablereuse=on          (the reference of the ratio column)
 #   nginx         nginx fastcgi_pass, upstream keepalive
@@ -25,7 +27,7 @@
 # Settings (environment):
 #   ROUNDS=3 DURATION=10 WARMUP=2 CONNS=32 WRK_THREADS=1
 #   WORKLOADS="hello 1mib post256k null"
-#   VARIANTS="fcgi-pool fcgi-nopool proxy proxy-reuse nginx static"
+#   VARIANTS="fcgi-pool fcgi-capped fcgi-nopool proxy proxy-reuse nginx static"
 #   APACHE_MPM=event APACHE_PROCS=2 APACHE_THREADS=25   (event/worker)
 #   FPM_CHILDREN=$((APACHE_PROCS * APACHE_THREADS))   php-fpm pm.max_children: as many as
 #                           Apache has threads, so that mod_proxy_fcgi's enablereuse=on (up to
@@ -48,12 +50,13 @@ WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-32}
 WRK_THREADS=${WRK_THREADS:-1}
 WORKLOADS=${WORKLOADS:-"hello 1mib post256k null"}
-VARIANTS=${VARIANTS:-"fcgi-pool fcgi-nopool proxy proxy-reuse nginx static"}
+VARIANTS=${VARIANTS:-"fcgi-pool fcgi-capped fcgi-nopool proxy proxy-reuse nginx static"}
 APACHE_MPM=${APACHE_MPM:-event}
 APACHE_PROCS=${APACHE_PROCS:-2}
 APACHE_THREADS=${APACHE_THREADS:-25}
 FPM_CHILDREN=${FPM_CHILDREN:-$((APACHE_PROCS * APACHE_THREADS))}
 FCGI_ROUTE=${FCGI_ROUTE:-direct}
+FCGI_CAPPED_CONNS=${FCGI_CAPPED_CONNS:-8}
 CPU_SERVER=${CPU_SERVER:-0}
 CPU_CLIENT=${CPU_CLIENT:-1}
 PIN=${PIN:-1}
@@ -162,9 +165,12 @@ DOCROOT="$RUN/www"
 
 port_free() { ! ss -ltnH "sport = :$1" 2>/dev/null | grep -q .; }
 pick_port() {
+    # 12000-19999: below the kernel's ephemeral range (32768+ on Debian), where outgoing
+    # connections of a busy machine would make bind() fail, and apart from the test suite's
+    # 20000-32000
     local p
     for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 30000))
+        p=$((12000 + RANDOM % 8000))
         if port_free "$p" && [[ " ${USED_PORTS:-} " != *" $p "* ]]; then USED_PORTS="${USED_PORTS:-} $p"; echo "$p"; return; fi
     done
     die "no free port"
@@ -220,8 +226,12 @@ start_server() { # variant backend_port
     *)
         mkdir -p "$RUN/apache/run" "$RUN/apache/logs"
         case $v in
-        fcgi-pool | fcgi-nopool)
-            if [ "$v" = fcgi-pool ]; then opts="-max-conns $FPM_CHILDREN"; else opts="-keep-conn off"; fi
+        fcgi-pool | fcgi-nopool | fcgi-capped)
+            case $v in
+            fcgi-pool) opts="-max-conns $FPM_CHILDREN" ;;
+            fcgi-capped) opts="-max-conns $FCGI_CAPPED_CONNS" ;;
+            *) opts="-keep-conn off" ;;
+            esac
             if [ "$FCGI_ROUTE" = action ]; then
                 route="AddType application/x-httpd-fastphp .php
 Action application/x-httpd-fastphp /php.fcgi
@@ -363,6 +373,7 @@ label() {
     case $1 in
     fcgi-pool) echo "mod_fastcgi-rs pool on (-max-conns $FPM_CHILDREN)" ;;
     fcgi-nopool) echo "mod_fastcgi-rs pool off (-keep-conn off)" ;;
+    fcgi-capped) echo "mod_fastcgi-rs pool on (-max-conns $FCGI_CAPPED_CONNS)" ;;
     proxy) echo "mod_proxy_fcgi reuse off" ;;
     proxy-reuse) echo "mod_proxy_fcgi enablereuse=on" ;;
     nginx) echo "nginx fastcgi keepalive" ;;
