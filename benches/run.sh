@@ -34,6 +34,8 @@
 #                           ThreadsPerChild connections per process) cannot starve php-fpm;
 #                           mod_fastcgi-rs gets -max-conns $FPM_CHILDREN, nginx keepalive $CONNS
 #   FCGI_ROUTE=direct       direct | action (mod_fastcgi's AddType + Action + Alias chain)
+#   TRANSPORT=tcp           tcp | unix: how every variant reaches php-fpm and the null backend
+#                           (127.0.0.1 ports, or unix sockets as Debian's php-fpm packages use)
 #   CPU_SERVER=0 CPU_CLIENT=1   (PIN=0 disables pinning)
 #   MOD_FASTCGI_SO=...      module to test (default: cargo build --release, target/release)
 #   KEEP=1                  keep the temp dir (configs, logs, raw wrk output)
@@ -57,6 +59,8 @@ APACHE_THREADS=${APACHE_THREADS:-25}
 FPM_CHILDREN=${FPM_CHILDREN:-$((APACHE_PROCS * APACHE_THREADS))}
 FCGI_ROUTE=${FCGI_ROUTE:-direct}
 FCGI_CAPPED_CONNS=${FCGI_CAPPED_CONNS:-8}
+TRANSPORT=${TRANSPORT:-tcp}
+case $TRANSPORT in tcp | unix) ;; *) echo "TRANSPORT must be tcp or unix" >&2; exit 2 ;; esac
 CPU_SERVER=${CPU_SERVER:-0}
 CPU_CLIENT=${CPU_CLIENT:-1}
 PIN=${PIN:-1}
@@ -176,6 +180,12 @@ pick_port() {
     die "no free port"
 }
 FPM_PORT=$(pick_port); NULL_PORT=$(pick_port); HTTP_PORT=$(pick_port)
+# backend_addr fpm|null -> "127.0.0.1:port" (tcp) or the socket path (unix)
+backend_addr() {
+    if [ "$TRANSPORT" = unix ]; then echo "$RUN/run/$1.sock"
+    elif [ "$1" = null ]; then echo "127.0.0.1:$NULL_PORT"
+    else echo "127.0.0.1:$FPM_PORT"; fi
+}
 
 # render TEMPLATE OUT KEY=VALUE...  (replaces @KEY@; values may span lines)
 render() {
@@ -186,11 +196,14 @@ render() {
     printf '%s\n' "$text" >"$out"
 }
 
-wait_port() { # port pid what
+wait_port() { # port|socket-path pid
     local i
     for i in $(seq 200); do
         if ! kill -0 "$2" 2>/dev/null; then return 1; fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        case $1 in
+        /*) [ -S "$1" ] && return 0 ;;
+        *) if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi ;;
+        esac
         sleep 0.05
     done
     return 1
@@ -199,27 +212,38 @@ wait_port() { # port pid what
 # ---------------------------------------------------------------------------------------
 # shared backends: php-fpm and the null responder
 
-render "$HERE/conf/php-fpm.conf.in" "$RUN/php-fpm.conf" RUN="$RUN" FPM_PORT="$FPM_PORT" FPM_CHILDREN="$FPM_CHILDREN"
+mkdir -p "$RUN/run"; chmod 755 "$RUN/run"
+render "$HERE/conf/php-fpm.conf.in" "$RUN/php-fpm.conf" RUN="$RUN" FPM_LISTEN="$(backend_addr fpm)" FPM_CHILDREN="$FPM_CHILDREN"
 spawn "$RUN/logs/php-fpm.out" "$PHP_FPM" -F -y "$RUN/php-fpm.conf"
 FPM_PID=$SPAWNED; PIDS+=("$FPM_PID")
-spawn "$RUN/logs/null.out" "$NULL_BIN" --listen "127.0.0.1:$NULL_PORT" --body-size "$NULL_BODY"
+if [ "$TRANSPORT" = unix ]; then null_listen="unix:$(backend_addr null)"; else null_listen=$(backend_addr null); fi
+spawn "$RUN/logs/null.out" "$NULL_BIN" --listen "$null_listen" --body-size "$NULL_BODY"
 NULL_PID=$SPAWNED; PIDS+=("$NULL_PID")
-wait_port "$FPM_PORT" "$FPM_PID" || die "php-fpm did not start: $(tail -5 "$RUN/logs/php-fpm.log" 2>/dev/null; cat "$RUN/logs/php-fpm.out")"
-wait_port "$NULL_PORT" "$NULL_PID" || die "null backend did not start: $(cat "$RUN/logs/null.out")"
+fpm_wait=$FPM_PORT; null_wait=$NULL_PORT
+if [ "$TRANSPORT" = unix ]; then fpm_wait=$(backend_addr fpm); null_wait=$(backend_addr null); fi
+wait_port "$fpm_wait" "$FPM_PID" || die "php-fpm did not start: $(tail -5 "$RUN/logs/php-fpm.log" 2>/dev/null; cat "$RUN/logs/php-fpm.out")"
+wait_port "$null_wait" "$NULL_PID" || die "null backend did not start: $(cat "$RUN/logs/null.out")"
+[ "$TRANSPORT" = unix ] && chmod 666 "$(backend_addr null)"
 sleep 0.5
 
 # ---------------------------------------------------------------------------------------
 # one server per run
 
-start_server() { # variant backend_port
-    local v=$1 bport=$2 route opts
+start_server() { # variant backend(fpm|null)
+    local v=$1 be=$2 route opts addr fcgi_addr proxy_target nginx_server
+    addr=$(backend_addr "$be")
+    if [ "$TRANSPORT" = unix ]; then
+        fcgi_addr="-socket \"$addr\""; proxy_target="unix:$addr|fcgi://localhost"; nginx_server="unix:$addr"
+    else
+        fcgi_addr="-host $addr"; proxy_target="fcgi://$addr"; nginx_server=$addr
+    fi
     port_free "$HTTP_PORT" || die "port $HTTP_PORT still in use before starting $v"
     : >"$RUN/logs/apache.out"; : >"$RUN/logs/nginx.out"
     case $v in
     nginx)
         mkdir -p "$RUN/nginx/logs" "$RUN/nginx/tmp"
         render "$HERE/conf/nginx.conf.in" "$RUN/nginx/nginx.conf" RUN="$RUN" HTTP_PORT="$HTTP_PORT" \
-            BACKEND_PORT="$bport" DOCROOT="$DOCROOT" NGINX_KEEPALIVE="$CONNS"
+            NGINX_SERVER="$nginx_server" DOCROOT="$DOCROOT" NGINX_KEEPALIVE="$CONNS"
         spawn "$RUN/logs/nginx.out" /usr/sbin/nginx -p "$RUN/nginx/" -c "$RUN/nginx/nginx.conf"
         SERVER_PID=$SPAWNED
         ;;
@@ -236,19 +260,19 @@ start_server() { # variant backend_port
                 route="AddType application/x-httpd-fastphp .php
 Action application/x-httpd-fastphp /php.fcgi
 Alias /php.fcgi \"$RUN/fcgi/php.fcgi\"
-FastCgiExternalServer \"$RUN/fcgi/php.fcgi\" -host 127.0.0.1:$bport $opts
+FastCgiExternalServer \"$RUN/fcgi/php.fcgi\" $fcgi_addr $opts
 <Directory \"$RUN/fcgi/\">
     Require all granted
 </Directory>"
             else
-                route="FastCgiExternalServer \"$DOCROOT\" -host 127.0.0.1:$bport $opts"
+                route="FastCgiExternalServer \"$DOCROOT\" $fcgi_addr $opts"
             fi
             render "$HERE/conf/apache-fcgi.conf.in" "$RUN/apache/variant.conf" MODULE_SO="$MOD_FASTCGI_SO" FCGI_ROUTE_CONF="$route"
             ;;
         proxy | proxy-reuse)
             local reuse=off
             [ "$v" = proxy-reuse ] && reuse=on
-            render "$HERE/conf/apache-proxy.conf.in" "$RUN/apache/variant.conf" BACKEND_PORT="$bport" DOCROOT="$DOCROOT" PROXY_REUSE="$reuse"
+            render "$HERE/conf/apache-proxy.conf.in" "$RUN/apache/variant.conf" PROXY_TARGET="$proxy_target" DOCROOT="$DOCROOT" PROXY_REUSE="$reuse"
             ;;
         static)
             render "$HERE/conf/apache-static.conf.in" "$RUN/apache/variant.conf"
@@ -322,9 +346,8 @@ run_one() { # round workload variant
     t=$(workload_target "$w" "$v")
     [ -n "$t" ] || return 0
     IFS='|' read -r path script backend <<<"$t"
-    if [ "$backend" = null ]; then bport=$NULL_PORT; else bport=$FPM_PORT; fi
     url="http://127.0.0.1:$HTTP_PORT$path"
-    start_server "$v" "$bport" || { printf '%s\t%s\t%s\tFAILED\t0\t0\t0\t1\n' "$r" "$w" "$v" >>"$RESULTS"; stop_server; return 0; }
+    start_server "$v" "$backend" || { printf '%s\t%s\t%s\tFAILED\t0\t0\t0\t1\n' "$r" "$w" "$v" >>"$RESULTS"; stop_server; return 0; }
     local sargs=()
     [ -n "$script" ] && sargs=(-s "$script")
     # sanity: one request must succeed

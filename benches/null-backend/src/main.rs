@@ -3,10 +3,11 @@
 //! FCGI_KEEP_CONN. It does no work of its own, so a benchmark against it measures the web
 //! server and its FastCGI connector. Std only; one thread per connection.
 //!
-//! Usage: null-fcgi [--listen 127.0.0.1:9100] [--body-size 100]
+//! Usage: null-fcgi [--listen 127.0.0.1:9100 | --listen unix:/path/to.sock] [--body-size 100]
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::thread;
 
 const BEGIN_REQUEST: u8 = 1;
@@ -44,9 +45,24 @@ fn response(id: u16, body_size: usize) -> Vec<u8> {
     out
 }
 
-fn serve(stream: TcpStream, body_size: usize) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut r = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
+/// A connection from either listener.
+trait Stream: Read + Write + Sized {
+    fn duplicate(&self) -> io::Result<Self>;
+}
+impl Stream for TcpStream {
+    fn duplicate(&self) -> io::Result<Self> {
+        self.set_nodelay(true)?;
+        self.try_clone()
+    }
+}
+impl Stream for UnixStream {
+    fn duplicate(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+}
+
+fn serve<S: Stream>(stream: S, body_size: usize) -> io::Result<()> {
+    let mut r = BufReader::with_capacity(64 * 1024, stream.duplicate()?);
     let mut w = BufWriter::with_capacity(64 * 1024, stream);
     let mut content = vec![0u8; 65535 + 255];
     // per request: id, keep-conn flag, whether STDIN has ended
@@ -129,7 +145,7 @@ fn main() {
             "--listen" => listen = args.next().expect("--listen needs an address"),
             "--body-size" => body_size = args.next().and_then(|v| v.parse().ok()).expect("--body-size needs a number"),
             "-h" | "--help" => {
-                println!("usage: null-fcgi [--listen 127.0.0.1:9100] [--body-size 100]");
+                println!("usage: null-fcgi [--listen 127.0.0.1:9100 | --listen unix:/path] [--body-size 100]");
                 return;
             }
             other => {
@@ -138,12 +154,26 @@ fn main() {
             }
         }
     }
-    let l = TcpListener::bind(&listen).unwrap_or_else(|e| {
-        eprintln!("null-fcgi: bind {listen}: {e}");
-        std::process::exit(1);
-    });
-    eprintln!("null-fcgi: listening on {listen}, body {body_size} bytes");
-    for s in l.incoming() {
+    if let Some(path) = listen.strip_prefix("unix:") {
+        let _ = std::fs::remove_file(path);
+        let l = UnixListener::bind(path).unwrap_or_else(|e| {
+            eprintln!("null-fcgi: bind {listen}: {e}");
+            std::process::exit(1);
+        });
+        eprintln!("null-fcgi: listening on {listen}, body {body_size} bytes");
+        accept_loop(l.incoming(), body_size);
+    } else {
+        let l = TcpListener::bind(&listen).unwrap_or_else(|e| {
+            eprintln!("null-fcgi: bind {listen}: {e}");
+            std::process::exit(1);
+        });
+        eprintln!("null-fcgi: listening on {listen}, body {body_size} bytes");
+        accept_loop(l.incoming(), body_size);
+    }
+}
+
+fn accept_loop<S: Stream + Send + 'static>(incoming: impl Iterator<Item = io::Result<S>>, body_size: usize) {
+    for s in incoming {
         match s {
             Ok(s) => {
                 let _ = thread::Builder::new().stack_size(64 * 1024).spawn(move || {
