@@ -267,26 +267,15 @@ impl Runtime {
         }
         q.select_nth_unstable(n - 1);
         for &(_, i) in &q[..n] {
-            let w = &cnt.queue[i];
-            w.wake.fetch_add(1, Ordering::AcqRel);
-            sock::futex_wake(&w.wake, 1);
+            cnt.queue[i].wake();
         }
     }
 
     /// A connection went into this process's pool while requests of this process wait: wake
     /// the oldest of them (it takes the connection, or closes it for an older request).
     fn wake_local_waiter(&self) {
-        let cnt = self.counters();
-        let me = std::process::id();
-        let oldest = cnt
-            .queue
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.pid.load(Ordering::Acquire) == me)
-            .min_by_key(|(i, w)| (w.since.load(Ordering::Acquire), *i));
-        if let Some((_, w)) = oldest {
-            w.wake.fetch_add(1, Ordering::AcqRel);
-            sock::futex_wake(&w.wake, 1);
+        if let Some((_, i)) = self.oldest_queued(Some(std::process::id())) {
+            self.counters().queue[i].wake();
         }
     }
 
@@ -425,15 +414,13 @@ impl Runtime {
             // waited longest. In this process it takes the connection as it is; elsewhere the
             // connection is closed (dropped here) and the freed slot wakes it.
             let me = std::process::id();
-            match self.oldest_queued() {
+            match self.oldest_queued(None) {
                 Some((pid, i)) if pid == me => {
                     self.idle
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push((c, Instant::now()));
-                    let w = &cnt.queue[i];
-                    w.wake.fetch_add(1, Ordering::AcqRel);
-                    sock::futex_wake(&w.wake, 1);
+                    cnt.queue[i].wake();
                     return;
                 }
                 Some(_) => return,
@@ -454,18 +441,20 @@ impl Runtime {
         }
     }
 
-    /// The queued request that has waited longest: (pid, queue index).
-    fn oldest_queued(&self) -> Option<(u32, usize)> {
+    /// The queued request (of process `pid`, or of any) that has waited longest:
+    /// (pid, queue index).
+    fn oldest_queued(&self, pid: Option<u32>) -> Option<(u32, usize)> {
         self.counters()
             .queue
             .iter()
             .enumerate()
             .filter_map(|(i, w)| {
-                let pid = w.pid.load(Ordering::Acquire);
-                (pid != 0).then(|| (w.since.load(Ordering::Acquire), i, pid))
+                let p = w.pid.load(Ordering::Acquire);
+                (p != 0 && pid.is_none_or(|want| want == p))
+                    .then(|| (w.since.load(Ordering::Acquire), i, p))
             })
             .min()
-            .map(|(_, i, pid)| (pid, i))
+            .map(|(_, i, p)| (p, i))
     }
 
     /// Closes idle connections that expired, that the application closed, or that hold an

@@ -375,7 +375,10 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             }
         };
         let retry_on_reset = attempt == 0 && !conn.reused && idempotent;
-        let replay = (conn.reused || retry_on_reset).then(|| out.clone());
+        let replay_ok = conn.reused || retry_on_reset;
+        // A request that is complete in `out` (no body still to stream) leaves `out` untouched
+        // by the exchange, so a replay reuses it; only a streamed body needs the head kept.
+        let initial = (replay_ok && !stdin_done).then(|| out.clone());
         let mut x = Exchange {
             def,
             rt,
@@ -405,7 +408,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         };
         let result = x.run(r, &server);
         x.flush_stderr(r, &server);
-        if let (Err(Fail::Retry), Some(initial)) = (result, replay) {
+        if matches!(result, Err(Fail::Retry)) && replay_ok {
             if x.conn.reused {
                 rlog!(
                     r,
@@ -424,11 +427,13 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
                 );
             }
             let Exchange {
+                out: sent,
                 source: s,
                 body_in: b,
                 ..
             } = x;
-            (out, source, body_in) = (initial, s, b);
+            debug_assert!(initial.is_some() || !sent.is_empty());
+            (out, source, body_in) = (initial.unwrap_or(sent), s, b);
             if let BodySource::Spool(sp) = &mut source
                 && let Err(e) = sp.rewind()
             {
@@ -958,15 +963,11 @@ impl<'r, 'd> Exchange<'r, 'd> {
         }
         let all_ranges = self.pieces.iter().all(|p| matches!(p, Piece::At(..)));
         if all_ranges && self.piece_bytes >= SHARE_MIN {
-            let ranges: Vec<(usize, usize)> = self
-                .pieces
-                .iter()
-                .filter_map(|p| match p {
-                    Piece::At(o, n) => Some((*o, *n)),
-                    Piece::Bytes(_) => None,
-                })
-                .collect();
-            rbuf.hand_over(&mut self.bb, &ranges);
+            let ranges = self.pieces.iter().filter_map(|p| match p {
+                Piece::At(o, n) => Some((*o, *n)),
+                Piece::Bytes(_) => None,
+            });
+            rbuf.hand_over(&mut self.bb, ranges);
         } else {
             let data = rbuf.filled();
             for p in &self.pieces {
@@ -1037,7 +1038,12 @@ impl<'r, 'd> Exchange<'r, 'd> {
 
     /// Nothing of the response arrived and the request can be sent again as it was.
     fn replayable(&self) -> bool {
-        self.conn.reused && self.received == 0 && !self.consumed_client
+        self.conn.reused && self.nothing_exchanged()
+    }
+
+    /// No response byte arrived and no request body was taken from the client.
+    fn nothing_exchanged(&self) -> bool {
+        self.received == 0 && !self.consumed_client
     }
 
     /// A reset (or a write to a closed peer) before any response byte. On a pooled connection
@@ -1047,9 +1053,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
     /// are replayed once. A clean EOF on a new connection is never replayed: the application
     /// may have read and acted on the request.
     fn replayable_reset(&self, e: &io::Error) -> bool {
-        is_peer_gone(e)
-            && (self.replayable()
-                || (self.retry_on_reset && self.received == 0 && !self.consumed_client))
+        is_peer_gone(e) && (self.conn.reused || self.retry_on_reset) && self.nothing_exchanged()
     }
 
     fn unmark_stall(&mut self) {

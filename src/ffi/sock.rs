@@ -306,6 +306,15 @@ pub struct Waiter {
     pub wake: std::sync::atomic::AtomicU32,
 }
 
+impl Waiter {
+    /// Wakes the request waiting in this entry (bumps the futex word first, so a waiter about
+    /// to sleep on the old value does not).
+    pub fn wake(&self) {
+        self.wake.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        futex_wake(&self.wake, 1);
+    }
+}
+
 /// Sleeps while `word` still holds `expected`, at most `timeout` (a futex shared between
 /// processes: the word may live in MAP_SHARED memory). Returns early on a wake-up, a changed
 /// value or a signal; the caller re-checks its condition either way.

@@ -580,24 +580,17 @@ impl<'a> ShareBuf<'a> {
     }
 
     /// Appends the ranges `(offset, len)` of the last read to `bb` as buckets sharing this
-    /// block, and takes a fresh block for the next read.
-    pub fn hand_over(&mut self, bb: &mut Brigade<'a>, ranges: &[(usize, usize)]) {
-        let ranges: Vec<(usize, usize)> = ranges
-            .iter()
-            .copied()
-            .filter(|&(off, n)| n > 0 && off.checked_add(n).is_some_and(|end| end <= self.len))
-            .collect();
-        if ranges.is_empty() {
-            return;
-        }
+    /// block, and takes a fresh block for the next read. Ranges outside the last read are
+    /// skipped.
+    pub fn hand_over(&mut self, bb: &mut Brigade<'a>, ranges: impl IntoIterator<Item = (usize, usize)>) {
         let old = std::mem::replace(&mut self.block, Self::alloc_block(self.alloc, self.cap));
         let len = std::mem::replace(&mut self.len, 0);
         // SAFETY: `old` came from apr_bucket_alloc on this allocator and nothing else refers to
         // it: the heap bucket takes ownership (released with apr_bucket_free when its last
-        // shared copy is destroyed). Every copy is narrowed to a range checked above to lie
-        // within the `len` initialised bytes. The block is never written again by us (a new
-        // one replaced it); apr_brigade_write may append into the space after the last range
-        // of the last bucket, which no other bucket refers to.
+        // shared copy is destroyed; with no copy, by the destroy below). Every copy is narrowed
+        // to a range checked to lie within the `len` initialised bytes. The block is never
+        // written again by us (a new one replaced it); apr_brigade_write may append into the
+        // space after the last range of the last bucket, which no other bucket refers to.
         unsafe {
             let owner = ffi::fcgi_shim_heap_own(old.as_ptr().cast(), len as ffi::apr_size_t, self.alloc);
             if owner.is_null() {
@@ -605,6 +598,9 @@ impl<'a> ShareBuf<'a> {
                 return;
             }
             for (off, n) in ranges {
+                if n == 0 || off.checked_add(n).is_none_or(|end| end > len) {
+                    continue;
+                }
                 let c = ffi::fcgi_shim_bucket_share(owner, off as ffi::apr_size_t, n as ffi::apr_size_t);
                 if c.is_null() {
                     // (cannot happen for heap buckets) fall back to a copy of the range
