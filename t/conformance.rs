@@ -24,7 +24,7 @@ use crate::fpm::Pool;
 use crate::harness::{Builder, Ctx, Suite, test};
 use crate::http::{Conn, Request, Response};
 use crate::procs::Endpoint;
-use crate::scenario::{Logs, expect_aborted, host, late, ms, vpath};
+use crate::scenario::{AppSite, Logs, add_app_site, expect_aborted, host, late, ms, vpath};
 use crate::util::{self, q};
 
 pub const SUITE: Suite = Suite {
@@ -734,7 +734,8 @@ fn refused_port() -> Result<u16, String> {
     Err("no refusing port among 9, 19, 47, 1023, 1021".into())
 }
 
-/// A vhost whose `/app` maps to a virtual path `<tmp>/cf-fcgi/<name>.fcgi` served by `target`.
+/// A vhost whose `/app` maps to a virtual path `<tmp>/cf-fcgi/<name>.fcgi` served by `target`
+/// (`<id>.fcgi` when `name` is empty).
 fn add_site(
     b: &mut Builder,
     id: &str,
@@ -743,26 +744,9 @@ fn add_site(
     extra: &str,
     name: &str,
 ) -> Result<(), String> {
-    let vdir = b.tmp.join("cf-fcgi"); // never created
-    let vpath = vdir.join(format!("{}.fcgi", if name.is_empty() { id } else { name }));
-    b.set(&format!("{id}.vpath"), p(&vpath));
-    let body = format!(
-        "Alias /app {vp}\n\
-         FastCgiExternalServer {vp} {target} {opts}\n\
-         <Directory {vd}>\n    Require all granted\n</Directory>\n{extra}\n",
-        vp = q(p(&vpath)),
-        vd = q(p(&vdir)),
-    );
-    let port = b.port()?;
-    let docroot = b.docroot("conformance")?;
-    b.vhost(
-        id,
-        port,
-        &format!("{}.test", id.replace('_', "-")),
-        &docroot,
-        &body,
-    );
-    Ok(())
+    let file = if name.is_empty() { id } else { name };
+    let site = AppSite { dir: "cf-fcgi", file, docroot: "conformance", target, opts, extra };
+    add_app_site(b, id, site)
 }
 
 // ------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ use crate::fpm::{Pool, big_piece};
 use crate::harness::{Builder, Ctx, Suite, test};
 use crate::http::Request;
 use crate::procs::{self, Endpoint};
-use crate::scenario::{Logs, expect_aborted, host, late, ms, vpath};
+use crate::scenario::{AppSite, Logs, add_app_site, expect_aborted, host, late, ms, vpath};
 use crate::util::{self, q};
 
 pub const SUITE: Suite = Suite {
@@ -198,33 +198,9 @@ fn setup(b: &mut Builder) -> Result<(), String> {
                 end(),
             ]
         }),
-        ("hx_upabort", "-keep-conn on", "", |_| {
-            vec![
-                Action::WaitStdin,
-                Action::Stdout(TEXT.to_vec()),
-                Action::StdinSummary,
-                Action::StdoutEnd,
-                end(),
-            ]
-        }),
-        ("hx_slowloris", "-keep-conn on", "Timeout 2", |_| {
-            vec![
-                Action::WaitStdin,
-                Action::Stdout(TEXT.to_vec()),
-                Action::StdinSummary,
-                Action::StdoutEnd,
-                end(),
-            ]
-        }),
-        ("hx_te", "", "", |_| {
-            vec![
-                Action::WaitStdin,
-                Action::Stdout(TEXT.to_vec()),
-                Action::StdinSummary,
-                Action::StdoutEnd,
-                end(),
-            ]
-        }),
+        ("hx_upabort", "-keep-conn on", "", summarize_stdin),
+        ("hx_slowloris", "-keep-conn on", "Timeout 2", summarize_stdin),
+        ("hx_te", "", "", summarize_stdin),
         ("hx_crlf", "", "", |_| respond(&cat(&[TEXT, b"reached\n"]))),
     ];
     for (id, opts, extra, script) in sites {
@@ -288,34 +264,21 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads the whole request body, answers with its length and checksum.
+fn summarize_stdin(_: &Req) -> Vec<Action> {
+    vec![
+        Action::WaitStdin,
+        Action::Stdout(TEXT.to_vec()),
+        Action::StdinSummary,
+        Action::StdoutEnd,
+        end(),
+    ]
+}
+
 /// A vhost whose `/app` maps to the virtual path `<tmp>/hx-fcgi/<id>.fcgi` served by `target`.
-fn add_site(
-    b: &mut Builder,
-    id: &str,
-    target: &str,
-    opts: &str,
-    extra: &str,
-) -> Result<(), String> {
-    let vdir = b.tmp.join("hx-fcgi"); // never created
-    let vpath = vdir.join(format!("{id}.fcgi"));
-    b.set(&format!("{id}.vpath"), p(&vpath));
-    let body = format!(
-        "Alias /app {vp}\n\
-         FastCgiExternalServer {vp} {target} {opts}\n\
-         <Directory {vd}>\n    Require all granted\n</Directory>\n{extra}\n",
-        vp = q(p(&vpath)),
-        vd = q(p(&vdir)),
-    );
-    let port = b.port()?;
-    let docroot = b.docroot("hostile")?;
-    b.vhost(
-        id,
-        port,
-        &format!("{}.test", id.replace('_', "-")),
-        &docroot,
-        &body,
-    );
-    Ok(())
+fn add_site(b: &mut Builder, id: &str, target: &str, opts: &str, extra: &str) -> Result<(), String> {
+    let site = AppSite { dir: "hx-fcgi", file: id, docroot: "hostile", target, opts, extra };
+    add_app_site(b, id, site)
 }
 
 // ------------------------------------------------------------------------------------------

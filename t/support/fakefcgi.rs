@@ -483,19 +483,25 @@ impl Reader {
                 return Ok(None);
             }
             let mut tmp = [0u8; 65536];
-            match self.sock.read(&mut tmp) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => self.eof = true,
-            }
+            let n = self.read_some(&mut tmp);
+            self.buf.extend_from_slice(&tmp[..n]);
         }
+    }
+
+    /// One read (up to the socket's read timeout); sets `eof` at the end of the stream or on
+    /// an error. Returns the bytes read (0 when none arrived).
+    fn read_some(&mut self, tmp: &mut [u8]) -> usize {
+        match self.sock.read(tmp) {
+            Ok(0) => self.eof = true,
+            Ok(n) => return n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => self.eof = true,
+        }
+        0
     }
 
     /// Read and discard until EOF or `limit`; true at EOF.
@@ -503,18 +509,7 @@ impl Reader {
         let t0 = Instant::now();
         let mut tmp = [0u8; 65536];
         while !self.eof && !stopping(sh) && t0.elapsed() < limit {
-            match self.sock.read(&mut tmp) {
-                Ok(0) => self.eof = true,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => self.eof = true,
-            }
+            self.read_some(&mut tmp);
         }
         self.eof
     }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::check::ensure;
-use crate::harness::Ctx;
+use crate::check::{ensure, p};
+use crate::harness::{Builder, Ctx};
 use crate::http::{Conn, Response};
 use crate::util;
 
@@ -16,6 +16,42 @@ pub fn vpath(ctx: &Ctx, id: &str) -> String {
 
 pub fn host(ctx: &Ctx, id: &str) -> String {
     ctx.vhost(id).server_name.clone()
+}
+
+/// An `/app` vhost of a scenario suite: `/app` is aliased to the virtual path
+/// `<tmp>/<dir>/<file>.fcgi` (the directory is never created), recorded as `<id>.vpath`.
+pub struct AppSite<'a> {
+    /// Directory under the temp dir holding the virtual path.
+    pub dir: &'a str,
+    /// File name of the virtual path, without `.fcgi`.
+    pub file: &'a str,
+    /// Document root site name (see `Builder::docroot`).
+    pub docroot: &'a str,
+    /// `-host …` / `-socket …`.
+    pub target: &'a str,
+    pub opts: &'a str,
+    /// More vhost configuration.
+    pub extra: &'a str,
+}
+
+pub fn add_app_site(b: &mut Builder, id: &str, site: AppSite<'_>) -> Result<(), String> {
+    let vdir = b.tmp.join(site.dir); // never created
+    let vpath = vdir.join(format!("{}.fcgi", site.file));
+    b.set(&format!("{id}.vpath"), p(&vpath));
+    let body = format!(
+        "Alias /app {vp}\n\
+         FastCgiExternalServer {vp} {target} {opts}\n\
+         <Directory {vd}>\n    Require all granted\n</Directory>\n{extra}\n",
+        vp = util::q(p(&vpath)),
+        vd = util::q(p(&vdir)),
+        target = site.target,
+        opts = site.opts,
+        extra = site.extra,
+    );
+    let port = b.port()?;
+    let docroot = b.docroot(site.docroot)?;
+    b.vhost(id, port, &format!("{}.test", id.replace('_', "-")), &docroot, &body);
+    Ok(())
 }
 
 pub fn ms(d: Duration) -> u128 {
