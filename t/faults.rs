@@ -9,7 +9,7 @@
 //!   `CARGO_TARGET_DIR=<repo>/target/test-panic cargo build --release --features test-panic`.
 //! * `faults_under_load` – 32 clients against a PHP script with deterministic output (the
 //!   query string, its CRC-32 and a 16 KiB body made of it) through `-socket … -max-conns 8`,
-//!   about 30 s, while in sequence: php-fpm is stopped and started again (5×), its workers are
+//!   30 s of load, while in sequence: php-fpm is stopped and started again (5×), its workers are
 //!   SIGKILLed (2×), its unix socket is removed and php-fpm restarted, Apache is
 //!   graceful-restarted (5×). `MFCGI_FAULT_ROUNDS` (default 5) sets both counts.
 //!   Every response must be complete and exactly what the script produces for THAT request,
@@ -511,8 +511,10 @@ fn load_run(
         pause(5);
     }
     let t_end = load.now();
-    pause(3000);
-    // the last generation has served 3 s of load
+    // at least 3 s of load after the faults, and 30 s of load in all (issue #5)
+    let total = Duration::from_secs(30).max(t_end + Duration::from_secs(3));
+    thread::sleep(total.saturating_sub(load.now()));
+    // the last generation has served at least 3 s of load
     let child_rss1 = child_rss_avg(apache);
     let outcomes = load.finish();
     let secs = outcomes.last().map(|o| o.end.as_secs_f64()).unwrap_or(0.0);
