@@ -745,7 +745,14 @@ fn add_site(
     name: &str,
 ) -> Result<(), String> {
     let file = if name.is_empty() { id } else { name };
-    let site = AppSite { dir: "cf-fcgi", file, docroot: "conformance", target, opts, extra };
+    let site = AppSite {
+        dir: "cf-fcgi",
+        file,
+        docroot: "conformance",
+        target,
+        opts,
+        extra,
+    };
     add_app_site(b, id, site)
 }
 

@@ -416,7 +416,10 @@ fn load_run(
     procs_n: usize,
 ) -> Result<(), String> {
     let clients = 32;
-    let rounds = std::env::var("MFCGI_FAULT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5usize);
+    let rounds = std::env::var("MFCGI_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5usize);
     let host = "load.test".to_string();
     let mlog = apache.conf.error_log();
     let vlog = apache.conf.log_dir.join("load.error.log");
@@ -633,15 +636,27 @@ fn load_run(
         format!("Apache parent fds grew from {parent_fd0} to {parent_fd1}")
     })?;
     ensure(parent_rss1 <= parent_rss0 + 2048, || {
-        format!("Apache parent RSS grew from {parent_rss0} to {parent_rss1} KiB over {rounds} graceful restarts")
+        format!(
+            "Apache parent RSS grew from {parent_rss0} to {parent_rss1} KiB over {rounds} graceful restarts"
+        )
     })?;
     ensure(child_rss1 <= child_rss0 + 2048, || {
-        format!("RSS per Apache child grew from {child_rss0} KiB (first generation) to {child_rss1} KiB (last)")
+        format!(
+            "RSS per Apache child grew from {child_rss0} KiB (first generation) to {child_rss1} KiB (last)"
+        )
     })
 }
 
 /// Average VmRSS (KiB) of Apache's current children.
 fn child_rss_avg(apache: &Apache) -> u64 {
-    let rss: Vec<u64> = apache.children().iter().filter_map(|&c| procs::rss_kib(c)).collect();
-    if rss.is_empty() { 0 } else { rss.iter().sum::<u64>() / rss.len() as u64 }
+    let rss: Vec<u64> = apache
+        .children()
+        .iter()
+        .filter_map(|&c| procs::rss_kib(c))
+        .collect();
+    if rss.is_empty() {
+        0
+    } else {
+        rss.iter().sum::<u64>() / rss.len() as u64
+    }
 }

@@ -199,7 +199,12 @@ fn setup(b: &mut Builder) -> Result<(), String> {
             ]
         }),
         ("hx_upabort", "-keep-conn on", "", summarize_stdin),
-        ("hx_slowloris", "-keep-conn on", "Timeout 2", summarize_stdin),
+        (
+            "hx_slowloris",
+            "-keep-conn on",
+            "Timeout 2",
+            summarize_stdin,
+        ),
         ("hx_te", "", "", summarize_stdin),
         ("hx_crlf", "", "", |_| respond(&cat(&[TEXT, b"reached\n"]))),
     ];
@@ -276,8 +281,21 @@ fn summarize_stdin(_: &Req) -> Vec<Action> {
 }
 
 /// A vhost whose `/app` maps to the virtual path `<tmp>/hx-fcgi/<id>.fcgi` served by `target`.
-fn add_site(b: &mut Builder, id: &str, target: &str, opts: &str, extra: &str) -> Result<(), String> {
-    let site = AppSite { dir: "hx-fcgi", file: id, docroot: "hostile", target, opts, extra };
+fn add_site(
+    b: &mut Builder,
+    id: &str,
+    target: &str,
+    opts: &str,
+    extra: &str,
+) -> Result<(), String> {
+    let site = AppSite {
+        dir: "hx-fcgi",
+        file: id,
+        docroot: "hostile",
+        target,
+        opts,
+        extra,
+    };
     add_app_site(b, id, site)
 }
 

@@ -39,7 +39,11 @@ unsafe extern "C" {
         len: apr_size_t,
         list: *mut apr_bucket_alloc_t,
     ) -> *mut apr_bucket;
-    pub fn fcgi_shim_bucket_share(owner: *mut apr_bucket, start: apr_size_t, len: apr_size_t) -> *mut apr_bucket;
+    pub fn fcgi_shim_bucket_share(
+        owner: *mut apr_bucket,
+        start: apr_size_t,
+        len: apr_size_t,
+    ) -> *mut apr_bucket;
     pub fn fcgi_shim_bucket_destroy(e: *mut apr_bucket);
     pub fn fcgi_shim_pcalloc(p: *mut apr_pool_t, n: apr_size_t) -> *mut ::std::os::raw::c_void;
 }

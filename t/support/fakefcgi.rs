@@ -308,7 +308,14 @@ impl Backend {
     /// Requests whose script has finished.
     /// The finished requests, in arrival order.
     pub fn records(&self) -> Vec<Record> {
-        self.shared.records.lock().unwrap().iter().flatten().cloned().collect()
+        self.shared
+            .records
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Requests that arrived (finished or not).
@@ -497,7 +504,9 @@ impl Reader {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(_) => self.eof = true,
         }

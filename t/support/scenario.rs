@@ -50,7 +50,13 @@ pub fn add_app_site(b: &mut Builder, id: &str, site: AppSite<'_>) -> Result<(), 
     );
     let port = b.port()?;
     let docroot = b.docroot(site.docroot)?;
-    b.vhost(id, port, &format!("{}.test", id.replace('_', "-")), &docroot, &body);
+    b.vhost(
+        id,
+        port,
+        &format!("{}.test", id.replace('_', "-")),
+        &docroot,
+        &body,
+    );
     Ok(())
 }
 
