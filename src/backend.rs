@@ -31,6 +31,8 @@ pub const REAP_EVERY: Duration = Duration::from_millis(20);
 pub struct Runtime {
     keep_conn: bool,
     max_conns: u32,
+    /// `-idle-timeout`: the receive timeout of pooled connections.
+    idle_timeout: Duration,
     pool_idle: Duration,
     idle: Mutex<Vec<(Conn, Instant)>>,
     shared: AtomicPtr<SharedCounters>,
@@ -59,6 +61,7 @@ impl Runtime {
         Arc::new(Runtime {
             keep_conn: def.keep_conn,
             max_conns: def.max_conns,
+            idle_timeout: Duration::from_secs(u64::from(def.idle_timeout.max(1))),
             pool_idle: Duration::from_secs(u64::from(def.pool_idle_timeout)),
             idle: Mutex::new(Vec::new()),
             shared: AtomicPtr::new(std::ptr::null_mut()),
@@ -131,7 +134,11 @@ impl Runtime {
                 let cur = cnt.open.load(Ordering::Acquire);
                 // Slots go to the requests that have waited longest: take one only if fewer
                 // queued requests are ahead of us than there are free slots.
-                let ahead = if waiting && ticket.is_none() { 0 } else { self.queued_ahead(ticket) };
+                let ahead = if waiting && ticket.is_none() {
+                    0
+                } else {
+                    self.queued_ahead(ticket)
+                };
                 if cur < self.max_conns && ahead < (self.max_conns - cur) as usize {
                     if cnt
                         .open
@@ -176,7 +183,11 @@ impl Runtime {
                 match (ticket, seen) {
                     // Sleep until a release wakes us (slot_released) or, at the latest,
                     // WAIT_RECHECK passes (dead children's slots are found by looking).
-                    (Some(t), Some(v)) => sock::futex_wait(&cnt.queue[t.index].wake, v, WAIT_RECHECK.min(deadline - now)),
+                    (Some(t), Some(v)) => sock::futex_wait(
+                        &cnt.queue[t.index].wake,
+                        v,
+                        WAIT_RECHECK.min(deadline - now),
+                    ),
                     // not queued (queue full): poll as before
                     _ => {
                         std::thread::sleep(backoff.min(deadline - now));
@@ -192,6 +203,11 @@ impl Runtime {
         match Conn::connect(targets, left) {
             Ok(mut c) => {
                 self.owner_add(1);
+                // A connection meant for the pool serves many requests: two system calls now
+                // save a poll on every one of them (see `recv_share_wait`).
+                if self.keep_conn && sock::set_blocking_recv(c.fd(), self.idle_timeout).is_ok() {
+                    c.blocking = true;
+                }
                 c.rt = Some(Arc::clone(self));
                 Ok(c)
             }
@@ -229,7 +245,9 @@ impl Runtime {
         let cnt = self.counters();
         let me = std::process::id();
         let index = cnt.queue.iter().position(|w| {
-            w.pid.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            w.pid
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
         })?;
         let since = sock::monotonic_ns().max(1);
         cnt.queue[index].since.store(since, Ordering::Release);
@@ -253,7 +271,10 @@ impl Runtime {
         if self.max_conns == 0 || cnt.queued.load(Ordering::Acquire) == 0 {
             return;
         }
-        let free = self.max_conns.saturating_sub(cnt.open.load(Ordering::Acquire)).max(1) as usize;
+        let free = self
+            .max_conns
+            .saturating_sub(cnt.open.load(Ordering::Acquire))
+            .max(1) as usize;
         let mut q: Vec<(u64, usize)> = cnt
             .queue
             .iter()
@@ -513,6 +534,8 @@ pub struct Conn {
     fd: Option<OwnedFd>,
     /// Came from the pool (the application may have closed it meanwhile).
     pub reused: bool,
+    /// In blocking mode with the idle timeout as receive timeout (see `recv_share_wait`).
+    blocking: bool,
     /// The runtime whose open-connection count this connection holds.
     rt: Option<Arc<Runtime>>,
 }
@@ -574,6 +597,7 @@ impl Conn {
                     return Ok(Conn {
                         fd: Some(fd),
                         reused: false,
+                        blocking: false,
                         rt: None,
                     });
                 }
@@ -642,6 +666,19 @@ impl Conn {
     /// Non-blocking read into a [`ShareBuf`]; Ok(0) is end of stream.
     pub fn recv_share(&self, buf: &mut crate::httpd::ShareBuf<'_>) -> io::Result<usize> {
         buf.fill(|spare| sock::recv_uninit(self.fd(), spare))
+    }
+
+    /// True when `recv_share_wait` may be used.
+    pub fn can_wait_in_recv(&self) -> bool {
+        self.blocking
+    }
+
+    /// Read into a [`ShareBuf`] that waits for data (at most the idle timeout, then
+    /// `WouldBlock`): replaces a poll + read when there is nothing to send and nothing else to
+    /// watch. Only for connections where `can_wait_in_recv` is true.
+    pub fn recv_share_wait(&self, buf: &mut crate::httpd::ShareBuf<'_>) -> io::Result<usize> {
+        debug_assert!(self.blocking);
+        buf.fill(|spare| sock::recv_uninit_wait(self.fd(), spare))
     }
 
     /// Non-blocking gathered send.

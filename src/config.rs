@@ -23,6 +23,31 @@ pub const DEFAULT_IDLE_TIMEOUT: u32 = 30;
 /// Default `-pool-idle-timeout` (seconds).
 pub const DEFAULT_POOL_IDLE_TIMEOUT: u32 = 5;
 
+/// A `-pass-header` request header, ready for the handler (looked up and renamed without any
+/// work per request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassHeader {
+    /// The header name as written (a token: no NUL).
+    pub name: std::ffi::CString,
+    /// Its CGI variable: `HTTP_` + the name upper-cased, other characters than letters and
+    /// digits as `_` (what httpd does for every other request header).
+    pub env: Vec<u8>,
+}
+
+impl PassHeader {
+    pub fn new(name: &str) -> Self {
+        let mut env = b"HTTP_".to_vec();
+        env.extend(name.bytes().map(|c| match c {
+            c if c.is_ascii_alphanumeric() => c.to_ascii_uppercase(),
+            _ => b'_',
+        }));
+        PassHeader {
+            name: std::ffi::CString::new(name.replace('\0', "")).unwrap_or_default(),
+            env,
+        }
+    }
+}
+
 /// One `FastCgiExternalServer` line, parsed and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerDef {
@@ -39,8 +64,8 @@ pub struct ServerDef {
     pub idle_timeout: u32,
     pub flush: bool,
     pub nph: bool,
-    /// `-pass-header` names, as written.
-    pub pass_headers: Vec<String>,
+    /// `-pass-header` names, as written, with their CGI variable names.
+    pub pass_headers: Vec<PassHeader>,
     pub user: Option<String>,
     pub group: Option<String>,
     /// `-keep-conn on|off`: reuse connections (FCGI_KEEP_CONN) through the per-child pool.
@@ -252,8 +277,12 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
                         "-pass-header Proxy is refused: it would hand the client's Proxy header to the application as HTTP_PROXY (httpoxy, CVE-2016-5387)".to_string(),
                     ));
                 }
-                if !def.pass_headers.iter().any(|h| h.eq_ignore_ascii_case(v)) {
-                    def.pass_headers.push(v.to_string());
+                if !def
+                    .pass_headers
+                    .iter()
+                    .any(|h| h.name.to_bytes().eq_ignore_ascii_case(v.as_bytes()))
+                {
+                    def.pass_headers.push(PassHeader::new(v));
                 }
             }
             "-keep-conn" => {
@@ -463,7 +492,13 @@ mod tests {
         assert!(d.flush && d.nph);
         assert_eq!(d.idle_timeout, 310);
         assert_eq!(d.connect_timeout, Some(Duration::from_secs(3)));
-        assert_eq!(d.pass_headers, vec!["Authorization".to_string()]);
+        assert_eq!(d.pass_headers.len(), 1);
+        assert_eq!(d.pass_headers[0].name.to_bytes(), b"Authorization");
+        assert_eq!(d.pass_headers[0].env, b"HTTP_AUTHORIZATION");
+        assert_eq!(
+            PassHeader::new("X-Forwarded-For").env,
+            b"HTTP_X_FORWARDED_FOR"
+        );
         assert_eq!(d.user.as_deref(), Some("u"));
     }
 

@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use crate::backend::{Conn, ConnectError, Runtime, STALL_AFTER};
 use crate::config::ServerDef;
-use crate::fcgi::headers::{Feed, HeaderScanner, ResponseHead};
+use crate::fcgi::headers::{Feed, Head, HeaderScanner};
 use crate::fcgi::params::ParamsWriter;
 use crate::fcgi::record::{self, Decoder, Event, rtype};
-use crate::ffi;
+use crate::ffi::{self, sock};
 use crate::httpd::log::escape;
 use crate::httpd::{Brigade, Request, ShareBuf};
+use crate::reuse::{self, Reused};
 use crate::rlog;
 
 /// FastCGI request id (one request per connection at a time, as every FastCGI web server does).
@@ -32,6 +33,27 @@ enum Piece {
     At(usize, usize),
     /// Bytes from elsewhere (not produced by the decoder today; kept correct anyway).
     Bytes(Vec<u8>),
+}
+
+thread_local! {
+    /// Spare piece lists (see `reuse`).
+    static PIECES: std::cell::RefCell<Vec<Vec<Piece>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The response header scanner, whose block buffer goes back to the thread's spares.
+struct Scanner(HeaderScanner);
+
+impl Scanner {
+    fn new() -> Self {
+        let buf = Reused::take(&reuse::BYTES, 512).into_inner();
+        Scanner(HeaderScanner::with_buffer(MAX_HEADER_BLOCK, buf))
+    }
+}
+
+impl Drop for Scanner {
+    fn drop(&mut self) {
+        drop(Reused::adopt(&reuse::BYTES, self.0.take_buffer()));
+    }
 }
 /// Request body bytes read from the client per step.
 const BODY_STEP: usize = 64 * 1024;
@@ -156,20 +178,20 @@ struct Exchange<'r, 'd> {
     /// Address and length of the bytes of the current read (to locate body pieces in it).
     read_span: (usize, usize),
     /// Body pieces of the current read, appended to `bb` after it (see `flush_pieces`).
-    pieces: Vec<Piece>,
+    pieces: Reused<Piece>,
     piece_bytes: usize,
     /// Bytes followed END_REQUEST (the connection cannot be reused).
     trailing: bool,
     /// This request is counted as waiting for the application (fresh connection unanswered).
     stall_marked: bool,
-    out: Vec<u8>,
+    out: Reused<u8>,
     out_pos: usize,
     stdin_done: bool,
     stdin_broken: bool,
     source: BodySource,
     body_in: Brigade<'r>,
     dec: Decoder,
-    scanner: HeaderScanner,
+    scanner: Scanner,
     mode: Mode,
     bb: Brigade<'r>,
     /// Something was handed to httpd's output filters (the response has begun).
@@ -203,10 +225,10 @@ fn redact(name: &[u8]) -> bool {
 
 pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int {
     #[cfg(feature = "test-panic")]
-    if r.headers_in().get("X-Fastcgi-Test-Panic").is_some() {
+    if r.headers_in().get(c"X-Fastcgi-Test-Panic").is_some() {
         panic!("test panic requested by X-Fastcgi-Test-Panic");
     }
-    let server = String::from_utf8_lossy(&def.path).into_owned();
+    let server = String::from_utf8_lossy(&def.path);
 
     // 0. Decoded CR/LF in the path (from %0d/%0a) never reach the application: they are the
     // raw material of PATH_INFO confusion attacks on php-fpm (CVE-2019-11043 class). httpd
@@ -263,14 +285,10 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
     r.add_cgi_environment();
     let env = r.subprocess_env();
     let hin = r.headers_in();
-    let mut name_buf = Vec::new();
+    let mut name_buf = Reused::take(&reuse::BYTES, 64);
     for h in &def.pass_headers {
-        if let Some(v) = hin.get(h) {
-            env_name(
-                format!("HTTP_{}", h.to_ascii_uppercase()).as_bytes(),
-                &mut name_buf,
-            );
-            env.set(&name_buf, v);
+        if let Some(v) = hin.get(&h.name) {
+            env.set(&h.env, v);
         }
     }
     if let Some(len) = spooled_len {
@@ -280,8 +298,8 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
     // be able to name the file the application executes: without PATH_TRANSLATED, php-fpm
     // (cgi.fix_pathinfo 0 or 1) looks for the virtual path and finds nothing, while
     // applications meant to be requested directly still get PATH_INFO.
-    if !def.trust_direct && r.is_direct() && env.get("PATH_TRANSLATED").is_some() {
-        env.unset("PATH_TRANSLATED");
+    if !def.trust_direct && r.is_direct() && env.get(c"PATH_TRANSLATED").is_some() {
+        env.unset(c"PATH_TRANSLATED");
         rlog!(
             r,
             DEBUG,
@@ -291,7 +309,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         );
     }
 
-    let mut out = Vec::with_capacity(8 * 1024 + first_piece.len() + 64);
+    let mut out = Reused::take(&reuse::BYTES, 8 * 1024 + first_piece.len() + 64);
     record::push_begin_request(&mut out, REQUEST_ID, record::ROLE_RESPONDER, rt.keep_conn());
     let trace = r.log_level() >= crate::httpd::log::TRACE3;
     let mut trace_text = String::new();
@@ -300,7 +318,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         let mut skipped: Vec<(String, usize)> = Vec::new();
         env.for_each(|k, v| {
             env_name(k, &mut name_buf);
-            if name_buf == b"HTTP_PROXY" {
+            if name_buf[..] == *b"HTTP_PROXY" {
                 return; // httpoxy: never, whatever set it
             }
             if let Err(e) = pw.add(&name_buf, v) {
@@ -378,7 +396,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         let replay_ok = conn.reused || retry_on_reset;
         // A request that is complete in `out` (no body still to stream) leaves `out` untouched
         // by the exchange, so a replay reuses it; only a streamed body needs the head kept.
-        let initial = (replay_ok && !stdin_done).then(|| out.clone());
+        let initial = (replay_ok && !stdin_done).then(|| out.to_vec());
         let mut x = Exchange {
             def,
             rt,
@@ -387,7 +405,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             consumed_client: false,
             retry_on_reset,
             read_span: (0, 0),
-            pieces: Vec::new(),
+            pieces: Reused::take(&PIECES, 4),
             piece_bytes: 0,
             trailing: false,
             stall_marked: false,
@@ -398,7 +416,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             source,
             body_in,
             dec: Decoder::new(REQUEST_ID),
-            scanner: HeaderScanner::new(MAX_HEADER_BLOCK),
+            scanner: Scanner::new(),
             mode: if nph { Mode::Nph } else { Mode::Headers },
             bb: Brigade::new(r),
             sent_any: false,
@@ -433,7 +451,8 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
                 ..
             } = x;
             debug_assert!(initial.is_some() || !sent.is_empty());
-            (out, source, body_in) = (initial.unwrap_or(sent), s, b);
+            let resend = initial.map(|v| Reused::adopt(&reuse::BYTES, v));
+            (out, source, body_in) = (resend.unwrap_or(sent), s, b);
             if let BodySource::Spool(sp) = &mut source
                 && let Err(e) = sp.rewind()
             {
@@ -601,15 +620,70 @@ fn is_peer_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EPIPE) | Some(libc::ECONNRESET))
 }
 
+/// Applies a response header block to the request; returns how the body is to be handled.
+fn apply_head(r: &mut Request<'_>, head: &Head<'_>) -> Mode {
+    if let Some(code) = head.status {
+        r.set_status(code, head.status_line.as_deref());
+    }
+    if let Some(ct) = &head.content_type {
+        r.set_content_type(ct);
+    }
+    let plain = head.status.is_none() || head.status == Some(200);
+    let mut mode = Mode::Body;
+    if let Some(loc) = &head.location {
+        if plain && loc.starts_with(b"/") {
+            mode = Mode::LocalRedirect(loc.to_vec());
+        } else {
+            r.headers_out().set(b"Location", loc);
+            if plain {
+                mode = Mode::ExternalRedirect;
+            }
+        }
+    }
+    let (out, err_out) = (r.headers_out(), r.err_headers_out());
+    head.for_each_header(|name, value| {
+        if name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+        {
+            // Not trusted (CVE-2024-24795 class): httpd frames the body it actually gets.
+            return;
+        }
+        if name.eq_ignore_ascii_case(b"set-cookie") {
+            err_out.add(name, value);
+        } else {
+            out.add(name, value);
+        }
+    });
+    mode
+}
+
 impl<'r, 'd> Exchange<'r, 'd> {
     fn idle(&self) -> Duration {
         Duration::from_secs(u64::from(self.def.idle_timeout))
     }
 
+    fn idle_timed_out(&self, r: &Request<'_>, server: &str) -> Fail {
+        rlog!(
+            r,
+            ERR,
+            0,
+            20,
+            "FastCGI: comm with server \"{server}\" aborted: idle timeout ({} sec)",
+            self.def.idle_timeout
+        );
+        Fail::Status(ffi::HTTP_GATEWAY_TIME_OUT)
+    }
+
     /// Drives the exchange until END_REQUEST (Ok) or a failure (already logged).
     fn run(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
         let Some(mut rbuf) = ShareBuf::new(&self.bb, READ_BUF) else {
-            rlog!(r, ERR, 0, 21, "FastCGI: comm with server \"{server}\" aborted: no bucket allocator");
+            rlog!(
+                r,
+                ERR,
+                0,
+                21,
+                "FastCGI: comm with server \"{server}\" aborted: no bucket allocator"
+            );
             return Err(Fail::Status(ffi::HTTP_INTERNAL_SERVER_ERROR));
         };
         let mut last_activity = Instant::now();
@@ -656,7 +730,21 @@ impl<'r, 'd> Exchange<'r, 'd> {
                     wait = wait.min(STALL_AFTER - since);
                 }
             }
-            let ready = match self.conn.wait(want_write, wait) {
+            // Nothing to send, nothing to flush, no stall to watch for: a pooled connection
+            // waits for the answer in the receive itself (its receive timeout is the idle
+            // timeout), one system call instead of a poll and a receive.
+            let in_recv =
+                self.conn.can_wait_in_recv() && !want_write && !self.unflushed && !stall_pending;
+            let ready = if in_recv {
+                Ok(Some(sock::Ready {
+                    readable: true,
+                    writable: false,
+                    broken: false,
+                }))
+            } else {
+                self.conn.wait(want_write, wait)
+            };
+            let ready = match ready {
                 Ok(r) => r,
                 Err(e) => {
                     rlog!(
@@ -678,20 +766,17 @@ impl<'r, 'd> Exchange<'r, 'd> {
                     continue;
                 }
                 if last_activity.elapsed() >= self.idle() {
-                    rlog!(
-                        r,
-                        ERR,
-                        0,
-                        20,
-                        "FastCGI: comm with server \"{server}\" aborted: idle timeout ({} sec)",
-                        self.def.idle_timeout
-                    );
-                    return Err(Fail::Status(ffi::HTTP_GATEWAY_TIME_OUT));
+                    return Err(self.idle_timed_out(r, server));
                 }
                 continue;
             };
             if ready.readable || ready.broken {
-                match self.conn.recv_share(&mut rbuf) {
+                let got = if in_recv {
+                    self.conn.recv_share_wait(&mut rbuf)
+                } else {
+                    self.conn.recv_share(&mut rbuf)
+                };
+                match got {
                     Ok(0) => return self.on_eof(r, server),
                     Ok(n) => {
                         last_activity = Instant::now();
@@ -718,6 +803,11 @@ impl<'r, 'd> Exchange<'r, 'd> {
                             last_activity = Instant::now();
                         }
                         continue;
+                    }
+                    // The receive waited the whole idle timeout, which began after the last
+                    // activity.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && in_recv => {
+                        return Err(self.idle_timed_out(r, server));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if self.replayable_reset(&e) => return Err(Fail::Retry),
@@ -872,14 +962,14 @@ impl<'r, 'd> Exchange<'r, 'd> {
 
     fn on_stdout(&mut self, r: &mut Request<'r>, d: &[u8], server: &str) -> Result<(), Fail> {
         match self.mode {
-            Mode::Headers => match self.scanner.feed(d) {
+            Mode::Headers => match self.scanner.0.feed(d) {
                 Ok(Feed::NeedMore) => Ok(()),
                 Ok(Feed::Done { body_offset }) => {
-                    let head = match self.scanner.parse() {
-                        Ok(h) => h,
+                    let mode = match self.scanner.0.head() {
+                        Ok(head) => apply_head(r, &head),
                         Err(e) => return Err(self.header_error(r, &e.to_string(), server)),
                     };
-                    self.apply_head(r, head);
+                    self.mode = mode;
                     let rest = d.get(body_offset..).unwrap_or(b"");
                     self.on_body(r, rest);
                     Ok(())
@@ -902,41 +992,6 @@ impl<'r, 'd> Exchange<'r, 'd> {
             "FastCGI: comm with server \"{server}\" aborted: error parsing headers: {what}"
         );
         Fail::Status(ffi::HTTP_BAD_GATEWAY)
-    }
-
-    fn apply_head(&mut self, r: &mut Request<'r>, head: ResponseHead) {
-        if let Some(code) = head.status {
-            r.set_status(code, head.status_line.as_deref());
-        }
-        if let Some(ct) = &head.content_type {
-            r.set_content_type(ct);
-        }
-        let plain = head.status.is_none() || head.status == Some(200);
-        self.mode = Mode::Body;
-        if let Some(loc) = head.location {
-            if plain && loc.starts_with(b"/") {
-                self.mode = Mode::LocalRedirect(loc);
-            } else {
-                r.headers_out().set(b"Location", &loc);
-                if plain {
-                    self.mode = Mode::ExternalRedirect;
-                }
-            }
-        }
-        let (out, err_out) = (r.headers_out(), r.err_headers_out());
-        for (name, value) in &head.headers {
-            if name.eq_ignore_ascii_case(b"content-length")
-                || name.eq_ignore_ascii_case(b"transfer-encoding")
-            {
-                // Not trusted (CVE-2024-24795 class): httpd frames the body it actually gets.
-                continue;
-            }
-            if name.eq_ignore_ascii_case(b"set-cookie") {
-                err_out.add(name, value);
-            } else {
-                out.add(name, value);
-            }
-        }
     }
 
     fn on_body(&mut self, r: &Request<'r>, d: &[u8]) {
@@ -970,7 +1025,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
             rbuf.hand_over(&mut self.bb, ranges);
         } else {
             let data = rbuf.filled();
-            for p in &self.pieces {
+            for p in self.pieces.iter() {
                 match p {
                     Piece::At(o, n) => self.bb.write(data.get(*o..*o + *n).unwrap_or(b"")),
                     Piece::Bytes(b) => self.bb.write(b),
@@ -1082,7 +1137,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
             0,
             30,
             "FastCGI: incomplete headers ({} bytes) received from server \"{server}\"",
-            self.scanner.buffered_len()
+            self.scanner.0.buffered_len()
         );
     }
 
@@ -1106,7 +1161,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
 
     /// END_REQUEST received: finish the response.
     fn complete(mut self, r: &mut Request<'r>) -> c_int {
-        let server = String::from_utf8_lossy(&self.def.path).into_owned();
+        let server = String::from_utf8_lossy(&self.def.path);
         self.unmark_stall();
         if self.mode == Mode::Headers {
             self.log_incomplete_headers(r, &server);

@@ -4,13 +4,15 @@
 //! Layout: `fcgi` (the FastCGI protocol, pure safe Rust) and `config` (directive parsing and
 //! routing, pure) form the safe core, unit-tested without httpd; `ffi` (bindings and shims),
 //! `httpd` (safe wrappers), `module` (module record, directives, hooks), `backend`
-//! (connections) and `handler` (the request exchange) are the shell around it, tested through a
+//! (connections) and `handler` (the request exchange) are the shell around it (`reuse`: the
+//! per-thread buffers the handler recycles, safe and unit-tested), tested through a
 //! real Apache and php-fpm (`t/`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod config;
 pub mod fcgi;
+mod reuse;
 
 #[cfg(not(test))]
 mod backend;

@@ -9,6 +9,7 @@
 //! (`\n\n`, `\r\n\r\n`, `\n\r\n`, `\r\n\n`, ...). A block may also be empty: a
 //! stream starting with `\n` or `\r\n` has no headers.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use memchr::{memchr, memchr_iter};
@@ -79,7 +80,7 @@ pub enum Feed {
     },
 }
 
-/// Parsed response header block.
+/// Parsed response header block, owned (see [`Head`] for the borrowed form).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ResponseHead {
     /// Status code from the last `Status` header.
@@ -92,6 +93,48 @@ pub struct ResponseHead {
     pub location: Option<Vec<u8>>,
     /// Every other header in order, names as sent, duplicates kept.
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A validated header block, borrowed from the scanner: the values the response needs, and
+/// the other headers on demand ([`Head::for_each_header`]). Nothing is copied unless a value
+/// was folded over several lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head<'a> {
+    /// Status code from the last `Status` header.
+    pub status: Option<u16>,
+    /// The last `Status` value, trimmed (e.g. `b"404 Not Found"`).
+    pub status_line: Option<Cow<'a, [u8]>>,
+    /// The last `Content-Type` value.
+    pub content_type: Option<Cow<'a, [u8]>>,
+    /// The last `Location` value.
+    pub location: Option<Cow<'a, [u8]>>,
+    block: &'a [u8],
+}
+
+impl<'a> Head<'a> {
+    /// Every header other than `Status`, `Content-Type` and `Location`, in order, names as
+    /// sent, duplicates kept.
+    pub fn for_each_header(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        // The block was validated when this Head was made: no error is possible here.
+        let _ = for_each_field(self.block, |name, value| {
+            if special(name).is_none() {
+                f(name, &value);
+            }
+        });
+    }
+
+    /// The owned form (every header collected).
+    pub fn to_owned_head(&self) -> ResponseHead {
+        let mut headers = Vec::new();
+        self.for_each_header(|n, v| headers.push((n.to_vec(), v.to_vec())));
+        ResponseHead {
+            status: self.status,
+            status_line: self.status_line.as_deref().map(<[u8]>::to_vec),
+            content_type: self.content_type.as_deref().map(<[u8]>::to_vec),
+            location: self.location.as_deref().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
 }
 
 /// Incremental finder of the end of the header block; keeps only the block
@@ -118,8 +161,15 @@ impl HeaderScanner {
     /// A scanner that accepts blocks of at most `max_len` bytes, terminating
     /// blank line included.
     pub fn new(max_len: usize) -> Self {
+        Self::with_buffer(max_len, Vec::new())
+    }
+
+    /// Like [`HeaderScanner::new`], keeping the block in `buf` (cleared first): a caller can
+    /// reuse one allocation for many responses (see [`HeaderScanner::take_buffer`]).
+    pub fn with_buffer(max_len: usize, mut buf: Vec<u8>) -> Self {
+        buf.clear();
         HeaderScanner {
-            buf: Vec::new(),
+            buf,
             max_len,
             after_lf: true,
             lines_end: 0,
@@ -157,6 +207,13 @@ impl HeaderScanner {
         Ok(Feed::NeedMore)
     }
 
+    /// Gives the block buffer back (for reuse); the scanner is left empty and done.
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        self.done = true;
+        self.lines_end = 0;
+        std::mem::take(&mut self.buf)
+    }
+
     /// Bytes of header block held so far.
     pub fn buffered_len(&self) -> usize {
         self.buf.len()
@@ -190,13 +247,18 @@ impl HeaderScanner {
         }
     }
 
-    /// Parse the block after `feed` returned `Done`. Called earlier, it
+    /// Parse the block after `feed` returned `Done`, without copying it. Called earlier, it
     /// returns `Malformed` carrying (the start of) the incomplete data.
-    pub fn parse(&self) -> Result<ResponseHead, HeaderError> {
+    pub fn head(&self) -> Result<Head<'_>, HeaderError> {
         if !self.done {
             return Err(malformed(&self.buf));
         }
-        parse_block(self.buf.get(..self.lines_end).unwrap_or(&[]))
+        parse_head(self.buf.get(..self.lines_end).unwrap_or(&[]))
+    }
+
+    /// [`HeaderScanner::head`] in owned form.
+    pub fn parse(&self) -> Result<ResponseHead, HeaderError> {
+        self.head().map(|h| h.to_owned_head())
     }
 }
 
@@ -267,66 +329,106 @@ fn trim_ws(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Parse header lines (the block without its terminating blank line).
-fn parse_block(block: &[u8]) -> Result<ResponseHead, HeaderError> {
-    let mut entries: Vec<(&[u8], Vec<u8>)> = Vec::new();
-    if !block.is_empty() {
-        let mut start = 0;
-        for lf in memchr_iter(b'\n', block).chain(std::iter::once(block.len())) {
-            let raw = block.get(start..lf).unwrap_or(&[]);
-            start = lf + 1;
-            parse_line(raw, &mut entries)?;
-        }
-    }
-    let mut head = ResponseHead::default();
-    for (name, value) in entries {
-        if name.eq_ignore_ascii_case(b"status") {
-            head.status = Some(parse_status(&value)?);
-            head.status_line = Some(value);
-        } else if name.eq_ignore_ascii_case(b"content-type") {
-            head.content_type = Some(value);
-        } else if name.eq_ignore_ascii_case(b"location") {
-            head.location = Some(value);
-        } else {
-            head.headers.push((name.to_vec(), value));
-        }
-    }
-    Ok(head)
-}
-
-/// Parse one raw line (without LF) into `entries` (or fold it into the last).
-fn parse_line<'a>(
-    raw: &'a [u8],
-    entries: &mut Vec<(&'a [u8], Vec<u8>)>,
+/// Calls `f` with every header of `block` (the header lines without the terminating blank
+/// line) in order: the name as sent and the value trimmed, with folded continuation lines
+/// joined by one space (the only case that allocates). Stops at the first malformed line.
+fn for_each_field<'a>(
+    block: &'a [u8],
+    mut f: impl FnMut(&'a [u8], Cow<'a, [u8]>),
 ) -> Result<(), HeaderError> {
-    let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-    if line.is_empty() || line.iter().any(|&b| is_ctl(b)) {
-        return Err(malformed(line));
-    }
-    if line.first().is_some_and(|&b| is_ws(b)) {
-        // Obsolete line folding: continue the previous header's value.
-        let Some((_, value)) = entries.last_mut() else {
-            return Err(malformed(line));
-        };
-        let more = trim_ws(line);
-        if !more.is_empty() {
-            if !value.is_empty() {
-                value.push(b' ');
-            }
-            value.extend_from_slice(more);
-        }
+    if block.is_empty() {
         return Ok(());
     }
-    let Some(colon) = memchr(b':', line) else {
-        return Err(malformed(line));
-    };
-    let name = line.get(..colon).unwrap_or(&[]);
-    if name.is_empty() || !name.iter().all(|&b| TCHAR[usize::from(b)]) {
-        return Err(malformed(line));
+    let mut pending: Option<(&'a [u8], Cow<'a, [u8]>)> = None;
+    let mut start = 0;
+    for lf in memchr_iter(b'\n', block).chain(std::iter::once(block.len())) {
+        let raw = block.get(start..lf).unwrap_or(&[]);
+        start = lf + 1;
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.is_empty() || line.iter().any(|&b| is_ctl(b)) {
+            return Err(malformed(line));
+        }
+        if line.first().is_some_and(|&b| is_ws(b)) {
+            // Obsolete line folding: continue the previous header's value.
+            let Some((_, value)) = pending.as_mut() else {
+                return Err(malformed(line));
+            };
+            let more = trim_ws(line);
+            if !more.is_empty() {
+                let v = value.to_mut();
+                if !v.is_empty() {
+                    v.push(b' ');
+                }
+                v.extend_from_slice(more);
+            }
+            continue;
+        }
+        let Some(colon) = memchr(b':', line) else {
+            return Err(malformed(line));
+        };
+        let name = line.get(..colon).unwrap_or(&[]);
+        if name.is_empty() || !name.iter().all(|&b| TCHAR[usize::from(b)]) {
+            return Err(malformed(line));
+        }
+        let value = trim_ws(line.get(colon + 1..).unwrap_or(&[]));
+        if let Some((n, v)) = pending.replace((name, Cow::Borrowed(value))) {
+            f(n, v);
+        }
     }
-    let value = trim_ws(line.get(colon + 1..).unwrap_or(&[]));
-    entries.push((name, value.to_vec()));
+    if let Some((n, v)) = pending {
+        f(n, v);
+    }
     Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Special {
+    Status,
+    ContentType,
+    Location,
+}
+
+fn special(name: &[u8]) -> Option<Special> {
+    if name.eq_ignore_ascii_case(b"status") {
+        Some(Special::Status)
+    } else if name.eq_ignore_ascii_case(b"content-type") {
+        Some(Special::ContentType)
+    } else if name.eq_ignore_ascii_case(b"location") {
+        Some(Special::Location)
+    } else {
+        None
+    }
+}
+
+/// Validate a whole block: every line, then every `Status` (the first invalid one is the
+/// error); the last `Status`, `Content-Type` and `Location` win.
+fn parse_head(block: &[u8]) -> Result<Head<'_>, HeaderError> {
+    let mut head = Head {
+        status: None,
+        status_line: None,
+        content_type: None,
+        location: None,
+        block,
+    };
+    let mut bad_status: Option<HeaderError> = None;
+    for_each_field(block, |name, value| match special(name) {
+        Some(Special::Status) => match parse_status(&value) {
+            Ok(code) => {
+                head.status = Some(code);
+                head.status_line = Some(value);
+            }
+            Err(e) => {
+                bad_status.get_or_insert(e);
+            }
+        },
+        Some(Special::ContentType) => head.content_type = Some(value),
+        Some(Special::Location) => head.location = Some(value),
+        None => {}
+    })?;
+    match bad_status {
+        Some(e) => Err(e),
+        None => Ok(head),
+    }
 }
 
 /// Validate a `Status` value: 3 digits (100..=999), then end or SP/HTAB.
@@ -742,5 +844,46 @@ Status: 404 Not Found\r\nContent-type: text/html; charset=UTF-8\r\nContent-Lengt
         assert_eq!(s.feed(b"\r").unwrap(), Feed::NeedMore);
         assert_eq!(s.feed(b"\nB").unwrap(), Feed::Done { body_offset: 1 });
         assert_eq!(s.parse().unwrap().headers, vec![h("A", "1")]);
+    }
+
+    #[test]
+    fn head_borrows_unless_folded() {
+        let mut s = HeaderScanner::new(1000);
+        let block =
+            b"Status: 404 Nope\r\nContent-Type: text/plain\r\nX-A: 1\r\nX-B: 2\r\n  more\r\n\r\n";
+        assert_eq!(
+            s.feed(block).unwrap(),
+            Feed::Done {
+                body_offset: block.len()
+            }
+        );
+        let head = s.head().unwrap();
+        assert!(matches!(head.status_line, Some(Cow::Borrowed(b"404 Nope"))));
+        assert!(matches!(
+            head.content_type,
+            Some(Cow::Borrowed(b"text/plain"))
+        ));
+        let mut seen = Vec::new();
+        head.for_each_header(|n, v| seen.push((n.to_vec(), v.to_vec())));
+        assert_eq!(seen, vec![h("X-A", "1"), h("X-B", "2 more")]);
+        assert_eq!(head.to_owned_head(), s.parse().unwrap());
+    }
+
+    #[test]
+    fn buffer_is_reused() {
+        let mut s = HeaderScanner::new(1000);
+        s.feed(b"A: 1\n\n").unwrap();
+        let buf = s.take_buffer();
+        let cap = buf.capacity();
+        let ptr = buf.as_ptr();
+        let mut s = HeaderScanner::with_buffer(1000, buf);
+        assert_eq!(s.buffered_len(), 0, "a reused buffer starts empty");
+        assert_eq!(
+            s.feed(b"B: 2\n\nbody").unwrap(),
+            Feed::Done { body_offset: 6 }
+        );
+        assert_eq!(s.parse().unwrap().headers, vec![h("B", "2")]);
+        let buf = s.take_buffer();
+        assert_eq!((buf.as_ptr(), buf.capacity()), (ptr, cap));
     }
 }

@@ -318,7 +318,11 @@ impl Waiter {
 /// Sleeps while `word` still holds `expected`, at most `timeout` (a futex shared between
 /// processes: the word may live in MAP_SHARED memory). Returns early on a wake-up, a changed
 /// value or a signal; the caller re-checks its condition either way.
-pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: std::time::Duration) {
+pub fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: std::time::Duration,
+) {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -355,10 +359,15 @@ pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: i32) {
 
 /// CLOCK_MONOTONIC in nanoseconds: comparable between the processes of one machine.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// Counters shared by every child process of one Apache instance, one set per
@@ -470,7 +479,10 @@ pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
 
 /// Non-blocking recv into possibly uninitialised memory; on Ok(n) the first `n` bytes of
 /// `spare` are initialised.
-pub fn recv_uninit(fd: BorrowedFd<'_>, spare: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+pub fn recv_uninit(
+    fd: BorrowedFd<'_>,
+    spare: &mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<usize> {
     if spare.is_empty() {
         return Ok(0);
     }
@@ -484,6 +496,50 @@ pub fn recv_uninit(fd: BorrowedFd<'_>, spare: &mut [std::mem::MaybeUninit<u8>]) 
                 libc::MSG_DONTWAIT,
             )
         };
+        match cvt_size(rv) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Puts a connected socket in blocking mode with a receive timeout: a receive without
+/// MSG_DONTWAIT then waits for data by itself (no poll first), at most `timeout`, after which
+/// it fails with `WouldBlock`. Every other operation keeps passing MSG_DONTWAIT.
+pub fn set_blocking_recv(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<()> {
+    // SAFETY: valid descriptor; F_GETFL/F_SETFL take and return plain flags.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) })?;
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
+    };
+    // SAFETY: valid descriptor, pointer to a live timeval of the declared size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Receive that waits for data on a socket set up by `set_blocking_recv` (`WouldBlock` once its
+/// timeout passed without data); on Ok(n) the first `n` bytes of `spare` are initialised.
+pub fn recv_uninit_wait(
+    fd: BorrowedFd<'_>,
+    spare: &mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<usize> {
+    if spare.is_empty() {
+        return Ok(0);
+    }
+    loop {
+        // SAFETY: `spare` is writable memory of `spare.len()` bytes borrowed mutably.
+        let rv = unsafe { libc::recv(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), 0) };
         match cvt_size(rv) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,

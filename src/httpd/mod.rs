@@ -93,31 +93,41 @@ impl<'a> Table<'a> {
     pub unsafe fn from_ptr(t: *mut ffi::apr_table_t) -> Option<Self> {
         NonNull::new(t).map(|t| Table { t, _l: PhantomData })
     }
-    fn key(name: &str) -> std::ffi::CString {
-        std::ffi::CString::new(name).unwrap_or_default()
-    }
     /// Case-insensitive lookup.
-    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
-        let k = Self::key(name);
+    pub fn get(&self, name: &CStr) -> Option<&'a [u8]> {
         // SAFETY: live table, NUL-terminated key; the value lives in the table's pool.
-        unsafe { cbytes(ffi::apr_table_get(self.t.as_ptr(), k.as_ptr())) }
+        unsafe { cbytes(ffi::apr_table_get(self.t.as_ptr(), name.as_ptr())) }
     }
-    /// Sets a value (both copied by APR).
+    /// A NUL-terminated copy of `b` in the table's own pool (NUL bytes in `b` are dropped).
+    fn pool_copy(&self, b: &[u8]) -> *const c_char {
+        // SAFETY: live table; apr_table_elts returns its array header, whose pool is the pool
+        // the table was made in (and lives as long as the table).
+        let pool = unsafe { (*ffi::apr_table_elts(self.t.as_ptr())).pool };
+        let stripped;
+        let b = if memchr::memchr(0, b).is_some() {
+            stripped = b.iter().copied().filter(|&c| c != 0).collect::<Vec<u8>>();
+            &stripped[..]
+        } else {
+            b
+        };
+        // SAFETY: live pool; apr_pstrmemdup copies `len` bytes and appends a NUL.
+        unsafe { ffi::apr_pstrmemdup(pool, b.as_ptr().cast(), b.len()) }
+    }
+    /// Sets a value (both copied into the table's pool).
     pub fn set(&self, name: &[u8], value: &[u8]) {
-        let (k, v) = (cstring_lossy(name), cstring_lossy(value));
-        // SAFETY: live table; apr_table_set copies key and value.
-        unsafe { ffi::apr_table_set(self.t.as_ptr(), k.as_ptr(), v.as_ptr()) }
+        let (k, v) = (self.pool_copy(name), self.pool_copy(value));
+        // SAFETY: live table; key and value live in the table's pool, as apr_table_setn needs.
+        unsafe { ffi::apr_table_setn(self.t.as_ptr(), k, v) }
     }
-    /// Adds a value (duplicates kept; both copied by APR).
+    /// Adds a value (duplicates kept; both copied into the table's pool).
     pub fn add(&self, name: &[u8], value: &[u8]) {
-        let (k, v) = (cstring_lossy(name), cstring_lossy(value));
-        // SAFETY: live table; apr_table_add copies key and value.
-        unsafe { ffi::apr_table_add(self.t.as_ptr(), k.as_ptr(), v.as_ptr()) }
+        let (k, v) = (self.pool_copy(name), self.pool_copy(value));
+        // SAFETY: live table; key and value live in the table's pool, as apr_table_addn needs.
+        unsafe { ffi::apr_table_addn(self.t.as_ptr(), k, v) }
     }
-    pub fn unset(&self, name: &str) {
-        let k = Self::key(name);
+    pub fn unset(&self, name: &CStr) {
         // SAFETY: live table, NUL-terminated key.
-        unsafe { ffi::apr_table_unset(self.t.as_ptr(), k.as_ptr()) }
+        unsafe { ffi::apr_table_unset(self.t.as_ptr(), name.as_ptr()) }
     }
     pub fn clear(&self) {
         // SAFETY: live table.
@@ -247,7 +257,7 @@ impl<'a> Request<'a> {
             && r.prev.is_null()
             && self
                 .notes()
-                .is_some_and(|n| n.get("mod_rewrite_rewritten").is_none())
+                .is_some_and(|n| n.get(c"mod_rewrite_rewritten").is_none())
     }
     fn notes(&self) -> Option<Table<'a>> {
         // SAFETY: r->notes is a live table for the request (or NULL).
@@ -304,8 +314,8 @@ impl<'a> Request<'a> {
         let r = self.raw_mut();
         r.method = c"GET".as_ptr();
         r.method_number = ffi::M_GET;
-        self.headers_in().unset("Content-Length");
-        self.headers_in().unset("Transfer-Encoding");
+        self.headers_in().unset(c"Content-Length");
+        self.headers_in().unset(c"Transfer-Encoding");
     }
     pub fn internal_redirect(&mut self, uri: &[u8]) {
         let u = self.pool().strdup(uri);
@@ -559,7 +569,10 @@ impl<'a> ShareBuf<'a> {
         // SAFETY: the block is `cap` bytes owned by this ShareBuf alone (a handed-over block
         // was replaced by a fresh one), viewed as possibly uninitialised bytes.
         let spare = unsafe {
-            std::slice::from_raw_parts_mut(self.block.as_ptr().cast::<std::mem::MaybeUninit<u8>>(), self.cap)
+            std::slice::from_raw_parts_mut(
+                self.block.as_ptr().cast::<std::mem::MaybeUninit<u8>>(),
+                self.cap,
+            )
         };
         let n = read(spare)?;
         self.len = n.min(self.cap);
@@ -582,7 +595,11 @@ impl<'a> ShareBuf<'a> {
     /// Appends the ranges `(offset, len)` of the last read to `bb` as buckets sharing this
     /// block, and takes a fresh block for the next read. Ranges outside the last read are
     /// skipped.
-    pub fn hand_over(&mut self, bb: &mut Brigade<'a>, ranges: impl IntoIterator<Item = (usize, usize)>) {
+    pub fn hand_over(
+        &mut self,
+        bb: &mut Brigade<'a>,
+        ranges: impl IntoIterator<Item = (usize, usize)>,
+    ) {
         let old = std::mem::replace(&mut self.block, Self::alloc_block(self.alloc, self.cap));
         let len = std::mem::replace(&mut self.len, 0);
         // SAFETY: `old` came from apr_bucket_alloc on this allocator and nothing else refers to
@@ -592,7 +609,8 @@ impl<'a> ShareBuf<'a> {
         // written again by us (a new one replaced it); apr_brigade_write may append into the
         // space after the last range of the last bucket, which no other bucket refers to.
         unsafe {
-            let owner = ffi::fcgi_shim_heap_own(old.as_ptr().cast(), len as ffi::apr_size_t, self.alloc);
+            let owner =
+                ffi::fcgi_shim_heap_own(old.as_ptr().cast(), len as ffi::apr_size_t, self.alloc);
             if owner.is_null() {
                 ffi::apr_bucket_free(old.as_ptr().cast());
                 return;
@@ -601,7 +619,11 @@ impl<'a> ShareBuf<'a> {
                 if n == 0 || off.checked_add(n).is_none_or(|end| end > len) {
                     continue;
                 }
-                let c = ffi::fcgi_shim_bucket_share(owner, off as ffi::apr_size_t, n as ffi::apr_size_t);
+                let c = ffi::fcgi_shim_bucket_share(
+                    owner,
+                    off as ffi::apr_size_t,
+                    n as ffi::apr_size_t,
+                );
                 if c.is_null() {
                     // (cannot happen for heap buckets) fall back to a copy of the range
                     bb.write(std::slice::from_raw_parts(old.as_ptr().add(off), n));
