@@ -38,8 +38,14 @@
 #                           (127.0.0.1 ports, or unix sockets as Debian's php-fpm packages use)
 #   CPU_SERVER=0 CPU_CLIENT=1   (PIN=0 disables pinning)
 #   MOD_FASTCGI_SO=...      module to test (default: cargo build --release, target/release)
+#   MOD_FASTCGI_SO_B=...    a second build, run as variant fcgi-pool-b (A/B of two builds in one
+#                           interleaved run, e.g. VARIANTS="fcgi-pool fcgi-pool-b static")
 #   KEEP=1                  keep the temp dir (configs, logs, raw wrk output)
 #   NO_INSTALL=1            never run apt-get (fail if something is missing)
+#   PERF=1                  record a CPU profile of the server CPU during each measured run
+#                           (perf record -e cpu-clock -C $CPU_SERVER) to raw/rN-W-V.perf.data
+#                           and print a per-process / per-DSO summary (implies KEEP=1);
+#                           PERF_ARGS adds options (e.g. "--call-graph dwarf")
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -65,6 +71,11 @@ CPU_SERVER=${CPU_SERVER:-0}
 CPU_CLIENT=${CPU_CLIENT:-1}
 PIN=${PIN:-1}
 KEEP=${KEEP:-0}
+PERF=${PERF:-0}
+if [ "$PERF" = 1 ]; then
+    command -v perf >/dev/null || die "PERF=1: perf not found (apt-get install linux-perf)"
+    KEEP=1
+fi
 NO_INSTALL=${NO_INSTALL:-0}
 NULL_BODY=100
 
@@ -135,6 +146,9 @@ if [ -z "${MOD_FASTCGI_SO:-}" ]; then
     MOD_FASTCGI_SO="$REPO/target/release/libmod_fastcgi.so"
 fi
 [ -f "$MOD_FASTCGI_SO" ] || die "module $MOD_FASTCGI_SO not found"
+if [[ " $VARIANTS " == *" fcgi-pool-b "* ]]; then
+    [ -f "${MOD_FASTCGI_SO_B:-}" ] || die "variant fcgi-pool-b needs MOD_FASTCGI_SO_B (a module file)"
+fi
 log "bench: cargo build --release (null backend)"
 cargo build --release -q --manifest-path "$HERE/null-backend/Cargo.toml" --target-dir "$REPO/target/null-backend"
 NULL_BIN="$REPO/target/null-backend/release/null-fcgi"
@@ -250,9 +264,9 @@ start_server() { # variant backend(fpm|null)
     *)
         mkdir -p "$RUN/apache/run" "$RUN/apache/logs"
         case $v in
-        fcgi-pool | fcgi-nopool | fcgi-capped)
+        fcgi-pool | fcgi-pool-b | fcgi-nopool | fcgi-capped)
             case $v in
-            fcgi-pool) opts="-max-conns $FPM_CHILDREN" ;;
+            fcgi-pool | fcgi-pool-b) opts="-max-conns $FPM_CHILDREN" ;;
             fcgi-capped) opts="-max-conns $FCGI_CAPPED_CONNS" ;;
             *) opts="-keep-conn off" ;;
             esac
@@ -267,7 +281,9 @@ FastCgiExternalServer \"$RUN/fcgi/php.fcgi\" $fcgi_addr $opts
             else
                 route="FastCgiExternalServer \"$DOCROOT\" $fcgi_addr $opts"
             fi
-            render "$HERE/conf/apache-fcgi.conf.in" "$RUN/apache/variant.conf" MODULE_SO="$MOD_FASTCGI_SO" FCGI_ROUTE_CONF="$route"
+            local so=$MOD_FASTCGI_SO
+            [ "$v" = fcgi-pool-b ] && so=$MOD_FASTCGI_SO_B
+            render "$HERE/conf/apache-fcgi.conf.in" "$RUN/apache/variant.conf" MODULE_SO="$so" FCGI_ROUTE_CONF="$route"
             ;;
         proxy | proxy-reuse)
             local reuse=off
@@ -341,13 +357,33 @@ workload_target() { # workload variant -> "path|script|backend" (empty: not appl
 RESULTS="$RUN/results.tsv"
 : >"$RESULTS"
 
+# cpu_ticks CPU -> "busy idle steal" jiffies of that CPU from /proc/stat (a VM's steal is time
+# the hypervisor ran something else on that vCPU: requests in flight then wait, whatever the
+# server does, which is what the p99 of a run on a shared VM mostly measures)
+cpu_ticks() {
+    awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat
+}
+# cpu_us_per_req "ticks before" "ticks after" requests -> busy CPU time per request in µs (the
+# cost of a request on the server CPU, everything it runs included; unlike req/s it does not
+# move with the time the hypervisor takes away)
+CLK_TCK=$(getconf CLK_TCK)
+cpu_us_per_req() {
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$CLK_TCK" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        printf "%.1f", (n > 0 ? (y[1] - x[1]) * 1e6 / hz / n : 0) }'
+}
+# steal_pct "busy idle steal (before)" "busy idle steal (after)" -> steal as % of the elapsed ticks
+steal_pct() {
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        t = (y[1] - x[1]) + (y[2] - x[2]) + (y[3] - x[3]); printf "%.1f", (t > 0 ? 100 * (y[3] - x[3]) / t : 0) }'
+}
+
 run_one() { # round workload variant
     local r=$1 w=$2 v=$3 t path script backend bport url out rps p50 p99 rss non2xx sockerr errs
     t=$(workload_target "$w" "$v")
     [ -n "$t" ] || return 0
     IFS='|' read -r path script backend <<<"$t"
     url="http://127.0.0.1:$HTTP_PORT$path"
-    start_server "$v" "$backend" || { printf '%s\t%s\t%s\tFAILED\t0\t0\t0\t1\n' "$r" "$w" "$v" >>"$RESULTS"; stop_server; return 0; }
+    start_server "$v" "$backend" || { printf '%s\t%s\t%s\tFAILED\t0\t0\t0\t1\t0\t0\t0\n' "$r" "$w" "$v" >>"$RESULTS"; stop_server; return 0; }
     local sargs=()
     [ -n "$script" ] && sargs=(-s "$script")
     # sanity: one request must succeed
@@ -362,7 +398,24 @@ run_one() { # round workload variant
         pin_client wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARMUP}s" "${sargs[@]}" "$url" >/dev/null 2>&1 || true
     fi
     out="$RUN/raw/r$r-$w-$v.txt"
+    local perf_pid=""
+    if [ "$PERF" = 1 ]; then
+        perf record -q -e cpu-clock -F 4999 ${PERF_ARGS:-} -C "$CPU_SERVER" -o "$RUN/raw/r$r-$w-$v.perf.data" \
+            -- sleep "$DURATION" >"$RUN/raw/r$r-$w-$v.perf.out" 2>&1 &
+        perf_pid=$!
+    fi
+    local ts0 tc0 ts1 tc1 steal_s steal_c
+    ts0=$(cpu_ticks "$CPU_SERVER"); tc0=$(cpu_ticks "$CPU_CLIENT")
     pin_client wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${sargs[@]}" "$url" >"$out" 2>&1 || true
+    ts1=$(cpu_ticks "$CPU_SERVER"); tc1=$(cpu_ticks "$CPU_CLIENT")
+    steal_s=$(steal_pct "$ts0" "$ts1"); steal_c=$(steal_pct "$tc0" "$tc1")
+    if [ -n "$perf_pid" ]; then
+        wait "$perf_pid" || true
+        perf report -i "$RUN/raw/r$r-$w-$v.perf.data" --no-children --sort comm,dso --stdio 2>/dev/null |
+            grep -v '^#' | grep -v '^$' | head -n 12 >"$RUN/raw/r$r-$w-$v.perf.txt" || true
+        log "bench: profile $RUN/raw/r$r-$w-$v.perf.data:"
+        sed 's/^/bench:   /' "$RUN/raw/r$r-$w-$v.perf.txt" >&2
+    fi
     rss=$(server_rss "$SERVER_PID")
     stop_server
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
@@ -371,9 +424,12 @@ run_one() { # round workload variant
     non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
     sockerr=$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$out")
     errs=$(( ${non2xx:-0} + ${sockerr:-0} ))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$w" "$v" "${rps:-0}" "$p50" "$p99" "$rss" "$errs" >>"$RESULTS"
-    printf 'bench: round %s/%s %-9s %-12s %10s req/s  p50 %8sms  p99 %8sms  RSS %7s MiB  errors %s\n' \
-        "$r" "$ROUNDS" "$w" "$v" "${rps:-?}" "$p50" "$p99" "$rss" "$errs" >&2
+    local nreq cpu_us
+    nreq=$(awk '/ requests in / {print $1}' "$out")
+    cpu_us=$(cpu_us_per_req "$ts0" "$ts1" "${nreq:-0}")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$w" "$v" "${rps:-0}" "$p50" "$p99" "$rss" "$errs" "$steal_s" "$steal_c" "$cpu_us" >>"$RESULTS"
+    printf 'bench: round %s/%s %-9s %-12s %10s req/s  p50 %8sms  p99 %8sms  RSS %7s MiB  errors %s  CPU %s us/req  steal %s%%/%s%%\n' \
+        "$r" "$ROUNDS" "$w" "$v" "${rps:-?}" "$p50" "$p99" "$rss" "$errs" "$cpu_us" "$steal_s" "$steal_c" >&2
 }
 
 read -r -a VARR <<<"$VARIANTS"
@@ -395,6 +451,7 @@ done
 label() {
     case $1 in
     fcgi-pool) echo "mod_fastcgi-rs pool on (-max-conns $FPM_CHILDREN)" ;;
+    fcgi-pool-b) echo "build B: pool on (-max-conns $FPM_CHILDREN)" ;;
     fcgi-nopool) echo "mod_fastcgi-rs pool off (-keep-conn off)" ;;
     fcgi-capped) echo "mod_fastcgi-rs pool on (-max-conns $FCGI_CAPPED_CONNS)" ;;
     proxy) echo "mod_proxy_fcgi reuse off" ;;
@@ -416,15 +473,18 @@ echo
 echo "mod_fastcgi-rs benchmark: $ROUNDS round(s) x ${DURATION}s, $CONNS connections, wrk -t$WRK_THREADS; medians over the rounds"
 echo "php-fpm pm=static max_children=$FPM_CHILDREN; Apache $APACHE_MPM ${APACHE_PROCS}x${APACHE_THREADS} threads, route $FCGI_ROUTE; $(nproc) CPUs; pinning: $([ "$PIN" = 1 ] && echo "servers+backends on CPU $CPU_SERVER, wrk on CPU $CPU_CLIENT" || echo off)"
 echo "ratio: req/s against mod_proxy_fcgi enablereuse=on for the same workload; RSS: the server's processes after the run"
+echo "CPU us: busy time of the server CPU per request (server, backend and kernel together; lower is better)"
+echo "steal s/c: % of the server / client CPU's time the hypervisor gave to others during the run (0 on bare metal)"
 echo
-printf '%-9s %-40s %10s %8s %9s %9s %8s %7s\n' workload variant "req/s" ratio "p50 ms" "p99 ms" "RSS MiB" errors
+printf '%-9s %-40s %8s %6s %7s %7s %7s %7s %6s %5s %11s\n' workload variant "req/s" ratio "CPU us" "p50 ms" "p99 ms" p99/p50 "RSS MB" errs "steal s/c %"
 for w in "${WARR[@]}"; do
     ref=$(med "$w" proxy-reuse 4)
     for v in "${VARR[@]}"; do
         [ -n "$(workload_target "$w" "$v")" ] || continue
         rps=$(med "$w" "$v" 4)
-        printf '%-9s %-40s %10.0f %8s %9.2f %9.2f %8.1f %7s\n' "$w" "$(label "$v")" "$rps" "$(ratio "$rps" "$ref")" \
-            "$(med "$w" "$v" 5)" "$(med "$w" "$v" 6)" "$(med "$w" "$v" 7)" "$(errsum "$w" "$v")" 2>/dev/null ||
+        printf '%-9s %-40s %8.0f %6s %7.1f %7.2f %7.2f %7s %6.1f %5s %11s\n' "$w" "$(label "$v")" "$rps" "$(ratio "$rps" "$ref")" \
+            "$(med "$w" "$v" 11)" "$(med "$w" "$v" 5)" "$(med "$w" "$v" 6)" "$(ratio "$(med "$w" "$v" 6)" "$(med "$w" "$v" 5)")" "$(med "$w" "$v" 7)" \
+            "$(errsum "$w" "$v")" "$(med "$w" "$v" 9)/$(med "$w" "$v" 10)" 2>/dev/null ||
             printf '%-9s %-40s %10s\n' "$w" "$(label "$v")" "n/a"
     done
 done
@@ -445,9 +505,20 @@ if have fcgi-pool hello && have proxy-reuse hello; then
 fi
 if have fcgi-pool hello; then
     check "hello.php: pool on p99 <= 3x p50" "$(med hello fcgi-pool 6)" "<=" "$(mul "$(med hello fcgi-pool 5)" 3)"
+    if have static hello; then
+        echo "       (same run, Apache serving a static file: p99 = $(ratio "$(med hello static 6)" "$(med hello static 5)") p50)"
+    fi
 fi
 if have fcgi-pool null && have static null; then
     check "null backend: pool on >= 0.8x Apache static" "$(med null fcgi-pool 4)" ">=" "$(mul "$(med null static 4)" 0.8)"
+fi
+# the same two throughput targets measured by the server CPU's busy time per request (what
+# they mean when the server CPU is the bottleneck, without the hypervisor's noise)
+if have fcgi-pool hello && have proxy-reuse hello; then
+    check "hello.php by CPU time/request: pool on <= mod_proxy_fcgi(enablereuse=on) / 1.25" "$(med hello fcgi-pool 11)" "<=" "$(mul "$(med hello proxy-reuse 11)" 0.8)"
+fi
+if have fcgi-pool null && have static null; then
+    check "null backend by CPU time/request: pool on <= Apache static / 0.8" "$(med null fcgi-pool 11)" "<=" "$(mul "$(med null static 11)" 1.25)"
 fi
 if have fcgi-pool 1mib && have proxy-reuse 1mib; then
     check "1 MiB: pool on >= 1.3x mod_proxy_fcgi(enablereuse=on)" "$(med 1mib fcgi-pool 4)" ">=" "$(mul "$(med 1mib proxy-reuse 4)" 1.3)"
