@@ -100,6 +100,9 @@ lint: check-cargo
 	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
 	  $(CARGO) clippy --release --all-targets -- -D warnings; \
 	else echo "lint: cargo clippy not installed; skipped"; fi
+	@if $(CARGO) fmt --version >/dev/null 2>&1; then \
+	  $(CARGO) fmt --check || { echo "lint: run cargo fmt"; exit 1; }; \
+	else echo "lint: rustfmt not installed; skipped"; fi
 
 unit: check-cargo
 	$(CARGO) test --lib
