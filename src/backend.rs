@@ -12,7 +12,7 @@
 //! timeout) rather than in the backlog.
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,12 @@ pub struct Runtime {
     max_conns: u32,
     /// `-idle-timeout`: the receive timeout of pooled connections.
     idle_timeout: Duration,
+    /// `-connect-retry`: how long after the application began refusing connections requests
+    /// keep trying (Duration::ZERO: never).
+    connect_retry: Duration,
+    /// When (sock::monotonic_ns) this child first saw the application refuse connections in
+    /// the current outage; 0 while it accepts them.
+    down_since: AtomicU64,
     pool_idle: Duration,
     idle: Mutex<Vec<(Conn, Instant)>>,
     shared: AtomicPtr<SharedCounters>,
@@ -62,6 +68,8 @@ impl Runtime {
             keep_conn: def.keep_conn,
             max_conns: def.max_conns,
             idle_timeout: Duration::from_secs(u64::from(def.idle_timeout.max(1))),
+            connect_retry: Duration::from_secs(u64::from(def.connect_retry)),
+            down_since: AtomicU64::new(0),
             pool_idle: Duration::from_secs(u64::from(def.pool_idle_timeout)),
             idle: Mutex::new(Vec::new()),
             shared: AtomicPtr::new(std::ptr::null_mut()),
@@ -178,6 +186,7 @@ impl Runtime {
                         error: io::Error::from_raw_os_error(libc::EAGAIN),
                         timed_out: true,
                         target: format!("all {} connections (-max-conns) busy", self.max_conns),
+                        refused_for: None,
                     });
                 }
                 match (ticket, seen) {
@@ -199,8 +208,7 @@ impl Runtime {
         } else {
             cnt.open.fetch_add(1, Ordering::AcqRel);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match Conn::connect(targets, left) {
+        match self.connect_or_wait(targets, deadline) {
             Ok(mut c) => {
                 self.owner_add(1);
                 // A connection meant for the pool serves many requests: two system calls now
@@ -215,6 +223,47 @@ impl Runtime {
                 cnt.open.fetch_sub(1, Ordering::AcqRel);
                 self.slot_released();
                 Err(e)
+            }
+        }
+    }
+
+    /// Connects; while the application refuses connections (nothing listens: it is
+    /// restarting), keeps trying until `-connect-retry` after the refusals began, within
+    /// `deadline`. Once an outage has lasted that long, requests fail at once until a connect
+    /// succeeds again, so a stopped application costs no waiting beyond its first seconds.
+    fn connect_or_wait(&self, targets: &[Target], deadline: Instant) -> Result<Conn, ConnectError> {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match Conn::connect(targets, left) {
+                Ok(c) => {
+                    if self.down_since.load(Ordering::Relaxed) != 0 {
+                        self.down_since.store(0, Ordering::Relaxed);
+                    }
+                    return Ok(c);
+                }
+                Err(mut e) if e.is_refusal() && !self.connect_retry.is_zero() => {
+                    let now = sock::monotonic_ns();
+                    let since = match self.down_since.compare_exchange(
+                        0,
+                        now,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => now,
+                        Err(earlier) => earlier,
+                    };
+                    let down_for = Duration::from_nanos(now.saturating_sub(since));
+                    let retry_left = self.connect_retry.saturating_sub(down_for);
+                    let wait = retry_left.min(deadline.saturating_duration_since(Instant::now()));
+                    if wait.is_zero() {
+                        e.refused_for = Some(down_for);
+                        return Err(e);
+                    }
+                    std::thread::sleep(backoff.min(wait));
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -559,6 +608,21 @@ pub struct ConnectError {
     pub timed_out: bool,
     /// The address tried last, for the log line.
     pub target: String,
+    /// The application had been refusing connections this long when the request gave up
+    /// (`-connect-retry` used up); None when it was not waited for.
+    pub refused_for: Option<Duration>,
+}
+
+impl ConnectError {
+    /// Nothing listens at the address (connection refused, or the socket file is missing):
+    /// what an application looks like while it restarts.
+    pub fn is_refusal(&self) -> bool {
+        !self.timed_out
+            && matches!(
+                self.error.raw_os_error(),
+                Some(libc::ECONNREFUSED) | Some(libc::ENOENT)
+            )
+    }
 }
 
 pub fn target_text(t: &Target) -> String {
@@ -590,6 +654,7 @@ impl Conn {
             error: io::Error::from_raw_os_error(libc::EINVAL),
             timed_out: false,
             target: String::new(),
+            refused_for: None,
         };
         for t in targets {
             match Self::connect_one(t, deadline) {
@@ -606,6 +671,7 @@ impl Conn {
                         error,
                         timed_out,
                         target: target_text(t),
+                        refused_for: None,
                     };
                     if timed_out {
                         break;

@@ -505,6 +505,18 @@ fn log_connect_error(r: &Request<'_>, def: &ServerDef, e: &ConnectError, timeout
             "FastCGI: failed to connect to server \"{server}\": connect() timed out ({setting}) (address {})",
             e.target
         );
+    } else if let Some(down) = e.refused_for {
+        rlog!(
+            r,
+            ERR,
+            errno,
+            10,
+            "FastCGI: failed to connect to server \"{server}\": connect() failed: {} (address {}); refusing connections for {:.1} sec (-connect-retry {})",
+            e.error,
+            e.target,
+            down.as_secs_f64(),
+            def.connect_retry
+        );
     } else {
         rlog!(
             r,

@@ -176,6 +176,10 @@ pub const SUITE: Suite = Suite {
             "conformance_connect_permission_denied_503",
             connect_permission_denied_503,
         ),
+        test(
+            "conformance_connect_retry_waits_for_application",
+            connect_retry_waits_for_application,
+        ),
         // last: stop the fake applications, check what they saw
         test(
             "conformance_fake_backends_saw_valid_records",
@@ -650,15 +654,28 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     // and unix listeners with a full backlog (-appConnTimeout 2; and 0 = the vhost's Timeout 2).
     let refused = refused_port()?;
     b.set("refused_port", refused);
+    let run = b.tmp.join("run");
+    // -connect-retry 0: fails at once, as mod_fastcgi (the default, 1 s, is err_cf_nosock's)
     add_site(
         b,
         "err_cf_refused",
         &format!("-host 127.0.0.1:{refused}"),
-        "",
+        "-connect-retry 0",
         "",
         "",
     )?;
-    let run = b.tmp.join("run");
+    // an application that is not there yet, then starts, then stops (-connect-retry 3)
+    let restart_sock = run.join("cf-restart.sock");
+    let _ = std::fs::remove_file(&restart_sock);
+    b.set("restart_sock", p(&restart_sock));
+    add_site(
+        b,
+        "err_cf_restart",
+        &format!("-socket {}", q(p(&restart_sock))),
+        "-connect-retry 3",
+        "",
+        "",
+    )?;
     let nosock = run.join("cf-missing.sock");
     b.set("nosock", p(&nosock));
     add_site(
@@ -2261,53 +2278,159 @@ fn invalid_request_no_backend_connection(ctx: &Ctx) -> Result<(), String> {
 // ------------------------------------------------------------------------------------------
 // failures
 
-fn connect_failure(ctx: &Ctx, id: &str, addr: &str, errno: &str) -> Result<(), String> {
+/// A request whose connect fails gets a 503 after between `min` and `max` ms (the time spent
+/// waiting for a refusing application, `-connect-retry`) and one log line that names the
+/// server, the address and the cause, plus `more`.
+fn connect_failure(
+    ctx: &Ctx,
+    id: &str,
+    addr: &str,
+    errno: &str,
+    (min, max): (u64, u64),
+    more: &[&str],
+) -> Result<String, String> {
     let logs = Logs::mark(ctx, id);
     let t0 = Instant::now();
     let r = ctx.get(id, "/app/x?connect")?;
+    let took = t0.elapsed();
     ensure(r.status == 503, || format!("want 503, got {}", r.summary()))?;
-    ensure(t0.elapsed() < late(ctx, 2000), || {
-        format!("took {} ms", ms(t0.elapsed()))
-    })?;
-    logs.expect_one_error(&[
-        &format!(
-            "FastCGI: failed to connect to server \"{}\": connect() failed",
-            vpath(ctx, id)
-        ),
-        &format!("(address {addr})"),
-        errno,
-    ])?;
-    after_connect_fault(ctx, &logs)
+    ensure(
+        took >= Duration::from_millis(min) && took < late(ctx, max),
+        || format!("took {} ms, want {min}..{max} ms", ms(took)),
+    )?;
+    let head = format!(
+        "FastCGI: failed to connect to server \"{}\": connect() failed",
+        vpath(ctx, id)
+    );
+    let address = format!("(address {addr})");
+    let mut needles = vec![head.as_str(), address.as_str(), errno];
+    needles.extend_from_slice(more);
+    let line = logs.expect_one_error(&needles)?;
+    after_connect_fault(ctx, &logs)?;
+    Ok(line)
 }
 
 fn connect_refused_503(ctx: &Ctx) -> Result<(), String> {
+    // -connect-retry 0: at once, and the line does not speak of waiting
     let port = ctx.val("refused_port").to_string();
-    connect_failure(
+    let line = connect_failure(
         ctx,
         "err_cf_refused",
         &format!("127.0.0.1:{port}"),
         "(111)Connection refused",
-    )
+        (0, 500),
+        &[],
+    )?;
+    ensure(!line.contains("-connect-retry"), || {
+        format!("-connect-retry 0 still waited: {line}")
+    })
 }
 
 fn connect_socket_missing_503(ctx: &Ctx) -> Result<(), String> {
+    // the default -connect-retry: a missing socket (an application restarting) is waited
+    // for one second, then the line says how long it has been refusing
     let sock = ctx.val("nosock").to_string();
     connect_failure(
         ctx,
         "err_cf_nosock",
         &format!("unix:{sock}"),
         "(2)No such file or directory",
+        (950, 2500),
+        &["refusing connections for", "(-connect-retry 1)"],
     )
+    .map(drop)
 }
 
 fn connect_permission_denied_503(ctx: &Ctx) -> Result<(), String> {
+    // not a refusal: never waited for
     let sock = ctx.val("eacces_sock").to_string();
     connect_failure(
         ctx,
         "err_cf_eacces",
         &format!("unix:{sock}"),
         "(13)Permission denied",
+        (0, 500),
+        &[],
     )
+    .map(drop)
+}
+
+/// `-connect-retry 3`: a request that arrives while the application is not listening (socket
+/// missing) waits and is served as soon as it listens; once it stops again (socket left behind,
+/// connection refused), the first request in each child waits the 3 s and gets a 503 with one
+/// log line, and later ones fail at once instead of waiting again.
+fn connect_retry_waits_for_application(ctx: &Ctx) -> Result<(), String> {
+    let id = "err_cf_restart";
+    let sock = std::path::PathBuf::from(ctx.val("restart_sock"));
+    let logs = Logs::mark(ctx, id);
+    let (port, name) = (ctx.vhost(id).port, host(ctx, id));
+    let target = play_target(b"Content-Type: text/plain\r\n\r\nOK\n", 0);
+    let t0 = Instant::now();
+    let waiting = thread::spawn(move || {
+        crate::http::fetch(port, Request::get(&target).host(&name)).map_err(|e| e.to_string())
+    });
+    thread::sleep(Duration::from_millis(500));
+    let be = Backend::unix("cf_restart", &sock, Arc::new(player))?;
+    let r = waiting
+        .join()
+        .map_err(|_| "request thread panicked".to_string())??;
+    let took = t0.elapsed();
+    ensure(r.status == 200 && r.body == OK_BODY, || {
+        format!(
+            "request while the application was starting: {}",
+            r.summary()
+        )
+    })?;
+    ensure(
+        took >= Duration::from_millis(450) && took < late(ctx, 2500),
+        || format!("served after {} ms, want about 500 ms", ms(took)),
+    )?;
+    logs.expect_no_errors()?;
+    let started = ms(took);
+
+    be.stop();
+    ensure(sock.exists(), || {
+        "the stopped backend removed its socket".into()
+    })?;
+    let logs = Logs::mark(ctx, id);
+    let t1 = Instant::now();
+    let r = ctx.get(id, "/app/x?down")?;
+    let took = t1.elapsed();
+    ensure(r.status == 503, || {
+        format!("after the stop: {}", r.summary())
+    })?;
+    ensure(
+        took >= Duration::from_millis(2900) && took < late(ctx, 5000),
+        || format!("503 after {} ms, want about 3000 ms", ms(took)),
+    )?;
+    logs.expect_one_error(&[
+        "(111)Connection refused",
+        "refusing connections for",
+        "(-connect-retry 3)",
+    ])?;
+
+    // the outage is now older than -connect-retry: children that saw it fail at once
+    let children = ctx.apache_children().len().max(1);
+    let mut times = Vec::new();
+    for i in 0..6 {
+        let t = Instant::now();
+        let r = ctx.get(id, &format!("/app/x?down={i}"))?;
+        ensure(r.status == 503, || format!("request {i}: {}", r.summary()))?;
+        times.push(ms(t.elapsed()));
+    }
+    let quick = ms(ctx.scaled(Duration::from_millis(1000), Duration::from_millis(2000)));
+    let fast = times.iter().filter(|&&t| t < quick).count();
+    ensure(fast + children.saturating_sub(1) >= times.len(), || {
+        format!(
+            "after a 3 s outage requests still waited: {times:?} ms ({children} Apache children)"
+        )
+    })?;
+    println!(
+        "    connect-retry: served {started} ms after arriving (application started after 500 ms); \
+         after the stop 503 after {} ms, then {times:?} ms ({children} children)",
+        ms(took)
+    );
+    after_connect_fault(ctx, &logs)
 }
 
 fn fake_backends_saw_valid_records(ctx: &Ctx) -> Result<(), String> {
