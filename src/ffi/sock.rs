@@ -483,6 +483,15 @@ pub fn recv_uninit(
     fd: BorrowedFd<'_>,
     spare: &mut [std::mem::MaybeUninit<u8>],
 ) -> io::Result<usize> {
+    recv_uninit_flags(fd, spare, libc::MSG_DONTWAIT)
+}
+
+/// recv(2) into possibly uninitialised memory with `flags`, retried on EINTR.
+fn recv_uninit_flags(
+    fd: BorrowedFd<'_>,
+    spare: &mut [std::mem::MaybeUninit<u8>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
     if spare.is_empty() {
         return Ok(0);
     }
@@ -493,7 +502,7 @@ pub fn recv_uninit(
                 fd.as_raw_fd(),
                 spare.as_mut_ptr().cast(),
                 spare.len(),
-                libc::MSG_DONTWAIT,
+                flags,
             )
         };
         match cvt_size(rv) {
@@ -534,15 +543,5 @@ pub fn recv_uninit_wait(
     fd: BorrowedFd<'_>,
     spare: &mut [std::mem::MaybeUninit<u8>],
 ) -> io::Result<usize> {
-    if spare.is_empty() {
-        return Ok(0);
-    }
-    loop {
-        // SAFETY: `spare` is writable memory of `spare.len()` bytes borrowed mutably.
-        let rv = unsafe { libc::recv(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), 0) };
-        match cvt_size(rv) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
+    recv_uninit_flags(fd, spare, 0)
 }
