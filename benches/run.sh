@@ -38,8 +38,8 @@
 #                           (127.0.0.1 ports, or unix sockets as Debian's php-fpm packages use)
 #   CPU_SERVER=0 CPU_CLIENT=1   (PIN=0 disables pinning)
 #   MOD_FASTCGI_SO=...      module to test (default: cargo build --release, target/release)
-#   MOD_FASTCGI_SO_B=...    a second build, run as variant fcgi-pool-b (A/B of two builds in one
-#                           interleaved run, e.g. VARIANTS="fcgi-pool fcgi-pool-b static")
+#   MOD_FASTCGI_SO_B=...    a second build, run as variants fcgi-pool-b / fcgi-capped-b (A/B of
+#                           two builds in one interleaved run, e.g. VARIANTS="fcgi-pool fcgi-pool-b static")
 #   KEEP=1                  keep the temp dir (configs, logs, raw wrk output)
 #   NO_INSTALL=1            never run apt-get (fail if something is missing)
 #   PERF=1                  record a CPU profile of the server CPU during each measured run
@@ -146,8 +146,8 @@ if [ -z "${MOD_FASTCGI_SO:-}" ]; then
     MOD_FASTCGI_SO="$REPO/target/release/libmod_fastcgi.so"
 fi
 [ -f "$MOD_FASTCGI_SO" ] || die "module $MOD_FASTCGI_SO not found"
-if [[ " $VARIANTS " == *" fcgi-pool-b "* ]]; then
-    [ -f "${MOD_FASTCGI_SO_B:-}" ] || die "variant fcgi-pool-b needs MOD_FASTCGI_SO_B (a module file)"
+if [[ " $VARIANTS " == *" fcgi-pool-b "* || " $VARIANTS " == *" fcgi-capped-b "* ]]; then
+    [ -f "${MOD_FASTCGI_SO_B:-}" ] || die "variants fcgi-pool-b and fcgi-capped-b need MOD_FASTCGI_SO_B (a module file)"
 fi
 log "bench: cargo build --release (null backend)"
 cargo build --release -q --manifest-path "$HERE/null-backend/Cargo.toml" --target-dir "$REPO/target/null-backend"
@@ -264,10 +264,10 @@ start_server() { # variant backend(fpm|null)
     *)
         mkdir -p "$RUN/apache/run" "$RUN/apache/logs"
         case $v in
-        fcgi-pool | fcgi-pool-b | fcgi-nopool | fcgi-capped)
+        fcgi-pool | fcgi-pool-b | fcgi-nopool | fcgi-capped | fcgi-capped-b)
             case $v in
             fcgi-pool | fcgi-pool-b) opts="-max-conns $FPM_CHILDREN" ;;
-            fcgi-capped) opts="-max-conns $FCGI_CAPPED_CONNS" ;;
+            fcgi-capped | fcgi-capped-b) opts="-max-conns $FCGI_CAPPED_CONNS" ;;
             *) opts="-keep-conn off" ;;
             esac
             if [ "$FCGI_ROUTE" = action ]; then
@@ -282,7 +282,7 @@ FastCgiExternalServer \"$RUN/fcgi/php.fcgi\" $fcgi_addr $opts
                 route="FastCgiExternalServer \"$DOCROOT\" $fcgi_addr $opts"
             fi
             local so=$MOD_FASTCGI_SO
-            [ "$v" = fcgi-pool-b ] && so=$MOD_FASTCGI_SO_B
+            case $v in *-b) so=$MOD_FASTCGI_SO_B ;; esac
             render "$HERE/conf/apache-fcgi.conf.in" "$RUN/apache/variant.conf" MODULE_SO="$so" FCGI_ROUTE_CONF="$route"
             ;;
         proxy | proxy-reuse)
@@ -454,6 +454,7 @@ label() {
     fcgi-pool-b) echo "build B: pool on (-max-conns $FPM_CHILDREN)" ;;
     fcgi-nopool) echo "mod_fastcgi-rs pool off (-keep-conn off)" ;;
     fcgi-capped) echo "mod_fastcgi-rs pool on (-max-conns $FCGI_CAPPED_CONNS)" ;;
+    fcgi-capped-b) echo "build B: pool on (-max-conns $FCGI_CAPPED_CONNS)" ;;
     proxy) echo "mod_proxy_fcgi reuse off" ;;
     proxy-reuse) echo "mod_proxy_fcgi enablereuse=on" ;;
     nginx) echo "nginx fastcgi keepalive" ;;

@@ -23,6 +23,12 @@ use crate::ffi::sock::{self, Ready, SharedCounters};
 pub const STALL_AFTER: Duration = Duration::from_millis(20);
 /// A queued request looks at the slots at least this often even if nobody wakes it.
 const WAIT_RECHECK: Duration = Duration::from_millis(20);
+/// A connection freed while requests queue for `-max-conns` slots goes to the request that has
+/// waited longest; but a request of the same process that arrived at most this much later may
+/// take it as it is, instead of the connection being closed here and opened again in the
+/// other process (a connection setup on both sides). The oldest request then waits at most for
+/// the few that arrived within this slack after it.
+const HANDOVER_SLACK_NS: u64 = 5_000_000;
 /// How often each child's reaper looks at its idle connections.
 pub const REAP_EVERY: Duration = Duration::from_millis(20);
 
@@ -167,7 +173,9 @@ impl Runtime {
                     continue;
                 }
                 if let Some(c) = self.take_idle() {
-                    if local_taker && ahead == 0 {
+                    if local_taker
+                        && (ahead == 0 || ticket.is_some_and(|t| self.within_slack(t.since)))
+                    {
                         self.end_wait(waiting, local_taker, ticket);
                         return Ok(c);
                     }
@@ -344,7 +352,7 @@ impl Runtime {
     /// A connection went into this process's pool while requests of this process wait: wake
     /// the oldest of them (it takes the connection, or closes it for an older request).
     fn wake_local_waiter(&self) {
-        if let Some((_, i)) = self.oldest_queued(Some(std::process::id())) {
+        if let Some((_, i, _)) = self.oldest_queued(Some(std::process::id())) {
             self.counters().queue[i].wake();
         }
     }
@@ -479,23 +487,23 @@ impl Runtime {
             return;
         }
         let cnt = self.counters();
-        if cnt.queued.load(Ordering::Acquire) > 0 {
+        if cnt.queued.load(Ordering::Acquire) > 0
+            && let Some((_, _, oldest)) = self.oldest_queued(None)
+        {
             // Requests wait for a -max-conns slot: the connection is for the one that has
-            // waited longest. In this process it takes the connection as it is; elsewhere the
-            // connection is closed (dropped here) and the freed slot wakes it.
-            let me = std::process::id();
-            match self.oldest_queued(None) {
-                Some((pid, i)) if pid == me => {
-                    self.idle
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((c, Instant::now()));
-                    cnt.queue[i].wake();
-                    return;
-                }
-                Some(_) => return,
-                None => {}
+            // waited longest. If that one, or one that queued at most HANDOVER_SLACK_NS after
+            // it, is in this process, it takes the connection as it is; otherwise the
+            // connection is closed (dropped here) and the freed slot wakes the oldest.
+            if let Some((_, j, since)) = self.oldest_queued(Some(std::process::id()))
+                && since.saturating_sub(oldest) <= HANDOVER_SLACK_NS
+            {
+                self.idle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((c, Instant::now()));
+                cnt.queue[j].wake();
             }
+            return;
         }
         let others_wait =
             cnt.waiting.load(Ordering::Acquire) > self.local_waiting.load(Ordering::Acquire);
@@ -511,9 +519,16 @@ impl Runtime {
         }
     }
 
+    /// A request that queued at `since` is within HANDOVER_SLACK_NS of the one that has waited
+    /// longest (so it may take a connection of its own process).
+    fn within_slack(&self, since: u64) -> bool {
+        self.oldest_queued(None)
+            .is_some_and(|(_, _, oldest)| since.saturating_sub(oldest) <= HANDOVER_SLACK_NS)
+    }
+
     /// The queued request (of process `pid`, or of any) that has waited longest:
-    /// (pid, queue index).
-    fn oldest_queued(&self, pid: Option<u32>) -> Option<(u32, usize)> {
+    /// (pid, queue index, when it queued).
+    fn oldest_queued(&self, pid: Option<u32>) -> Option<(u32, usize, u64)> {
         self.counters()
             .queue
             .iter()
@@ -524,7 +539,7 @@ impl Runtime {
                     .then(|| (w.since.load(Ordering::Acquire), i, p))
             })
             .min()
-            .map(|(_, i, p)| (p, i))
+            .map(|(since, i, p)| (p, i, since))
     }
 
     /// Closes idle connections that expired, that the application closed, or that hold an
