@@ -8,6 +8,8 @@
 #                 runnable at once on the one server core; the rest wait in Apache's FIFO queue)
 #   proxy         mod_proxy_fcgi, enablereuse=off
 #   proxy-reuse   mod_proxy_fcgi, enablereuse=on          (the reference of the ratio column)
+#   proxy-capped  mod_proxy_fcgi, enablereuse=on max=$FCGI_CAPPED_CONNS/$APACHE_PROCS per process
+#                 (mod_proxy's cap is per child: the same total as fcgi-capped, like for like)
 #   nginx         nginx fastcgi_pass, upstream keepalive
 #   static        Apache serving a static file of the same size (no FastCGI)
 # Workloads:
@@ -27,7 +29,7 @@
 # Settings (environment):
 #   ROUNDS=3 DURATION=10 WARMUP=2 CONNS=32 WRK_THREADS=1
 #   WORKLOADS="hello 1mib post256k null"
-#   VARIANTS="fcgi-pool fcgi-capped fcgi-nopool proxy proxy-reuse nginx static"
+#   VARIANTS="fcgi-pool fcgi-capped fcgi-nopool proxy proxy-reuse proxy-capped nginx static"
 #   APACHE_MPM=event APACHE_PROCS=2 APACHE_THREADS=25   (event/worker)
 #   FPM_CHILDREN=$((APACHE_PROCS * APACHE_THREADS))   php-fpm pm.max_children: as many as
 #                           Apache has threads, so that mod_proxy_fcgi's enablereuse=on (up to
@@ -58,7 +60,7 @@ WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-32}
 WRK_THREADS=${WRK_THREADS:-1}
 WORKLOADS=${WORKLOADS:-"hello 1mib post256k null"}
-VARIANTS=${VARIANTS:-"fcgi-pool fcgi-capped fcgi-nopool proxy proxy-reuse nginx static"}
+VARIANTS=${VARIANTS:-"fcgi-pool fcgi-capped fcgi-nopool proxy proxy-reuse proxy-capped nginx static"}
 APACHE_MPM=${APACHE_MPM:-event}
 APACHE_PROCS=${APACHE_PROCS:-2}
 APACHE_THREADS=${APACHE_THREADS:-25}
@@ -285,10 +287,11 @@ FastCgiExternalServer \"$RUN/fcgi/php.fcgi\" $fcgi_addr $opts
             case $v in *-b) so=$MOD_FASTCGI_SO_B ;; esac
             render "$HERE/conf/apache-fcgi.conf.in" "$RUN/apache/variant.conf" MODULE_SO="$so" FCGI_ROUTE_CONF="$route"
             ;;
-        proxy | proxy-reuse)
-            local reuse=off
-            [ "$v" = proxy-reuse ] && reuse=on
-            render "$HERE/conf/apache-proxy.conf.in" "$RUN/apache/variant.conf" PROXY_TARGET="$proxy_target" DOCROOT="$DOCROOT" PROXY_REUSE="$reuse"
+        proxy | proxy-reuse | proxy-capped)
+            local reuse=off max=""
+            [ "$v" != proxy ] && reuse=on
+            [ "$v" = proxy-capped ] && max=" max=$(( (FCGI_CAPPED_CONNS + APACHE_PROCS - 1) / APACHE_PROCS ))"
+            render "$HERE/conf/apache-proxy.conf.in" "$RUN/apache/variant.conf" PROXY_TARGET="$proxy_target" DOCROOT="$DOCROOT" PROXY_REUSE="$reuse" PROXY_MAX="$max"
             ;;
         static)
             render "$HERE/conf/apache-static.conf.in" "$RUN/apache/variant.conf"
@@ -457,6 +460,7 @@ label() {
     fcgi-capped-b) echo "build B: pool on (-max-conns $FCGI_CAPPED_CONNS)" ;;
     proxy) echo "mod_proxy_fcgi reuse off" ;;
     proxy-reuse) echo "mod_proxy_fcgi enablereuse=on" ;;
+    proxy-capped) echo "mod_proxy_fcgi reuse, max=$(( (FCGI_CAPPED_CONNS + APACHE_PROCS - 1) / APACHE_PROCS ))/process" ;;
     nginx) echo "nginx fastcgi keepalive" ;;
     static) echo "Apache static file" ;;
     *) echo "$1" ;;
@@ -509,6 +513,15 @@ if have fcgi-pool hello; then
     if have static hello; then
         echo "       (same run, Apache serving a static file: p99 = $(ratio "$(med hello static 6)" "$(med hello static 5)") p50)"
     fi
+fi
+# the capped pool (-max-conns below php-fpm's workers: at most that many PHP processes compete
+# for the server CPU, the rest wait in Apache's FIFO queue), against both mod_proxy_fcgi settings
+if have fcgi-capped hello && have proxy-reuse hello; then
+    check "hello.php: capped pool >= 1.25x mod_proxy_fcgi(enablereuse=on)" "$(med hello fcgi-capped 4)" ">=" "$(mul "$(med hello proxy-reuse 4)" 1.25)"
+    check "hello.php: capped pool p99 <= 3x p50" "$(med hello fcgi-capped 6)" "<=" "$(mul "$(med hello fcgi-capped 5)" 3)"
+fi
+if have fcgi-capped hello && have proxy-capped hello; then
+    echo "       (like for like, mod_proxy_fcgi with the same cap: capped pool = $(ratio "$(med hello fcgi-capped 4)" "$(med hello proxy-capped 4)") its req/s)"
 fi
 if have fcgi-pool null && have static null; then
     check "null backend: pool on >= 0.8x Apache static" "$(med null fcgi-pool 4)" ">=" "$(mul "$(med null static 4)" 0.8)"
