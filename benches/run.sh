@@ -67,6 +67,8 @@ APACHE_THREADS=${APACHE_THREADS:-25}
 FPM_CHILDREN=${FPM_CHILDREN:-$((APACHE_PROCS * APACHE_THREADS))}
 FCGI_ROUTE=${FCGI_ROUTE:-direct}
 FCGI_CAPPED_CONNS=${FCGI_CAPPED_CONNS:-8}
+# proxy-capped: mod_proxy caps per child process, so the same total split over the children
+PROXY_CAPPED_MAX=$(( (FCGI_CAPPED_CONNS + APACHE_PROCS - 1) / APACHE_PROCS ))
 TRANSPORT=${TRANSPORT:-tcp}
 case $TRANSPORT in tcp | unix) ;; *) echo "TRANSPORT must be tcp or unix" >&2; exit 2 ;; esac
 CPU_SERVER=${CPU_SERVER:-0}
@@ -290,7 +292,7 @@ FastCgiExternalServer \"$RUN/fcgi/php.fcgi\" $fcgi_addr $opts
         proxy | proxy-reuse | proxy-capped)
             local reuse=off max=""
             [ "$v" != proxy ] && reuse=on
-            [ "$v" = proxy-capped ] && max=" max=$(( (FCGI_CAPPED_CONNS + APACHE_PROCS - 1) / APACHE_PROCS ))"
+            [ "$v" = proxy-capped ] && max=" max=$PROXY_CAPPED_MAX"
             render "$HERE/conf/apache-proxy.conf.in" "$RUN/apache/variant.conf" PROXY_TARGET="$proxy_target" DOCROOT="$DOCROOT" PROXY_REUSE="$reuse" PROXY_MAX="$max"
             ;;
         static)
@@ -460,7 +462,7 @@ label() {
     fcgi-capped-b) echo "build B: pool on (-max-conns $FCGI_CAPPED_CONNS)" ;;
     proxy) echo "mod_proxy_fcgi reuse off" ;;
     proxy-reuse) echo "mod_proxy_fcgi enablereuse=on" ;;
-    proxy-capped) echo "mod_proxy_fcgi reuse, max=$(( (FCGI_CAPPED_CONNS + APACHE_PROCS - 1) / APACHE_PROCS ))/process" ;;
+    proxy-capped) echo "mod_proxy_fcgi reuse, max=$PROXY_CAPPED_MAX/process" ;;
     nginx) echo "nginx fastcgi keepalive" ;;
     static) echo "Apache static file" ;;
     *) echo "$1" ;;
