@@ -29,6 +29,10 @@ const WAIT_RECHECK: Duration = Duration::from_millis(20);
 /// other process (a connection setup on both sides). The oldest request then waits at most for
 /// the few that arrived within this slack after it.
 const HANDOVER_SLACK_NS: u64 = 5_000_000;
+/// A request that queued at `since` is within HANDOVER_SLACK_NS of the oldest, queued at `oldest`.
+fn in_slack(since: u64, oldest: u64) -> bool {
+    since.saturating_sub(oldest) <= HANDOVER_SLACK_NS
+}
 /// How often each child's reaper looks at its idle connections.
 pub const REAP_EVERY: Duration = Duration::from_millis(20);
 
@@ -495,7 +499,7 @@ impl Runtime {
             // it, is in this process, it takes the connection as it is; otherwise the
             // connection is closed (dropped here) and the freed slot wakes the oldest.
             if let Some((_, j, since)) = self.oldest_queued(Some(std::process::id()))
-                && since.saturating_sub(oldest) <= HANDOVER_SLACK_NS
+                && in_slack(since, oldest)
             {
                 self.idle
                     .lock()
@@ -523,7 +527,7 @@ impl Runtime {
     /// longest (so it may take a connection of its own process).
     fn within_slack(&self, since: u64) -> bool {
         self.oldest_queued(None)
-            .is_some_and(|(_, _, oldest)| since.saturating_sub(oldest) <= HANDOVER_SLACK_NS)
+            .is_some_and(|(_, _, oldest)| in_slack(since, oldest))
     }
 
     /// The queued request (of process `pid`, or of any) that has waited longest:
