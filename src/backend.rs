@@ -800,7 +800,13 @@ impl Reaper {
             .spawn(move || {
                 let mut old = false;
                 while !s.load(Ordering::Acquire) {
-                    std::thread::sleep(REAP_EVERY);
+                    // Parked rather than asleep so that `drop` can wake it: a stopping child
+                    // (graceful restart) exits at once instead of up to REAP_EVERY later. An
+                    // early (spurious) wake-up only makes one extra, harmless pass.
+                    std::thread::park_timeout(REAP_EVERY);
+                    if s.load(Ordering::Acquire) {
+                        break;
+                    }
                     if !old && superseded() {
                         old = true;
                         for rt in &rts {
@@ -824,6 +830,7 @@ impl Drop for Reaper {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
         for rt in &self.runtimes {
