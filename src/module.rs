@@ -514,12 +514,28 @@ unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::serve
             .filter(|(_, rt)| rt.keep_conn())
             .map(|(_, rt)| std::sync::Arc::clone(rt))
             .collect();
-        if rts.is_empty() {
-            return;
-        }
         let mut generation: c_int = 0;
         // SAFETY: plain MPM query into a live int.
         let known = unsafe { ffi::ap_mpm_query(ffi::AP_MPMQ_GENERATION, &mut generation) } == 0;
+        // Which generation a child belongs to is what tells a restarted one from a leftover of
+        // the previous configuration (prefork may fork a child just before it restarts).
+        slog!(
+            Some(server),
+            DEBUG,
+            0,
+            5,
+            "FastCGI: child process {} started (generation {}); {} server(s) with a connection pool",
+            std::process::id(),
+            if known {
+                generation.to_string()
+            } else {
+                "unknown".into()
+            },
+            rts.len()
+        );
+        if rts.is_empty() {
+            return;
+        }
         let superseded = move || known && running_generation().is_some_and(|g| g != generation);
         match Reaper::start(rts, superseded) {
             Ok(r) => {

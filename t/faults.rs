@@ -131,6 +131,18 @@ fn lines_with(path: &Path, from: u64, needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// Generations of the children that started so far, from the module's FCGI005 debug lines
+/// ("child process P started (generation G)").
+fn started_generations(log: &Path) -> Vec<i64> {
+    lines_with(log, 0, "FCGI005")
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split_once("(generation ")?.1;
+            rest.split_once(')')?.0.parse().ok()
+        })
+        .collect()
+}
+
 fn alive(pid: u32) -> bool {
     procs::proc_stat(pid as libc::pid_t).is_some_and(|s| s.state != 'Z')
 }
@@ -441,7 +453,8 @@ fn load_run(
     // prefork: one process per connection, so no keep-alive (32 clients, 16 processes)
     let load = Load::start(port, clients, mpm != "prefork", make, check);
     let mut events: Vec<(String, Duration)> = Vec::new();
-    let mut last_gen: Vec<u32> = Vec::new();
+    // the newest child generation before the last graceful restart
+    let mut last_gen: i64 = -1;
     let mut err: Option<String> = None;
     let pause = |ms: u64| thread::sleep(Duration::from_millis(ms));
     pause(1000);
@@ -488,7 +501,7 @@ fn load_run(
             if i > 1 {
                 pause(1500);
             }
-            last_gen = apache.children();
+            last_gen = started_generations(&mlog).into_iter().max().unwrap_or(-1);
             apache.graceful(Duration::from_secs(15))?;
             events.push((format!("graceful {i}"), load.now()));
         }
@@ -500,20 +513,19 @@ fn load_run(
     // The faults end with the last graceful restart. The MPM then has to fork the new
     // generation at its own pace (event: at the parent's next 1 s maintenance tick; clients
     // wait in the listen backlog meanwhile, which is httpd's business, not the module's): the
-    // 1 s recovery clock starts once a process of the new generation exists.
+    // 1 s recovery clock starts once a process of the new generation exists. A process that
+    // merely was not there before is not enough: prefork may fork a child of the old
+    // generation just before it handles the restart (it dies at once), so the child's own
+    // word for its generation is used (FCGI005, logged at child init before it accepts).
     let t_faults = load.now();
     let t_spawn = Instant::now();
-    while apache
-        .children()
-        .iter()
-        .filter(|c| !last_gen.contains(c))
-        .count()
-        < 1
+    while !started_generations(&mlog).iter().any(|&g| g > last_gen)
         && t_spawn.elapsed() < Duration::from_secs(10)
     {
         pause(5);
     }
     let t_end = load.now();
+    let new_gen_seen = started_generations(&mlog).iter().any(|&g| g > last_gen);
     // at least 3 s of load after the faults, and 30 s of load in all (issue #5)
     let total = Duration::from_secs(30).max(t_end + Duration::from_secs(3));
     thread::sleep(total.saturating_sub(load.now()));
@@ -524,6 +536,11 @@ fn load_run(
     if let Some(e) = err {
         return Err(format!("fault injection failed: {e}"));
     }
+    ensure(last_gen >= 0 && new_gen_seen, || {
+        format!(
+            "no child of a generation newer than {last_gen} logged FCGI005 within 10 s of the last graceful restart"
+        )
+    })?;
     // recovery: the first successful request after the faults, and no failure 1 s later
     let first_ok = outcomes
         .iter()
