@@ -109,15 +109,17 @@ impl Runtime {
         self.keep_conn
     }
 
+    /// The most recently pooled connection that is still usable. The lock is held only to pop:
+    /// the liveness check (a system call) and the close of a dead connection run outside it,
+    /// so the threads of a busy child do not queue behind each other's system calls.
     fn take_idle(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((mut c, since)) = idle.pop() {
+        loop {
+            let (mut c, since) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
             if since.elapsed() < self.pool_idle && c.is_reusable() {
                 c.reused = true;
                 return Some(c);
             }
         }
-        None
     }
 
     /// A connection for one request: a pooled one if `pooled` allows and one is alive, else a
@@ -551,18 +553,21 @@ impl Runtime {
     pub fn reap(&self) {
         let others_wait = self.counters().waiting.load(Ordering::Acquire)
             > self.local_waiting.load(Ordering::Acquire);
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.is_empty() {
-            return;
-        }
-        idle.retain(|(c, since)| {
-            !others_wait && since.elapsed() < self.pool_idle && c.is_reusable()
-        });
+        let closing: Vec<(Conn, Instant)> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.extract_if(.., |(c, since)| {
+                others_wait || since.elapsed() >= self.pool_idle || !c.is_reusable()
+            })
+            .collect()
+        };
+        // Closed here, after the lock is released.
+        drop(closing);
     }
 
     /// Closes every idle connection (child exit, graceful restart).
     pub fn close_all(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let closing = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(closing);
     }
 
     /// Whether a fresh connection's silence should count as waiting (STALL_AFTER): only without
