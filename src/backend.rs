@@ -609,6 +609,8 @@ pub struct Conn {
     pub reused: bool,
     /// In blocking mode with the idle timeout as receive timeout (see `recv_share_wait`).
     blocking: bool,
+    /// A TCP connection (not a unix socket): see `ack_promptly`.
+    tcp: bool,
     /// The runtime whose open-connection count this connection holds.
     rt: Option<Arc<Runtime>>,
 }
@@ -687,6 +689,7 @@ impl Conn {
                         fd: Some(fd),
                         reused: false,
                         blocking: false,
+                        tcp: matches!(t, Target::Inet(_)),
                         rt: None,
                     });
                 }
@@ -769,6 +772,20 @@ impl Conn {
     pub fn recv_share_wait(&self, buf: &mut crate::httpd::ShareBuf<'_>) -> io::Result<usize> {
         debug_assert!(self.blocking);
         buf.fill(|spare| sock::recv_uninit_wait(self.fd(), spare))
+    }
+
+    /// Makes the kernel acknowledge what the application sends from now on at once rather than
+    /// delay the acknowledgement (TCP only; a no-op on unix sockets). A kept connection carries
+    /// request, answer, request, ..., so Linux treats it as interactive ("pingpong") and delays
+    /// its ACKs, hoping to piggyback them on our next request; but php-fpm sends a large answer
+    /// in several writes without TCP_NODELAY, and Nagle then holds its last small segment until
+    /// our ACK of the previous one arrives: a delayed-ACK timeout (40 ms) in the middle of the
+    /// response. The kernel re-enters that mode whenever we send, so this is called once per
+    /// request after our last send, when the answer did not come in one read.
+    pub fn ack_promptly(&self) {
+        if self.tcp {
+            sock::set_quickack(self.fd());
+        }
     }
 
     /// Non-blocking gathered send.

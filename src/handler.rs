@@ -196,6 +196,8 @@ struct Exchange<'r, 'd> {
     bb: Brigade<'r>,
     /// Something was handed to httpd's output filters (the response has begun).
     sent_any: bool,
+    /// TCP_QUICKACK was set since our last send on the connection (Conn::ack_promptly).
+    acked_promptly: bool,
     /// Data was passed without a FLUSH since the last flush.
     unflushed: bool,
     stderr: Vec<u8>,
@@ -420,6 +422,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             mode: if nph { Mode::Nph } else { Mode::Headers },
             bb: Brigade::new(r),
             sent_any: false,
+            acked_promptly: false,
             unflushed: false,
             stderr: Vec::new(),
             ended: false,
@@ -703,7 +706,10 @@ impl<'r, 'd> Exchange<'r, 'd> {
         // A new or pooled connection is almost always writable: send the request head at once
         // instead of polling first.
         match self.conn.sendv(&[&self.out]) {
-            Ok(n) => self.out_pos = n,
+            Ok(n) => {
+                self.out_pos = n;
+                self.acked_promptly = false;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if self.replayable_reset(&e) => return Err(Fail::Retry),
             Err(e) if is_peer_gone(&e) => self.stdin_broken = true,
@@ -800,6 +806,11 @@ impl<'r, 'd> Exchange<'r, 'd> {
                         self.piece_bytes = 0;
                         self.on_bytes(r, data, server)?;
                         self.flush_pieces(&mut rbuf);
+                        if !self.ended && !self.acked_promptly {
+                            // More is coming: see Conn::ack_promptly (TCP delayed ACKs).
+                            self.conn.ack_promptly();
+                            self.acked_promptly = true;
+                        }
                         // When the response just ended, complete() sends the rest together with
                         // the end of stream: one write, and httpd can frame it with a
                         // Content-Length instead of chunks.
@@ -846,6 +857,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
                     match self.conn.sendv(&[&self.out[self.out_pos..]]) {
                         Ok(n) => {
                             self.out_pos += n;
+                            self.acked_promptly = false;
                             last_activity = Instant::now();
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -512,6 +512,22 @@ fn recv_uninit_flags(
     }
 }
 
+/// Sets TCP_QUICKACK (acknowledge received data at once; the kernel clears it again by itself
+/// when the connection looks interactive). Failures are ignored: it is only an optimisation.
+pub fn set_quickack(fd: BorrowedFd<'_>) {
+    let one: libc::c_int = 1;
+    // SAFETY: valid descriptor, pointer to a live c_int of the declared size.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Puts a connected socket in blocking mode with a receive timeout: a receive without
 /// MSG_DONTWAIT then waits for data by itself (no poll first), at most `timeout`, after which
 /// it fails with `WouldBlock`. Every other operation keeps passing MSG_DONTWAIT.
