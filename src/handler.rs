@@ -20,8 +20,11 @@ use crate::rlog;
 
 /// FastCGI request id (one request per connection at a time, as every FastCGI web server does).
 const REQUEST_ID: u16 = 1;
-/// Bytes read from the application per receive call.
+/// Bytes read from the application per receive call, once an answer has proved large.
 const READ_BUF: usize = 64 * 1024;
+/// The first read buffer of each answer: most answers fit, and a connection's allocator keeps
+/// the largest blocks it handed out (Apache's memory under many small answers).
+const READ_BUF_FIRST: usize = 16 * 1024;
 /// Response data of one read at least this large is handed to httpd in the read buffer itself
 /// (buckets sharing it); smaller amounts are copied and the buffer is reused. Half the buffer:
 /// data httpd holds for a slow client then pins at most twice its size in memory.
@@ -55,8 +58,9 @@ impl Drop for Scanner {
         drop(Reused::adopt(&reuse::BYTES, self.0.take_buffer()));
     }
 }
-/// Request body bytes read from the client per step.
-const BODY_STEP: usize = 64 * 1024;
+/// Request body bytes read from the client per step (one STDIN record of 16 KiB with its
+/// header): small enough that the buffer holding it is kept for the thread's next request.
+const BODY_STEP: usize = 16 * 1024 - record::HEADER_LEN;
 /// Largest PARAMS record content.
 const PARAMS_RECORD: usize = 16 * 1024;
 /// Longest header block accepted from the application.
@@ -254,7 +258,8 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         Err(status) => return status,
     };
     let mut body_in = Brigade::new(r);
-    let mut first_piece: Vec<u8> = Vec::new();
+    // The first piece of a streamed body stays in `body_in` until the request is framed.
+    let mut first_piece_read = false;
     let mut source = BodySource::Done;
     let mut body_eos = !info.has_body;
     let mut spooled_len: Option<u64> = None;
@@ -270,17 +275,10 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
     } else if info.has_body {
         // Read the first piece before connecting: a client that sends nothing never ties up
         // an application process.
-        match read_client_piece(r, &mut body_in, &mut first_piece, &server) {
-            Ok(eos) => {
-                body_eos = eos;
-                source = if eos {
-                    BodySource::Done
-                } else {
-                    BodySource::Client
-                };
-            }
-            Err(f) => return finish_early(r, f),
+        if let Err(f) = read_client_body(r, &mut body_in, &server) {
+            return finish_early(r, f);
         }
+        first_piece_read = true;
     }
 
     // 2. The CGI environment.
@@ -311,7 +309,8 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         );
     }
 
-    let mut out = Reused::take(&reuse::BYTES, 8 * 1024 + first_piece.len() + 64);
+    let first_room = if first_piece_read { BODY_STEP + 16 } else { 0 };
+    let mut out = Reused::take(&reuse::BYTES, 8 * 1024 + first_room + 64);
     record::push_begin_request(&mut out, REQUEST_ID, record::ROLE_RESPONDER, rt.keep_conn());
     let trace = r.log_level() >= crate::httpd::log::TRACE3;
     let mut trace_text = String::new();
@@ -359,12 +358,24 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             "FastCGI: params for server \"{server}\":{trace_text}"
         );
     }
-    record::push_stream(&mut out, rtype::STDIN, REQUEST_ID, &first_piece);
+    if first_piece_read {
+        // Straight from httpd's buckets into the record: no copy of the body of our own.
+        match drain_client_piece(r, &mut body_in, &mut out, &server) {
+            Ok(eos) => {
+                body_eos = eos;
+                source = if eos {
+                    BodySource::Done
+                } else {
+                    BodySource::Client
+                };
+            }
+            Err(f) => return finish_early(r, f),
+        }
+    }
     let stdin_done = body_eos && matches!(source, BodySource::Done);
     if stdin_done {
         record::push_stream_end(&mut out, rtype::STDIN, REQUEST_ID);
     }
-    drop(first_piece);
 
     // 3. Connect (a pooled connection if one is alive) and run the exchange. A pooled
     // connection the application closed meanwhile is detected before any response byte; the
@@ -397,8 +408,12 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         let retry_on_reset = attempt == 0 && !conn.reused && idempotent;
         let replay_ok = conn.reused || retry_on_reset;
         // A request that is complete in `out` (no body still to stream) leaves `out` untouched
-        // by the exchange, so a replay reuses it; only a streamed body needs the head kept.
-        let initial = (replay_ok && !stdin_done).then(|| out.to_vec());
+        // by the exchange, so a replay reuses it. A body streamed from the client is
+        // replayable only until its next piece is read, and `out` is cleared only then, so it
+        // is intact whenever a replay is possible; only a spooled body (rewound for the
+        // replay) needs the head kept.
+        let initial = (replay_ok && !stdin_done && matches!(source, BodySource::Spool(_)))
+            .then(|| out.to_vec());
         let mut x = Exchange {
             def,
             rt,
@@ -533,6 +548,30 @@ fn log_connect_error(r: &Request<'_>, def: &ServerDef, e: &ConnectError, timeout
     }
 }
 
+/// Reads one piece of the request body (at most BODY_STEP bytes) from the client into `bb`.
+fn read_client_body<'r>(
+    r: &mut Request<'r>,
+    bb: &mut Brigade<'r>,
+    server: &str,
+) -> Result<(), Fail> {
+    if let Err(rv) = r.read_body(bb, BODY_STEP) {
+        bb.cleanup();
+        return Err(body_read_failed(r, rv, server));
+    }
+    Ok(())
+}
+
+/// Moves the body bytes in `bb` to `out` as STDIN records. Returns true at the end of the body.
+fn drain_client_piece<'r>(
+    r: &mut Request<'r>,
+    bb: &mut Brigade<'r>,
+    out: &mut Vec<u8>,
+    server: &str,
+) -> Result<bool, Fail> {
+    push_stdin_with(out, |out| bb.drain(|d| out.extend_from_slice(d)))
+        .map_err(|rv| body_read_failed(r, rv, server))
+}
+
 /// Reads one piece of the request body from the client into `dst`. Returns true at the end.
 fn read_client_piece<'r>(
     r: &mut Request<'r>,
@@ -540,14 +579,35 @@ fn read_client_piece<'r>(
     dst: &mut Vec<u8>,
     server: &str,
 ) -> Result<bool, Fail> {
-    if let Err(rv) = r.read_body(bb, BODY_STEP) {
-        bb.cleanup();
-        return Err(body_read_failed(r, rv, server));
-    }
+    read_client_body(r, bb, server)?;
     match bb.drain(|d| dst.extend_from_slice(d)) {
         Ok(eos) => Ok(eos),
         Err(rv) => Err(body_read_failed(r, rv, server)),
     }
+}
+
+/// Appends what `fill` appends to `out` as STDIN data: framed in place as one record when it
+/// fits (the usual case: pieces are at most BODY_STEP bytes), else copied into several.
+fn push_stdin_with<T, E>(
+    out: &mut Vec<u8>,
+    fill: impl FnOnce(&mut Vec<u8>) -> Result<T, E>,
+) -> Result<T, E> {
+    let h = out.len();
+    out.extend_from_slice(&[0u8; record::HEADER_LEN]);
+    let res = fill(out);
+    let n = out.len() - h - record::HEADER_LEN;
+    if n == 0 {
+        out.truncate(h);
+    } else if n > record::MAX_STREAM_CHUNK {
+        let data = out.split_off(h + record::HEADER_LEN);
+        out.truncate(h);
+        record::push_stream(out, rtype::STDIN, REQUEST_ID, &data);
+    } else {
+        let (hdr, pad) = record::stream_header(rtype::STDIN, REQUEST_ID, n);
+        out[h..h + record::HEADER_LEN].copy_from_slice(&hdr);
+        out.resize(out.len() + pad, 0);
+    }
+    res
 }
 
 fn body_read_failed(r: &mut Request<'_>, rv: ffi::apr_status_t, server: &str) -> Fail {
@@ -691,7 +751,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
 
     /// Drives the exchange until END_REQUEST (Ok) or a failure (already logged).
     fn run(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
-        let Some(mut rbuf) = ShareBuf::new(&self.bb, READ_BUF) else {
+        let Some(mut rbuf) = ShareBuf::new(&self.bb, READ_BUF_FIRST) else {
             rlog!(
                 r,
                 ERR,
@@ -789,6 +849,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 continue;
             };
             if ready.readable || ready.broken {
+                let room = rbuf.room();
                 let got = if in_recv {
                     self.conn.recv_share_wait(&mut rbuf)
                 } else {
@@ -806,6 +867,11 @@ impl<'r, 'd> Exchange<'r, 'd> {
                         self.piece_bytes = 0;
                         self.on_bytes(r, data, server)?;
                         self.flush_pieces(&mut rbuf);
+                        if n == room && rbuf.capacity() < READ_BUF && !self.ended {
+                            // A large answer: read it in large pieces (fewer reads, and large
+                            // reads go to httpd without a copy).
+                            rbuf.grow(READ_BUF);
+                        }
                         if !self.ended && !self.acked_promptly {
                             // More is coming: see Conn::ack_promptly (TCP delayed ACKs).
                             self.conn.ack_promptly();
@@ -900,9 +966,8 @@ impl<'r, 'd> Exchange<'r, 'd> {
             }
             BodySource::Client => {
                 self.consumed_client = true;
-                let mut piece = Vec::new();
-                let eos = read_client_piece(r, &mut self.body_in, &mut piece, server)?;
-                record::push_stream(&mut self.out, rtype::STDIN, REQUEST_ID, &piece);
+                read_client_body(r, &mut self.body_in, server)?;
+                let eos = drain_client_piece(r, &mut self.body_in, &mut self.out, server)?;
                 if eos {
                     self.source = BodySource::Done;
                     record::push_stream_end(&mut self.out, rtype::STDIN, REQUEST_ID);
@@ -910,11 +975,14 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 }
             }
             BodySource::Spool(sp) => {
-                let mut piece = vec![0u8; BODY_STEP];
-                let n = sp
-                    .read_into(&mut piece)
-                    .map_err(|e| spool_failed(r, e, server))?;
-                record::push_stream(&mut self.out, rtype::STDIN, REQUEST_ID, &piece[..n]);
+                let n = push_stdin_with(&mut self.out, |out| {
+                    let at = out.len();
+                    out.resize(at + BODY_STEP, 0);
+                    let got = sp.read_into(&mut out[at..]);
+                    out.truncate(at + *got.as_ref().unwrap_or(&0));
+                    got
+                })
+                .map_err(|e| spool_failed(r, e, server))?;
                 if n == 0 {
                     // The spool stays: a replay on a fresh connection rewinds it.
                     record::push_stream_end(&mut self.out, rtype::STDIN, REQUEST_ID);

@@ -13,7 +13,7 @@ use std::ops::{Deref, DerefMut};
 use std::thread::LocalKey;
 
 /// Largest buffer kept for the next request (bytes of capacity).
-const KEEP_MAX: usize = 16 * 1024;
+const KEEP_MAX: usize = 32 * 1024;
 /// Buffers kept per slot and thread.
 const KEPT: usize = 4;
 

@@ -579,6 +579,30 @@ impl<'a> ShareBuf<'a> {
         Ok(self.len)
     }
 
+    /// Room the next read goes into (the whole block: each read gets a block of its own).
+    pub fn room(&self) -> usize {
+        self.cap
+    }
+
+    /// Size of the current block.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Replaces the block by a larger one for the next read; what the last read put in it is
+    /// dropped (call only once it was copied or handed over).
+    pub fn grow(&mut self, cap: usize) {
+        if cap <= self.cap {
+            return;
+        }
+        let old = std::mem::replace(&mut self.block, Self::alloc_block(self.alloc, cap));
+        // SAFETY: `old` is the current block, ours alone (handed-over blocks are replaced at
+        // once), from apr_bucket_alloc on this allocator; nothing refers to it any more.
+        unsafe { ffi::apr_bucket_free(old.as_ptr().cast()) };
+        self.cap = cap;
+        self.len = 0;
+    }
+
     /// The bytes of the last read.
     pub fn filled(&self) -> &[u8] {
         // SAFETY: the first `len` bytes were initialised by the last fill().
