@@ -561,6 +561,17 @@ fn read_client_body<'r>(
     Ok(())
 }
 
+/// Moves the body bytes in `bb` to the end of `dst`. Returns true at the end of the body.
+fn drain_body<'r>(
+    r: &mut Request<'r>,
+    bb: &mut Brigade<'r>,
+    dst: &mut Vec<u8>,
+    server: &str,
+) -> Result<bool, Fail> {
+    bb.drain(|d| dst.extend_from_slice(d))
+        .map_err(|rv| body_read_failed(r, rv, server))
+}
+
 /// Moves the body bytes in `bb` to `out` as STDIN records. Returns true at the end of the body.
 fn drain_client_piece<'r>(
     r: &mut Request<'r>,
@@ -568,8 +579,7 @@ fn drain_client_piece<'r>(
     out: &mut Vec<u8>,
     server: &str,
 ) -> Result<bool, Fail> {
-    push_stdin_with(out, |out| bb.drain(|d| out.extend_from_slice(d)))
-        .map_err(|rv| body_read_failed(r, rv, server))
+    push_stdin_with(out, |out| drain_body(r, bb, out, server))
 }
 
 /// Reads one piece of the request body from the client into `dst`. Returns true at the end.
@@ -580,10 +590,7 @@ fn read_client_piece<'r>(
     server: &str,
 ) -> Result<bool, Fail> {
     read_client_body(r, bb, server)?;
-    match bb.drain(|d| dst.extend_from_slice(d)) {
-        Ok(eos) => Ok(eos),
-        Err(rv) => Err(body_read_failed(r, rv, server)),
-    }
+    drain_body(r, bb, dst, server)
 }
 
 /// Appends what `fill` appends to `out` as STDIN data: framed in place as one record when it
@@ -849,7 +856,6 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 continue;
             };
             if ready.readable || ready.broken {
-                let room = rbuf.room();
                 let got = if in_recv {
                     self.conn.recv_share_wait(&mut rbuf)
                 } else {
@@ -867,7 +873,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
                         self.piece_bytes = 0;
                         self.on_bytes(r, data, server)?;
                         self.flush_pieces(&mut rbuf);
-                        if n == room && rbuf.capacity() < READ_BUF && !self.ended {
+                        if n == rbuf.capacity() && n < READ_BUF && !self.ended {
                             // A large answer: read it in large pieces (fewer reads, and large
                             // reads go to httpd without a copy).
                             rbuf.grow(READ_BUF);

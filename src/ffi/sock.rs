@@ -4,7 +4,7 @@
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 pub use crate::config::Target;
 
@@ -43,17 +43,7 @@ pub fn socket_for(target: &Target) -> io::Result<OwnedFd> {
     // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     if matches!(target, Target::Inet(_)) {
-        let one: libc::c_int = 1;
-        // SAFETY: valid descriptor, pointer to a live c_int of the declared size.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&one as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        set_tcp_flag(fd.as_fd(), libc::TCP_NODELAY);
     }
     Ok(fd)
 }
@@ -515,13 +505,18 @@ fn recv_uninit_flags(
 /// Sets TCP_QUICKACK (acknowledge received data at once; the kernel clears it again by itself
 /// when the connection looks interactive). Failures are ignored: it is only an optimisation.
 pub fn set_quickack(fd: BorrowedFd<'_>) {
+    set_tcp_flag(fd, libc::TCP_QUICKACK);
+}
+
+/// Turns on an IPPROTO_TCP boolean option; failures are ignored (both uses are optimisations).
+fn set_tcp_flag(fd: BorrowedFd<'_>, opt: libc::c_int) {
     let one: libc::c_int = 1;
     // SAFETY: valid descriptor, pointer to a live c_int of the declared size.
     unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
+            opt,
             (&one as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         );

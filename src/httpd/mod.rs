@@ -579,11 +579,6 @@ impl<'a> ShareBuf<'a> {
         Ok(self.len)
     }
 
-    /// Room the next read goes into (the whole block: each read gets a block of its own).
-    pub fn room(&self) -> usize {
-        self.cap
-    }
-
     /// Size of the current block.
     pub fn capacity(&self) -> usize {
         self.cap
