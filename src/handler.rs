@@ -360,7 +360,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
     }
     if first_piece_read {
         // Straight from httpd's buckets into the record: no copy of the body of our own.
-        match drain_client_piece(r, &mut body_in, &mut out, &server) {
+        match push_stdin_with(&mut out, |o| drain_body(r, &mut body_in, o, &server)) {
             Ok(eos) => {
                 body_eos = eos;
                 source = if eos {
@@ -572,27 +572,6 @@ fn drain_body<'r>(
         .map_err(|rv| body_read_failed(r, rv, server))
 }
 
-/// Moves the body bytes in `bb` to `out` as STDIN records. Returns true at the end of the body.
-fn drain_client_piece<'r>(
-    r: &mut Request<'r>,
-    bb: &mut Brigade<'r>,
-    out: &mut Vec<u8>,
-    server: &str,
-) -> Result<bool, Fail> {
-    push_stdin_with(out, |out| drain_body(r, bb, out, server))
-}
-
-/// Reads one piece of the request body from the client into `dst`. Returns true at the end.
-fn read_client_piece<'r>(
-    r: &mut Request<'r>,
-    bb: &mut Brigade<'r>,
-    dst: &mut Vec<u8>,
-    server: &str,
-) -> Result<bool, Fail> {
-    read_client_body(r, bb, server)?;
-    drain_body(r, bb, dst, server)
-}
-
 /// Appends what `fill` appends to `out` as STDIN data: framed in place as one record when it
 /// fits (the usual case: pieces are at most BODY_STEP bytes), else copied into several.
 fn push_stdin_with<T, E>(
@@ -659,7 +638,8 @@ fn spool_body<'r>(
     let mut total: u64 = 0;
     loop {
         let mut piece = Vec::new();
-        let eos = read_client_piece(r, bb, &mut piece, server)?;
+        read_client_body(r, bb, server)?;
+        let eos = drain_body(r, bb, &mut piece, server)?;
         total += piece.len() as u64;
         if let Some(f) = file.as_mut() {
             f.write_all(&piece)
@@ -973,7 +953,8 @@ impl<'r, 'd> Exchange<'r, 'd> {
             BodySource::Client => {
                 self.consumed_client = true;
                 read_client_body(r, &mut self.body_in, server)?;
-                let eos = drain_client_piece(r, &mut self.body_in, &mut self.out, server)?;
+                let body_in = &mut self.body_in;
+                let eos = push_stdin_with(&mut self.out, |o| drain_body(r, body_in, o, server))?;
                 if eos {
                     self.source = BodySource::Done;
                     record::push_stream_end(&mut self.out, rtype::STDIN, REQUEST_ID);
