@@ -21,13 +21,8 @@ apr_status_t fcgi_shim_bucket_read(apr_bucket *e, const char **str, apr_size_t *
 void fcgi_shim_bucket_delete(apr_bucket *e) { apr_bucket_delete(e); }
 void fcgi_shim_brigade_insert_tail(apr_bucket_brigade *bb, apr_bucket *e) { APR_BRIGADE_INSERT_TAIL(bb, e); }
 void *fcgi_shim_pcalloc(apr_pool_t *p, apr_size_t n) { return apr_pcalloc(p, n); }
-/* Zero-copy response data: a heap bucket that takes ownership of a block from the bucket
- * allocator (apr_bucket_free releases it with the last reference), and shared copies of it
- * narrowed to one range each. */
-apr_bucket *fcgi_shim_heap_own(char *block, apr_size_t len, apr_bucket_alloc_t *list)
-{
-    return apr_bucket_heap_create(block, len, apr_bucket_free, list);
-}
+/* Zero-copy response data: shared copies of a heap bucket that owns a read block (created
+ * with apr_bucket_heap_create and the module's free function), narrowed to one range each. */
 apr_bucket *fcgi_shim_bucket_share(apr_bucket *owner, apr_size_t start, apr_size_t len)
 {
     apr_bucket *c = NULL;

@@ -20,14 +20,12 @@ use crate::rlog;
 
 /// FastCGI request id (one request per connection at a time, as every FastCGI web server does).
 const REQUEST_ID: u16 = 1;
-/// Bytes read from the application per receive call, once an answer has proved large.
-const READ_BUF: usize = 64 * 1024;
-/// The first read buffer of each answer: most answers fit, and a connection's allocator keeps
-/// the largest blocks it handed out (Apache's memory under many small answers).
-const READ_BUF_FIRST: usize = 16 * 1024;
-/// Response data of one read at least this large is handed to httpd in the read buffer itself
-/// (buckets sharing it); smaller amounts are copied and the buffer is reused. Half the buffer:
-/// data httpd holds for a slow client then pins at most twice its size in memory.
+/// Bytes read from the application per receive call (into blocks shared by the child's
+/// threads, taken only when data is waiting: see `httpd::ShareBuf`).
+const READ_BUF: usize = crate::blocks::BLOCK;
+/// Reads of at least this much body are handed to httpd as buckets sharing the read block
+/// (half a block: data httpd holds for a slow client then pins at most twice its size in
+/// memory); smaller ones are copied and the block goes back at once.
 const SHARE_MIN: usize = READ_BUF / 2;
 
 /// Response body bytes found in one read, in order.
@@ -738,7 +736,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
 
     /// Drives the exchange until END_REQUEST (Ok) or a failure (already logged).
     fn run(&mut self, r: &mut Request<'r>, server: &str) -> Result<(), Fail> {
-        let Some(mut rbuf) = ShareBuf::new(&self.bb, READ_BUF_FIRST) else {
+        let Some(mut rbuf) = ShareBuf::new(&self.bb) else {
             rlog!(
                 r,
                 ERR,
@@ -853,11 +851,8 @@ impl<'r, 'd> Exchange<'r, 'd> {
                         self.piece_bytes = 0;
                         self.on_bytes(r, data, server)?;
                         self.flush_pieces(&mut rbuf);
-                        if n == rbuf.capacity() && n < READ_BUF && !self.ended {
-                            // A large answer: read it in large pieces (fewer reads, and large
-                            // reads go to httpd without a copy).
-                            rbuf.grow(READ_BUF);
-                        }
+                        // No block is held while waiting for the next data.
+                        rbuf.park();
                         if !self.ended && !self.acked_promptly {
                             // More is coming: see Conn::ack_promptly (TCP delayed ACKs).
                             self.conn.ack_promptly();
@@ -884,7 +879,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock && in_recv => {
                         return Err(self.idle_timed_out(r, server));
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => rbuf.park(),
                     Err(e) if self.replayable_reset(&e) => return Err(Fail::Retry),
                     Err(e) => {
                         rlog!(

@@ -5,11 +5,13 @@
 //! routing, pure) form the safe core, unit-tested without httpd; `ffi` (bindings and shims),
 //! `httpd` (safe wrappers), `module` (module record, directives, hooks), `backend`
 //! (connections) and `handler` (the request exchange) are the shell around it (`reuse`: the
-//! per-thread buffers the handler recycles, safe and unit-tested), tested through a
+//! per-thread buffers the handler recycles, safe and unit-tested; `blocks`: the read blocks a
+//! child's threads share), tested through a
 //! real Apache and php-fpm (`t/`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod blocks;
 pub mod config;
 pub mod fcgi;
 mod reuse;

@@ -34,11 +34,6 @@ unsafe extern "C" {
     ) -> apr_status_t;
     pub fn fcgi_shim_bucket_delete(e: *mut apr_bucket);
     pub fn fcgi_shim_brigade_insert_tail(bb: *mut apr_bucket_brigade, e: *mut apr_bucket);
-    pub fn fcgi_shim_heap_own(
-        block: *mut ::std::os::raw::c_char,
-        len: apr_size_t,
-        list: *mut apr_bucket_alloc_t,
-    ) -> *mut apr_bucket;
     pub fn fcgi_shim_bucket_share(
         owner: *mut apr_bucket,
         start: apr_size_t,

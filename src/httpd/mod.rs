@@ -525,113 +525,118 @@ impl<'a> Brigade<'a> {
     }
 }
 
-/// A read buffer taken from the connection's bucket allocator. After a read, ranges of it can
-/// be appended to a brigade as buckets that share the block instead of copying it
-/// ([`ShareBuf::hand_over`]); the block is then released by APR with the last of those
-/// buckets, and the next read gets a fresh block.
+/// The buffer answers are read into, in 64 KiB blocks shared by the child's threads
+/// (`crate::blocks`). A block is taken only for a read that has data waiting and is given up
+/// again once its data was handed over or copied ([`ShareBuf::park`]), so a request waiting
+/// for the application holds none. Ranges of a read can be appended to a brigade as buckets
+/// that share the block instead of copying it ([`ShareBuf::hand_over`]); the block then comes
+/// back with the last of those buckets.
 pub struct ShareBuf<'a> {
-    block: NonNull<u8>,
-    cap: usize,
+    block: Option<NonNull<u8>>,
     len: usize,
     alloc: *mut ffi::apr_bucket_alloc_t,
     _l: PhantomData<&'a ()>,
 }
 
+/// Free function of the heap buckets sharing a block: APR calls it once, when the last bucket
+/// referring to the block is destroyed (from whichever thread of the child).
+unsafe extern "C" fn free_shared_block(data: *mut c_void) {
+    crate::boundary!((), {
+        if let Some(p) = NonNull::new(data.cast::<u8>()) {
+            // SAFETY: APR passes back the block given to apr_bucket_heap_create, once, when
+            // no bucket refers to it any more.
+            unsafe { crate::blocks::give(p) }
+        }
+    })
+}
+
 impl<'a> ShareBuf<'a> {
-    /// A block of `cap` bytes from `bb`'s allocator (None if the allocator is missing).
-    pub fn new(bb: &Brigade<'a>, cap: usize) -> Option<Self> {
+    /// A buffer whose buckets go to `bb`'s allocator (None if the allocator is missing).
+    /// It holds no block yet.
+    pub fn new(bb: &Brigade<'a>) -> Option<Self> {
         if bb.alloc.is_null() {
             return None;
         }
         Some(ShareBuf {
-            block: Self::alloc_block(bb.alloc, cap),
-            cap,
+            block: None,
             len: 0,
             alloc: bb.alloc,
             _l: PhantomData,
         })
     }
 
-    fn alloc_block(alloc: *mut ffi::apr_bucket_alloc_t, cap: usize) -> NonNull<u8> {
-        // SAFETY: live bucket allocator (the connection's); apr_bucket_alloc aborts through the
-        // pool's abort function rather than return NULL, the expect is a second line.
-        let p = unsafe { ffi::apr_bucket_alloc(cap as ffi::apr_size_t, alloc) };
-        NonNull::new(p.cast()).expect("apr_bucket_alloc")
-    }
-
-    /// Replaces the contents with what `read` puts into the (uninitialised) block; `read`
-    /// returns how many leading bytes it initialised.
+    /// Replaces the contents with what `read` puts into the (uninitialised) block, taking a
+    /// block first if none is held; `read` returns how many leading bytes it initialised.
     pub fn fill(
         &mut self,
         read: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> std::io::Result<usize>,
     ) -> std::io::Result<usize> {
         self.len = 0;
-        // SAFETY: the block is `cap` bytes owned by this ShareBuf alone (a handed-over block
-        // was replaced by a fresh one), viewed as possibly uninitialised bytes.
+        let block = *self.block.get_or_insert_with(crate::blocks::take);
+        // SAFETY: the block is BLOCK bytes owned by this ShareBuf alone (a handed-over block
+        // was given up at once), viewed as possibly uninitialised bytes.
         let spare = unsafe {
             std::slice::from_raw_parts_mut(
-                self.block.as_ptr().cast::<std::mem::MaybeUninit<u8>>(),
-                self.cap,
+                block.as_ptr().cast::<std::mem::MaybeUninit<u8>>(),
+                crate::blocks::BLOCK,
             )
         };
         let n = read(spare)?;
-        self.len = n.min(self.cap);
+        self.len = n.min(crate::blocks::BLOCK);
         Ok(self.len)
     }
 
-    /// Size of the current block.
-    pub fn capacity(&self) -> usize {
-        self.cap
+    /// Whether a block is held (else: wait for data before `fill`).
+    pub fn has_block(&self) -> bool {
+        self.block.is_some()
     }
 
-    /// Replaces the block by a larger one for the next read; what the last read put in it is
-    /// dropped (call only once it was copied or handed over).
-    pub fn grow(&mut self, cap: usize) {
-        if cap <= self.cap {
-            return;
+    /// Gives the block back (its data was copied, or nothing was read): the wait for the next
+    /// data then holds none.
+    pub fn park(&mut self) {
+        if let Some(b) = self.block.take() {
+            // SAFETY: taken from crate::blocks by this buffer; nothing refers to it.
+            unsafe { crate::blocks::give(b) }
         }
-        let old = std::mem::replace(&mut self.block, Self::alloc_block(self.alloc, cap));
-        // SAFETY: `old` is the current block, ours alone (handed-over blocks are replaced at
-        // once), from apr_bucket_alloc on this allocator; nothing refers to it any more.
-        unsafe { ffi::apr_bucket_free(old.as_ptr().cast()) };
-        self.cap = cap;
         self.len = 0;
     }
 
     /// The bytes of the last read.
     pub fn filled(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes were initialised by the last fill().
-        unsafe { std::slice::from_raw_parts(self.block.as_ptr(), self.len) }
+        match self.block {
+            // SAFETY: the first `len` bytes were initialised by the last fill().
+            Some(b) => unsafe { std::slice::from_raw_parts(b.as_ptr(), self.len) },
+            None => &[],
+        }
     }
 
-    /// Offset of `part` in the last read, if it lies inside it.
-    pub fn offset_of(&self, part: &[u8]) -> Option<usize> {
-        let base = self.block.as_ptr() as usize;
-        let start = part.as_ptr() as usize;
-        (start >= base && start + part.len() <= base + self.len).then(|| start - base)
-    }
-
-    /// Appends the ranges `(offset, len)` of the last read to `bb` as buckets sharing this
-    /// block, and takes a fresh block for the next read. Ranges outside the last read are
-    /// skipped.
+    /// Appends the ranges `(offset, len)` of the last read to `bb` as buckets sharing the
+    /// block, which this buffer gives up (the next read takes another). Ranges outside the last
+    /// read are skipped.
     pub fn hand_over(
         &mut self,
         bb: &mut Brigade<'a>,
         ranges: impl IntoIterator<Item = (usize, usize)>,
     ) {
-        let old = std::mem::replace(&mut self.block, Self::alloc_block(self.alloc, self.cap));
+        let Some(old) = self.block.take() else {
+            return;
+        };
         let len = std::mem::replace(&mut self.len, 0);
-        // SAFETY: `old` came from apr_bucket_alloc on this allocator and nothing else refers to
-        // it: the heap bucket takes ownership (released with apr_bucket_free when its last
-        // shared copy is destroyed; with no copy, by the destroy below). Every copy is narrowed
-        // to a range checked to lie within the `len` initialised bytes. The block is never
-        // written again by us (a new one replaced it); apr_brigade_write may append into the
-        // space after the last range of the last bucket, which no other bucket refers to.
+        // SAFETY: `old` is ours alone (from crate::blocks): the heap bucket takes ownership and
+        // APR gives it back through free_shared_block when its last shared copy is destroyed
+        // (with no copy, by the destroy below). Every copy is narrowed to a range checked to
+        // lie within the `len` initialised bytes. The block is never written again by us, and
+        // apr_brigade_write appends into heap buckets only when their free function is
+        // apr_bucket_free.
         unsafe {
-            let owner =
-                ffi::fcgi_shim_heap_own(old.as_ptr().cast(), len as ffi::apr_size_t, self.alloc);
+            let owner = ffi::apr_bucket_heap_create(
+                old.as_ptr().cast(),
+                len as ffi::apr_size_t,
+                Some(free_shared_block),
+                self.alloc,
+            );
             if owner.is_null() {
-                ffi::apr_bucket_free(old.as_ptr().cast());
+                crate::blocks::give(old);
                 return;
             }
             for (off, n) in ranges {
@@ -657,8 +662,7 @@ impl<'a> ShareBuf<'a> {
 
 impl Drop for ShareBuf<'_> {
     fn drop(&mut self) {
-        // SAFETY: the current block is always ours alone (handed-over blocks were replaced).
-        unsafe { ffi::apr_bucket_free(self.block.as_ptr().cast()) }
+        self.park();
     }
 }
 

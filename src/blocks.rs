@@ -1,0 +1,91 @@
+//! The 64 KiB blocks large answers are read into, shared by a child process's threads.
+//!
+//! A block is taken only when data is ready to be read into it and comes back here as soon as
+//! httpd has written (or dropped) the buckets that share it, so a child holds about as many
+//! blocks as it has answers between a read and the write to the client at that moment, not one
+//! per request in flight (most requests in flight are waiting for the application). Freed blocks
+//! are kept for reuse up to [`KEEP`]; beyond that they go back to the allocator.
+use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+/// Size of a block.
+pub const BLOCK: usize = 64 * 1024;
+/// Free blocks kept per process.
+const KEEP: usize = 16;
+
+struct Free(Vec<NonNull<u8>>);
+// SAFETY: the pointers are blocks of our own allocation that nobody else refers to while they
+// are in the list; moving them between threads is fine.
+unsafe impl Send for Free {}
+
+static FREE: Mutex<Free> = Mutex::new(Free(Vec::new()));
+
+fn layout() -> Layout {
+    // 64 KiB, page aligned: a valid layout.
+    Layout::from_size_align(BLOCK, 4096).unwrap_or_else(|_| Layout::new::<[u8; BLOCK]>())
+}
+
+fn free_list() -> std::sync::MutexGuard<'static, Free> {
+    // A panic while holding the lock cannot leave the Vec inconsistent (push/pop only).
+    FREE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A block of [`BLOCK`] bytes (uninitialised), ours until given back.
+pub fn take() -> NonNull<u8> {
+    if let Some(p) = free_list().0.pop() {
+        return p;
+    }
+    let l = layout();
+    // SAFETY: non-zero size.
+    let p = unsafe { alloc(l) };
+    NonNull::new(p).unwrap_or_else(|| handle_alloc_error(l))
+}
+
+/// Gives back a block from [`take`]; nothing may refer to it any more.
+///
+/// # Safety
+/// `p` came from [`take`] and is given back once.
+pub unsafe fn give(p: NonNull<u8>) {
+    {
+        let mut f = free_list();
+        if f.0.len() < KEEP {
+            if f.0.capacity() == 0 {
+                f.0.reserve_exact(KEEP);
+            }
+            f.0.push(p);
+            return;
+        }
+    }
+    // SAFETY: allocated by `take` with this layout; the caller gives up every reference.
+    unsafe { dealloc(p.as_ptr(), layout()) }
+}
+
+/// Free blocks currently kept (tests).
+#[cfg(test)]
+pub fn kept() -> usize {
+    free_list().0.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_reused_and_the_list_is_bounded() {
+        let a = take();
+        // SAFETY: from take, given back once.
+        unsafe { give(a) };
+        let b = take();
+        assert_eq!(a, b, "a given-back block is taken again");
+        let many: Vec<_> = (0..KEEP + 4).map(|_| take()).collect();
+        for p in many {
+            // SAFETY: from take, given back once each.
+            unsafe { give(p) };
+        }
+        assert!(kept() <= KEEP);
+        // SAFETY: from take.
+        unsafe { give(b) };
+        assert!(kept() <= KEEP);
+    }
+}
