@@ -56,8 +56,9 @@ impl Drop for Scanner {
         drop(Reused::adopt(&reuse::BYTES, self.0.take_buffer()));
     }
 }
-/// Request body bytes read from the client per step (one STDIN record of 16 KiB with its
-/// header): small enough that the buffer holding it is kept for the thread's next request.
+/// Request body bytes read from the client per step, sent as one STDIN record (16 KiB with
+/// its header) straight from httpd's buckets (see `InPlace`); a spooled body is copied into
+/// the send buffer in pieces of this size.
 const BODY_STEP: usize = 16 * 1024 - record::HEADER_LEN;
 /// Largest PARAMS record content.
 const PARAMS_RECORD: usize = 16 * 1024;
@@ -188,6 +189,8 @@ struct Exchange<'r, 'd> {
     stall_marked: bool,
     out: Reused<u8>,
     out_pos: usize,
+    /// The body piece sent after `out` from `body_in`'s buckets.
+    in_place: InPlace,
     stdin_done: bool,
     stdin_broken: bool,
     source: BodySource,
@@ -307,8 +310,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         );
     }
 
-    let first_room = if first_piece_read { BODY_STEP + 16 } else { 0 };
-    let mut out = Reused::take(&reuse::BYTES, 8 * 1024 + first_room + 64);
+    let mut out = Reused::take(&reuse::BYTES, 8 * 1024 + 64);
     record::push_begin_request(&mut out, REQUEST_ID, record::ROLE_RESPONDER, rt.keep_conn());
     let trace = r.log_level() >= crate::httpd::log::TRACE3;
     let mut trace_text = String::new();
@@ -356,9 +358,10 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             "FastCGI: params for server \"{server}\":{trace_text}"
         );
     }
+    let mut in_place = InPlace::default();
     if first_piece_read {
-        // Straight from httpd's buckets into the record: no copy of the body of our own.
-        match push_stdin_with(&mut out, |o| drain_body(r, &mut body_in, o, &server)) {
+        // Sent from httpd's buckets: no copy of the body of our own.
+        match frame_piece(r, &mut body_in, &mut out, &mut in_place, &server) {
             Ok(eos) => {
                 body_eos = eos;
                 source = if eos {
@@ -371,7 +374,8 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
         }
     }
     let stdin_done = body_eos && matches!(source, BodySource::Done);
-    if stdin_done {
+    if stdin_done && !first_piece_read {
+        // (frame_piece ended the stream of a body that was read)
         record::push_stream_end(&mut out, rtype::STDIN, REQUEST_ID);
     }
 
@@ -426,6 +430,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             stall_marked: false,
             out,
             out_pos: 0,
+            in_place,
             stdin_done,
             stdin_broken: false,
             source,
@@ -462,13 +467,15 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             }
             let Exchange {
                 out: sent,
+                in_place: ip,
                 source: s,
                 body_in: b,
                 ..
             } = x;
             debug_assert!(initial.is_some() || !sent.is_empty());
             let resend = initial.map(|v| Reused::adopt(&reuse::BYTES, v));
-            (out, source, body_in) = (resend.unwrap_or(sent), s, b);
+            (out, in_place, source, body_in) = (resend.unwrap_or(sent), ip, s, b);
+            in_place.rewind();
             if let BodySource::Spool(sp) = &mut source
                 && let Err(e) = sp.rewind()
             {
@@ -544,6 +551,72 @@ fn log_connect_error(r: &Request<'_>, def: &ServerDef, e: &ConnectError, timeout
             e.target
         );
     }
+}
+
+/// A piece of the request body sent straight from httpd's buckets (in `body_in`), without a
+/// copy: its record header is the end of `out`, the data stays in the buckets until sent, and
+/// `tail` holds the record's padding, followed by the end-of-stream record after the last
+/// piece. Sent in that order after `out`.
+#[derive(Clone, Copy, Default)]
+struct InPlace {
+    len: usize,
+    sent: usize,
+    tail: [u8; 16],
+    tail_len: usize,
+    tail_sent: usize,
+}
+
+impl InPlace {
+    fn done(&self) -> bool {
+        self.sent >= self.len && self.tail_sent >= self.tail_len
+    }
+    /// Everything to be sent again (a replay on another connection).
+    fn rewind(&mut self) {
+        self.sent = 0;
+        self.tail_sent = 0;
+    }
+}
+
+/// Most data buckets a piece sent in place may have (with `out` and the tail, one sendmsg).
+const IN_PLACE_PARTS: usize = 14;
+
+/// Frames the body piece in `bb` as one STDIN record (plus the end of the stream once the
+/// body ended) to be sent in place; a piece that does not fit one record or one system call
+/// is copied into `out` instead. Returns whether the body ended.
+fn frame_piece<'r>(
+    r: &mut Request<'r>,
+    bb: &mut Brigade<'r>,
+    out: &mut Vec<u8>,
+    ip: &mut InPlace,
+    server: &str,
+) -> Result<bool, Fail> {
+    *ip = InPlace::default();
+    let (len, parts, eos) = match bb.load() {
+        Ok(x) => x,
+        Err(rv) => {
+            bb.cleanup();
+            return Err(body_read_failed(r, rv, server));
+        }
+    };
+    if len > record::MAX_STREAM_CHUNK || parts > IN_PLACE_PARTS {
+        let eos = push_stdin_with(out, |o| drain_body(r, bb, o, server))?;
+        if eos {
+            record::push_stream_end(out, rtype::STDIN, REQUEST_ID);
+        }
+        return Ok(eos);
+    }
+    if len > 0 {
+        let (hdr, pad) = record::stream_header(rtype::STDIN, REQUEST_ID, len);
+        out.extend_from_slice(&hdr);
+        ip.len = len;
+        ip.tail_len = pad; // zero bytes
+    }
+    if eos {
+        let (end, _) = record::stream_header(rtype::STDIN, REQUEST_ID, 0);
+        ip.tail[ip.tail_len..ip.tail_len + record::HEADER_LEN].copy_from_slice(&end);
+        ip.tail_len += record::HEADER_LEN;
+    }
+    Ok(eos)
 }
 
 /// Reads one piece of the request body (at most BODY_STEP bytes) from the client into `bb`.
@@ -750,11 +823,8 @@ impl<'r, 'd> Exchange<'r, 'd> {
         let started = last_activity;
         // A new or pooled connection is almost always writable: send the request head at once
         // instead of polling first.
-        match self.conn.sendv(&[&self.out]) {
-            Ok(n) => {
-                self.out_pos = n;
-                self.acked_promptly = false;
-            }
+        match self.send_queued() {
+            Ok(_) => self.acked_promptly = false,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if self.replayable_reset(&e) => return Err(Fail::Retry),
             Err(e) if is_peer_gone(&e) => self.stdin_broken = true,
@@ -770,8 +840,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
             }
         }
         while !self.ended {
-            let want_write =
-                !self.stdin_broken && (self.out_pos < self.out.len() || !self.stdin_done);
+            let want_write = !self.stdin_broken && (!self.all_sent() || !self.stdin_done);
             let idle_left = self.idle().saturating_sub(last_activity.elapsed());
             let mut wait = if self.unflushed {
                 idle_left.min(FLUSH_AFTER_SILENCE)
@@ -894,16 +963,19 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 }
             }
             if ready.writable && want_write {
-                if self.out_pos >= self.out.len() {
+                if self.all_sent() {
                     self.out.clear();
                     self.out_pos = 0;
+                    if self.in_place.len > 0 || self.in_place.tail_len > 0 {
+                        self.in_place = InPlace::default();
+                        self.body_in.cleanup();
+                    }
                     self.refill(r, server)?;
                     last_activity = Instant::now();
                 }
-                if self.out_pos < self.out.len() {
-                    match self.conn.sendv(&[&self.out[self.out_pos..]]) {
-                        Ok(n) => {
-                            self.out_pos += n;
+                if !self.all_sent() {
+                    match self.send_queued() {
+                        Ok(_) => {
                             self.acked_promptly = false;
                             last_activity = Instant::now();
                         }
@@ -948,11 +1020,15 @@ impl<'r, 'd> Exchange<'r, 'd> {
             BodySource::Client => {
                 self.consumed_client = true;
                 read_client_body(r, &mut self.body_in, server)?;
-                let body_in = &mut self.body_in;
-                let eos = push_stdin_with(&mut self.out, |o| drain_body(r, body_in, o, server))?;
+                let eos = frame_piece(
+                    r,
+                    &mut self.body_in,
+                    &mut self.out,
+                    &mut self.in_place,
+                    server,
+                )?;
                 if eos {
                     self.source = BodySource::Done;
-                    record::push_stream_end(&mut self.out, rtype::STDIN, REQUEST_ID);
                     self.stdin_done = true;
                 }
             }
@@ -1201,7 +1277,53 @@ impl<'r, 'd> Exchange<'r, 'd> {
             && self.dec.at_record_boundary()
             && self.stdin_done
             && !self.stdin_broken
-            && self.out_pos >= self.out.len()
+            && self.all_sent()
+    }
+
+    /// Everything queued (`out`, then the body piece in place) was sent.
+    fn all_sent(&self) -> bool {
+        self.out_pos >= self.out.len() && self.in_place.done()
+    }
+
+    /// Sends what is queued, in one system call: the rest of `out`, then the rest of the body
+    /// piece in `body_in` and its tail.
+    fn send_queued(&mut self) -> io::Result<usize> {
+        let head = self.out.get(self.out_pos..).unwrap_or(&[]);
+        let ip = self.in_place;
+        let tail = &ip.tail[ip.tail_sent.min(ip.tail_len)..ip.tail_len];
+        let conn = &self.conn;
+        let n = if ip.sent < ip.len {
+            self.body_in
+                .with_data::<IN_PLACE_PARTS, _>(|parts| {
+                    let mut bufs: [&[u8]; IN_PLACE_PARTS + 2] = [&[]; IN_PLACE_PARTS + 2];
+                    bufs[0] = head;
+                    let mut k = 1;
+                    let mut skip = ip.sent;
+                    for p in parts {
+                        if skip >= p.len() {
+                            skip -= p.len();
+                            continue;
+                        }
+                        bufs[k] = &p[skip..];
+                        skip = 0;
+                        k += 1;
+                    }
+                    bufs[k] = tail;
+                    conn.sendv(&bufs[..=k])
+                })
+                .unwrap_or_else(|| Err(io::Error::other("request body buckets changed")))?
+        } else {
+            conn.sendv(&[head, tail])?
+        };
+        let mut left = n;
+        let a = left.min(head.len());
+        self.out_pos += a;
+        left -= a;
+        let b = left.min(ip.len - ip.sent);
+        self.in_place.sent += b;
+        left -= b;
+        self.in_place.tail_sent += left;
+        Ok(n)
     }
 
     fn log_incomplete_headers(&self, r: &Request<'_>, server: &str) {

@@ -523,6 +523,84 @@ impl<'a> Brigade<'a> {
         }
         Ok(eos)
     }
+
+    /// Reads every data bucket into memory (morphing buckets as needed) without removing
+    /// anything. Returns the data bytes, the number of non-empty data buckets, and whether an
+    /// EOS bucket is there.
+    pub fn load(&mut self) -> Result<(usize, usize, bool), ffi::apr_status_t> {
+        let (mut bytes, mut count, mut eos) = (0usize, 0usize, false);
+        // SAFETY: walking a live brigade with the APR ring macros (through the shim); a read
+        // may split `e`, and the walk continues with whatever follows it then.
+        unsafe {
+            let sentinel = ffi::fcgi_shim_brigade_sentinel(self.as_ptr());
+            let mut e = ffi::fcgi_shim_brigade_first(self.as_ptr());
+            while e != sentinel {
+                if ffi::fcgi_shim_bucket_is_eos(e) != 0 {
+                    eos = true;
+                } else if ffi::fcgi_shim_bucket_is_metadata(e) == 0 {
+                    let mut p: *const c_char = null();
+                    let mut n: ffi::apr_size_t = 0;
+                    let rv = ffi::fcgi_shim_bucket_read(
+                        e,
+                        &mut p,
+                        &mut n,
+                        ffi::apr_read_type_e_APR_BLOCK_READ,
+                    );
+                    if rv != 0 {
+                        return Err(rv);
+                    }
+                    if n > 0 {
+                        bytes += n;
+                        count += 1;
+                    }
+                }
+                e = ffi::fcgi_shim_bucket_next(e);
+            }
+        }
+        Ok((bytes, count, eos))
+    }
+
+    /// Calls `f` with the data of the data buckets, in order, all at once (after [`load`],
+    /// reading them is immediate). None (and `f` is not called) when there are more than
+    /// `N` non-empty data buckets or one cannot be read at once.
+    ///
+    /// [`load`]: Brigade::load
+    pub fn with_data<const N: usize, R>(&self, f: impl FnOnce(&[&[u8]]) -> R) -> Option<R> {
+        let mut parts: [&[u8]; N] = [&[]; N];
+        let mut n_parts = 0;
+        // SAFETY: walking a live brigade; each data bucket's bytes stay valid and unchanged
+        // while the brigade is borrowed (nothing can remove or split its buckets meanwhile:
+        // `self` is borrowed for the whole call and a nonblocking read of a loaded bucket
+        // does not morph it).
+        unsafe {
+            let sentinel = ffi::fcgi_shim_brigade_sentinel(self.as_ptr());
+            let mut e = ffi::fcgi_shim_brigade_first(self.as_ptr());
+            while e != sentinel {
+                if ffi::fcgi_shim_bucket_is_metadata(e) == 0 {
+                    let mut p: *const c_char = null();
+                    let mut n: ffi::apr_size_t = 0;
+                    let rv = ffi::fcgi_shim_bucket_read(
+                        e,
+                        &mut p,
+                        &mut n,
+                        ffi::apr_read_type_e_APR_NONBLOCK_READ,
+                    );
+                    if rv != 0 {
+                        return None;
+                    }
+                    if n > 0 && !p.is_null() {
+                        if n_parts == N {
+                            return None;
+                        }
+                        parts[n_parts] = std::slice::from_raw_parts(p.cast::<u8>(), n);
+                        n_parts += 1;
+                    }
+                }
+                e = ffi::fcgi_shim_bucket_next(e);
+            }
+        }
+        Some(f(&parts[..n_parts]))
+    }
 }
 
 /// The buffer answers are read into, in 64 KiB blocks shared by the child's threads
