@@ -8,6 +8,7 @@
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Size of a block.
 pub const BLOCK: usize = 64 * 1024;
@@ -20,6 +21,8 @@ struct Free(Vec<NonNull<u8>>);
 unsafe impl Send for Free {}
 
 static FREE: Mutex<Free> = Mutex::new(Free(Vec::new()));
+/// Set when the child's pool goes ([`close`]): blocks given back from then on are freed.
+static CLOSED: AtomicBool = AtomicBool::new(false);
 
 fn layout() -> Layout {
     // 64 KiB, page aligned: a valid layout.
@@ -47,7 +50,7 @@ pub fn take() -> NonNull<u8> {
 /// # Safety
 /// `p` came from [`take`] and is given back once.
 pub unsafe fn give(p: NonNull<u8>) {
-    {
+    if !CLOSED.load(Ordering::Acquire) {
         let mut f = free_list();
         if f.0.len() < KEEP {
             if f.0.capacity() == 0 {
@@ -59,6 +62,17 @@ pub unsafe fn give(p: NonNull<u8>) {
     }
     // SAFETY: allocated by `take` with this layout; the caller gives up every reference.
     unsafe { dealloc(p.as_ptr(), layout()) }
+}
+
+/// Frees the kept blocks and keeps no more (the child's pool is being destroyed: nothing
+/// of the module's may outlive it, and the module may be unloaded next).
+pub fn close() {
+    CLOSED.store(true, Ordering::Release);
+    let kept = std::mem::take(&mut free_list().0);
+    for p in kept {
+        // SAFETY: blocks in the list are ours alone, allocated by `take` with this layout.
+        unsafe { dealloc(p.as_ptr(), layout()) }
+    }
 }
 
 /// Free blocks currently kept (tests).
@@ -87,5 +101,13 @@ mod tests {
         // SAFETY: from take.
         unsafe { give(b) };
         assert!(kept() <= KEEP);
+        assert!(kept() > 0);
+        // (one test: CLOSED is process-wide)
+        let c = take();
+        close();
+        assert_eq!(kept(), 0, "close frees the kept blocks");
+        // SAFETY: from take, given back once.
+        unsafe { give(c) };
+        assert_eq!(kept(), 0, "after close, given-back blocks are freed");
     }
 }

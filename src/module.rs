@@ -507,6 +507,14 @@ unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::serve
         }) else {
             return;
         };
+        // The read blocks the child's threads share go with the child's pool.
+        struct Blocks;
+        impl Drop for Blocks {
+            fn drop(&mut self) {
+                crate::blocks::close();
+            }
+        }
+        pool.adopt(Blocks);
         let Some(sh) = shared(server) else { return };
         let rts: Vec<_> = sh
             .registry
