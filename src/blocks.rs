@@ -1,4 +1,4 @@
-//! The 64 KiB blocks large answers are read into, shared by a child process's threads.
+//! The 32 KiB blocks answers are read into, shared by a child process's threads.
 //!
 //! A block is taken only when data is ready to be read into it and comes back here as soon as
 //! httpd has written (or dropped) the buckets that share it, so a child holds about as many
@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Size of a block.
-pub const BLOCK: usize = 64 * 1024;
+pub const BLOCK: usize = 32 * 1024;
 /// Free blocks kept per process.
 const KEEP: usize = 16;
 
@@ -25,8 +25,8 @@ static FREE: Mutex<Free> = Mutex::new(Free(Vec::new()));
 static CLOSED: AtomicBool = AtomicBool::new(false);
 
 fn layout() -> Layout {
-    // 64 KiB, page aligned: a valid layout.
-    Layout::from_size_align(BLOCK, 4096).unwrap_or_else(|_| Layout::new::<[u8; BLOCK]>())
+    // (plain malloc alignment: a block is only ever a byte buffer)
+    Layout::from_size_align(BLOCK, 16).unwrap_or_else(|_| Layout::new::<[u8; BLOCK]>())
 }
 
 fn free_list() -> std::sync::MutexGuard<'static, Free> {

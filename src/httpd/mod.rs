@@ -435,21 +435,24 @@ impl<'a> Brigade<'a> {
     pub fn as_ptr(&self) -> *mut ffi::apr_bucket_brigade {
         self.bb.as_ptr()
     }
-    /// Appends a copy of `data` (heap buckets; small writes are coalesced).
+    /// Appends a copy of `data` (heap buckets; small writes are coalesced). Copied in pieces
+    /// of at most APR_BUCKET_BUFF_SIZE, so every copy lands in the allocator's one common
+    /// block size (a larger write would take a block of its own size, and the connection's
+    /// allocator would keep blocks of every size it ever saw).
     pub fn write(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
+        for piece in data.chunks(ffi::APR_BUCKET_BUFF_SIZE as usize) {
+            // SAFETY: live brigade; with no flush callback apr_brigade_write copies into heap
+            // buckets.
+            unsafe {
+                ffi::apr_brigade_write(
+                    self.as_ptr(),
+                    None,
+                    null_mut(),
+                    piece.as_ptr().cast(),
+                    piece.len(),
+                )
+            };
         }
-        // SAFETY: live brigade; with no flush callback apr_brigade_write copies into heap buckets.
-        unsafe {
-            ffi::apr_brigade_write(
-                self.as_ptr(),
-                None,
-                null_mut(),
-                data.as_ptr().cast(),
-                data.len(),
-            )
-        };
     }
     pub(crate) fn push(&mut self, e: *mut ffi::apr_bucket) {
         if !e.is_null() {
@@ -487,38 +490,27 @@ impl<'a> Brigade<'a> {
     pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> Result<bool, ffi::apr_status_t> {
         let mut eos = false;
         // SAFETY: walking a live brigade with the APR ring macros (through the shim); each
-        // bucket is read before being deleted, and `next` is taken before deletion.
+        // bucket is read before being deleted, and what follows it is taken after the read
+        // (which may split it) and before the deletion.
         unsafe {
             let sentinel = ffi::fcgi_shim_brigade_sentinel(self.as_ptr());
             let mut e = ffi::fcgi_shim_brigade_first(self.as_ptr());
             while e != sentinel {
-                let next = ffi::fcgi_shim_bucket_next(e);
                 if ffi::fcgi_shim_bucket_is_eos(e) != 0 {
                     eos = true;
-                } else if ffi::fcgi_shim_bucket_is_metadata(e) == 0 {
-                    let mut p: *const c_char = null();
-                    let mut n: ffi::apr_size_t = 0;
-                    let rv = ffi::fcgi_shim_bucket_read(
-                        e,
-                        &mut p,
-                        &mut n,
-                        ffi::apr_read_type_e_APR_BLOCK_READ,
-                    );
-                    if rv != 0 {
-                        self.cleanup();
-                        return Err(rv);
+                } else {
+                    match read_bucket(e, true) {
+                        Err(rv) => {
+                            self.cleanup();
+                            return Err(rv);
+                        }
+                        Ok(Some(d)) if !d.is_empty() => f(d),
+                        Ok(_) => {}
                     }
-                    if n > 0 && !p.is_null() {
-                        f(std::slice::from_raw_parts(p.cast::<u8>(), n));
-                    }
-                    // A read may split the bucket; continue from the one after `e`.
-                    let after = ffi::fcgi_shim_bucket_next(e);
-                    ffi::fcgi_shim_bucket_delete(e);
-                    e = after;
-                    continue;
                 }
+                let after = ffi::fcgi_shim_bucket_next(e);
                 ffi::fcgi_shim_bucket_delete(e);
-                e = next;
+                e = after;
             }
         }
         Ok(eos)
@@ -537,22 +529,11 @@ impl<'a> Brigade<'a> {
             while e != sentinel {
                 if ffi::fcgi_shim_bucket_is_eos(e) != 0 {
                     eos = true;
-                } else if ffi::fcgi_shim_bucket_is_metadata(e) == 0 {
-                    let mut p: *const c_char = null();
-                    let mut n: ffi::apr_size_t = 0;
-                    let rv = ffi::fcgi_shim_bucket_read(
-                        e,
-                        &mut p,
-                        &mut n,
-                        ffi::apr_read_type_e_APR_BLOCK_READ,
-                    );
-                    if rv != 0 {
-                        return Err(rv);
-                    }
-                    if n > 0 {
-                        bytes += n;
-                        count += 1;
-                    }
+                } else if let Some(d) = read_bucket(e, true)?
+                    && !d.is_empty()
+                {
+                    bytes += d.len();
+                    count += 1;
                 }
                 e = ffi::fcgi_shim_bucket_next(e);
             }
@@ -576,25 +557,16 @@ impl<'a> Brigade<'a> {
             let sentinel = ffi::fcgi_shim_brigade_sentinel(self.as_ptr());
             let mut e = ffi::fcgi_shim_brigade_first(self.as_ptr());
             while e != sentinel {
-                if ffi::fcgi_shim_bucket_is_metadata(e) == 0 {
-                    let mut p: *const c_char = null();
-                    let mut n: ffi::apr_size_t = 0;
-                    let rv = ffi::fcgi_shim_bucket_read(
-                        e,
-                        &mut p,
-                        &mut n,
-                        ffi::apr_read_type_e_APR_NONBLOCK_READ,
-                    );
-                    if rv != 0 {
-                        return None;
-                    }
-                    if n > 0 && !p.is_null() {
+                match read_bucket(e, false) {
+                    Err(_) => return None,
+                    Ok(Some(d)) if !d.is_empty() => {
                         if n_parts == N {
                             return None;
                         }
-                        parts[n_parts] = std::slice::from_raw_parts(p.cast::<u8>(), n);
+                        parts[n_parts] = d;
                         n_parts += 1;
                     }
+                    Ok(_) => {}
                 }
                 e = ffi::fcgi_shim_bucket_next(e);
             }
@@ -603,7 +575,40 @@ impl<'a> Brigade<'a> {
     }
 }
 
-/// The buffer answers are read into, in 64 KiB blocks shared by the child's threads
+/// The data of bucket `e` (None for a metadata bucket); `block`: wait for a morphing bucket's
+/// data (a file, a pipe) rather than fail.
+///
+/// # Safety
+/// `e` is a live bucket; the slice is valid until the bucket is changed or destroyed, which
+/// the caller must not let happen while it uses it.
+unsafe fn read_bucket<'b>(
+    e: *mut ffi::apr_bucket,
+    block: bool,
+) -> Result<Option<&'b [u8]>, ffi::apr_status_t> {
+    // SAFETY: `e` is live (caller); apr_bucket_read sets `p`/`n` to the bucket's bytes.
+    unsafe {
+        if ffi::fcgi_shim_bucket_is_metadata(e) != 0 {
+            return Ok(None);
+        }
+        let mut p: *const c_char = null();
+        let mut n: ffi::apr_size_t = 0;
+        let mode = if block {
+            ffi::apr_read_type_e_APR_BLOCK_READ
+        } else {
+            ffi::apr_read_type_e_APR_NONBLOCK_READ
+        };
+        let rv = ffi::fcgi_shim_bucket_read(e, &mut p, &mut n, mode);
+        if rv != 0 {
+            return Err(rv);
+        }
+        if p.is_null() || n == 0 {
+            return Ok(Some(&[]));
+        }
+        Ok(Some(std::slice::from_raw_parts(p.cast::<u8>(), n)))
+    }
+}
+
+/// The buffer answers are read into, in 32 KiB blocks shared by the child's threads
 /// (`crate::blocks`). A block is taken only for a read that has data waiting and is given up
 /// again once its data was handed over or copied ([`ShareBuf::park`]), so a request waiting
 /// for the application holds none. Ranges of a read can be appended to a brigade as buckets
@@ -703,9 +708,9 @@ impl<'a> ShareBuf<'a> {
         // SAFETY: `old` is ours alone (from crate::blocks): the heap bucket takes ownership and
         // APR gives it back through free_shared_block when its last shared copy is destroyed
         // (with no copy, by the destroy below). Every copy is narrowed to a range checked to
-        // lie within the `len` initialised bytes. The block is never written again by us, and
-        // apr_brigade_write appends into heap buckets only when their free function is
-        // apr_bucket_free.
+        // lie within the `len` initialised bytes. The block is never written again by us;
+        // apr_brigade_write may append into the bytes after the last range when only one
+        // bucket refers to the block, which lie within the block and serve nothing else.
         unsafe {
             let owner = ffi::apr_bucket_heap_create(
                 old.as_ptr().cast(),
