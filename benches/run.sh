@@ -542,9 +542,11 @@ fi
 if have fcgi-pool post256k && have proxy-reuse post256k; then
     check "256 KiB POST: pool on >= mod_proxy_fcgi(enablereuse=on)" "$(med post256k fcgi-pool 4)" ">=" "$(med post256k proxy-reuse 4)"
 fi
-if have fcgi-pool hello && have proxy-reuse hello; then
-    check "hello.php: Apache RSS with pool on <= mod_proxy_fcgi(enablereuse=on)" "$(med hello fcgi-pool 7)" "<=" "$(med hello proxy-reuse 7)"
-fi
+for w in hello 1mib post256k; do
+    if have fcgi-pool $w && have proxy-reuse $w; then
+        check "$w: Apache RSS with pool on <= mod_proxy_fcgi(enablereuse=on)" "$(med $w fcgi-pool 7)" "<=" "$(med $w proxy-reuse 7)"
+    fi
+done
 if have fcgi-nopool hello && have proxy hello; then
     check "hello.php: pool off >= mod_proxy_fcgi reuse off" "$(med hello fcgi-nopool 4)" ">=" "$(med hello proxy 4)"
 fi
