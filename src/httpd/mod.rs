@@ -614,12 +614,23 @@ unsafe fn read_bucket<'b>(
 /// for the application holds none. Ranges of a read can be appended to a brigade as buckets
 /// that share the block instead of copying it ([`ShareBuf::hand_over`]); the block then comes
 /// back with the last of those buckets.
+///
+/// The first read of an answer goes into a small buffer of its own instead
+/// ([`FIRST_READ`] bytes, copied like any small read): most answers end in it, and a first
+/// read needs no block taken after a separate wait for data.
 pub struct ShareBuf<'a> {
     block: Option<NonNull<u8>>,
     len: usize,
+    /// The first read: its buffer, whether it was used, and whether the last read is in it.
+    first: [std::mem::MaybeUninit<u8>; FIRST_READ],
+    first_used: bool,
+    in_first: bool,
     alloc: *mut ffi::apr_bucket_alloc_t,
     _l: PhantomData<&'a ()>,
 }
+
+/// Size of the buffer of an answer's first read (see [`ShareBuf`]).
+pub const FIRST_READ: usize = 4096;
 
 /// Free function of the heap buckets sharing a block: APR calls it once, when the last bucket
 /// referring to the block is destroyed (from whichever thread of the child).
@@ -643,18 +654,30 @@ impl<'a> ShareBuf<'a> {
         Some(ShareBuf {
             block: None,
             len: 0,
+            first: [std::mem::MaybeUninit::uninit(); FIRST_READ],
+            first_used: false,
+            in_first: false,
             alloc: bb.alloc,
             _l: PhantomData,
         })
     }
 
-    /// Replaces the contents with what `read` puts into the (uninitialised) block, taking a
-    /// block first if none is held; `read` returns how many leading bytes it initialised.
+    /// Replaces the contents with what `read` puts into the (uninitialised) buffer: the first
+    /// read's own, then a block, taken first if none is held; `read` returns how many leading
+    /// bytes it initialised.
     pub fn fill(
         &mut self,
         read: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> std::io::Result<usize>,
     ) -> std::io::Result<usize> {
         self.len = 0;
+        if !self.first_used {
+            self.first_used = true;
+            self.in_first = true;
+            let n = read(&mut self.first[..])?;
+            self.len = n.min(FIRST_READ);
+            return Ok(self.len);
+        }
+        self.in_first = false;
         let block = *self.block.get_or_insert_with(crate::blocks::take);
         // SAFETY: the block is BLOCK bytes owned by this ShareBuf alone (a handed-over block
         // was given up at once), viewed as possibly uninitialised bytes.
@@ -669,9 +692,10 @@ impl<'a> ShareBuf<'a> {
         Ok(self.len)
     }
 
-    /// Whether a block is held (else: wait for data before `fill`).
-    pub fn has_block(&self) -> bool {
-        self.block.is_some()
+    /// Whether `fill` has a buffer at hand (the first read's, or a block held); else wait for
+    /// data before `fill`, which then takes a block.
+    pub fn has_buffer(&self) -> bool {
+        !self.first_used || self.block.is_some()
     }
 
     /// Gives the block back (its data was copied, or nothing was read): the wait for the next
@@ -682,10 +706,15 @@ impl<'a> ShareBuf<'a> {
             unsafe { crate::blocks::give(b) }
         }
         self.len = 0;
+        self.in_first = false;
     }
 
     /// The bytes of the last read.
     pub fn filled(&self) -> &[u8] {
+        if self.in_first {
+            // SAFETY: the first `len` (<= FIRST_READ) bytes were initialised by the last fill().
+            return unsafe { std::slice::from_raw_parts(self.first.as_ptr().cast(), self.len) };
+        }
         match self.block {
             // SAFETY: the first `len` bytes were initialised by the last fill().
             Some(b) => unsafe { std::slice::from_raw_parts(b.as_ptr(), self.len) },
@@ -701,6 +730,19 @@ impl<'a> ShareBuf<'a> {
         bb: &mut Brigade<'a>,
         ranges: impl IntoIterator<Item = (usize, usize)>,
     ) {
+        if self.in_first {
+            // (the first read's buffer is ours; its data can only be copied)
+            for (off, n) in ranges {
+                if let Some(d) = off
+                    .checked_add(n)
+                    .and_then(|end| self.filled().get(off..end))
+                {
+                    bb.write(d);
+                }
+            }
+            self.park();
+            return;
+        }
         let Some(old) = self.block.take() else {
             return;
         };
