@@ -769,8 +769,8 @@ impl Conn {
     /// Read into a [`ShareBuf`] that waits for data (at most the idle timeout, then
     /// `WouldBlock`): replaces a poll + read when there is nothing to send and nothing else to
     /// watch. Only for connections where `can_wait_in_recv` is true.
-    /// A buffer without a buffer at hand (see `ShareBuf::park`) waits first, with a peek, and
-    /// takes a block only once data is there.
+    /// When `buf` has no buffer at hand (it gave its block back, see `ShareBuf::park`), the
+    /// wait is a peek, and a block is taken only once data is there.
     pub fn recv_share_wait(&self, buf: &mut crate::httpd::ShareBuf<'_>) -> io::Result<usize> {
         debug_assert!(self.blocking);
         if !buf.has_buffer() && sock::peek_wait(self.fd())? == 0 {

@@ -20,13 +20,10 @@ use crate::rlog;
 
 /// FastCGI request id (one request per connection at a time, as every FastCGI web server does).
 const REQUEST_ID: u16 = 1;
-/// Bytes read from the application per receive call (into blocks shared by the child's
-/// threads, taken only when data is waiting: see `httpd::ShareBuf`).
-const READ_BUF: usize = crate::blocks::BLOCK;
 /// Reads of at least this much body are handed to httpd as buckets sharing the read block
-/// (half a block: data httpd holds for a slow client then pins at most twice its size in
-/// memory); smaller ones are copied and the block goes back at once.
-const SHARE_MIN: usize = READ_BUF / 2;
+/// (`httpd::ShareBuf`; half a block: data httpd holds for a slow client then pins at most
+/// twice its size in memory); smaller ones are copied and the block goes back at once.
+const SHARE_MIN: usize = crate::blocks::BLOCK / 2;
 
 /// Response body bytes found in one read, in order.
 enum Piece {

@@ -548,15 +548,16 @@ pub fn set_blocking_recv(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io
     Ok(())
 }
 
-/// Receive that waits for data on a socket set up by `set_blocking_recv` (`WouldBlock` once its
-/// timeout passed without data); on Ok(n) the first `n` bytes of `spare` are initialised.
-/// Waits (a blocking socket: at most its receive timeout, then `WouldBlock`) until data or
-/// the end of stream is there, without reading it: Ok(0) at end of stream, else Ok(1).
+/// Waits (a socket set up by `set_blocking_recv`: at most its receive timeout, then
+/// `WouldBlock`) until data or the end of stream is there, without reading it: Ok(0) at end of
+/// stream, else Ok(1).
 pub fn peek_wait(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     recv_uninit_flags(fd, &mut b, libc::MSG_PEEK)
 }
 
+/// Receive that waits for data on a socket set up by `set_blocking_recv` (`WouldBlock` once its
+/// timeout passed without data); on Ok(n) the first `n` bytes of `spare` are initialised.
 pub fn recv_uninit_wait(
     fd: BorrowedFd<'_>,
     spare: &mut [std::mem::MaybeUninit<u8>],

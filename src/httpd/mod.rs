@@ -487,42 +487,31 @@ impl<'a> Brigade<'a> {
     }
     /// Visits the data of every bucket (reading morphing buckets as needed), then empties the
     /// brigade. Returns whether an EOS bucket was seen.
-    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> Result<bool, ffi::apr_status_t> {
-        let mut eos = false;
-        // SAFETY: walking a live brigade with the APR ring macros (through the shim); each
-        // bucket is read before being deleted, and what follows it is taken after the read
-        // (which may split it) and before the deletion.
-        unsafe {
-            let sentinel = ffi::fcgi_shim_brigade_sentinel(self.as_ptr());
-            let mut e = ffi::fcgi_shim_brigade_first(self.as_ptr());
-            while e != sentinel {
-                if ffi::fcgi_shim_bucket_is_eos(e) != 0 {
-                    eos = true;
-                } else {
-                    match read_bucket(e, true) {
-                        Err(rv) => {
-                            self.cleanup();
-                            return Err(rv);
-                        }
-                        Ok(Some(d)) if !d.is_empty() => f(d),
-                        Ok(_) => {}
-                    }
-                }
-                let after = ffi::fcgi_shim_bucket_next(e);
-                ffi::fcgi_shim_bucket_delete(e);
-                e = after;
-            }
-        }
-        Ok(eos)
+    pub fn drain(&mut self, f: impl FnMut(&[u8])) -> Result<bool, ffi::apr_status_t> {
+        let res = self.visit(f);
+        self.cleanup();
+        res
     }
 
     /// Reads every data bucket into memory (morphing buckets as needed) without removing
     /// anything. Returns the data bytes, the number of non-empty data buckets, and whether an
     /// EOS bucket is there.
     pub fn load(&mut self) -> Result<(usize, usize, bool), ffi::apr_status_t> {
-        let (mut bytes, mut count, mut eos) = (0usize, 0usize, false);
+        let (mut bytes, mut count) = (0usize, 0usize);
+        let eos = self.visit(|d| {
+            bytes += d.len();
+            count += 1;
+        })?;
+        Ok((bytes, count, eos))
+    }
+
+    /// Calls `f` with the data of every non-empty data bucket, in order (reading morphing
+    /// buckets, which may split them), removing nothing. Returns whether an EOS bucket is there.
+    fn visit(&mut self, mut f: impl FnMut(&[u8])) -> Result<bool, ffi::apr_status_t> {
+        let mut eos = false;
         // SAFETY: walking a live brigade with the APR ring macros (through the shim); a read
-        // may split `e`, and the walk continues with whatever follows it then.
+        // may split `e`, and the walk continues with whatever follows it then. Each slice is
+        // used before the walk goes on.
         unsafe {
             let sentinel = ffi::fcgi_shim_brigade_sentinel(self.as_ptr());
             let mut e = ffi::fcgi_shim_brigade_first(self.as_ptr());
@@ -532,13 +521,12 @@ impl<'a> Brigade<'a> {
                 } else if let Some(d) = read_bucket(e, true)?
                     && !d.is_empty()
                 {
-                    bytes += d.len();
-                    count += 1;
+                    f(d);
                 }
                 e = ffi::fcgi_shim_bucket_next(e);
             }
         }
-        Ok((bytes, count, eos))
+        Ok(eos)
     }
 
     /// Calls `f` with the data of the data buckets, in order, all at once (after [`load`],
