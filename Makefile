@@ -15,6 +15,8 @@
 #                     memory error or a definite leak through mod_fastcgi
 #   make fuzz-ci      every fuzz target for $(FUZZ_SECONDS)s, fails on a crash (scripts/fuzz-ci.sh)
 #   make bench        benches/run.sh, if present
+#   make bench-paired benches/paired.sh: the module against mod_proxy_fcgi and the static file in
+#                     alternating slices with both servers up (ratios that hold on a noisy VM)
 #   make clean        cargo clean, remove fuzz/target and .demo
 #
 # Rust comes from PATH or $HOME/.cargo/bin (rustup); `make deps` does not install it.
@@ -55,7 +57,7 @@ LIBEXECDIR   ?= $(shell $(APXS) -q LIBEXECDIR 2>/dev/null || echo /usr/lib/apach
 SYSCONFDIR   ?= $(shell $(APXS) -q SYSCONFDIR 2>/dev/null || echo /etc/apache2)
 
 .PHONY: build deps check-cargo test unit lint integration demo demo-stop demo-status \
-        install uninstall clippy fuzz bench clean test-panic-module check-valgrind fuzz-ci
+        install uninstall clippy fuzz bench bench-paired clean test-panic-module check-valgrind fuzz-ci
 
 # ---------------------------------------------------------------------------------------
 check-cargo:
@@ -210,6 +212,13 @@ fuzz-ci: check-cargo
 bench:
 	@if [ -f benches/run.sh ]; then bash benches/run.sh; \
 	else echo "benches/run.sh is not there yet; nothing to benchmark"; fi
+
+# Paired A/B: two variants up at once, alternating short slices (benches/paired.sh; needs what
+# `make bench` installs). The figures of the README's tables come from these three runs.
+bench-paired:
+	A=fcgi-pool B=proxy-reuse WORKLOADS="hello 1mib post256k null" bash benches/paired.sh
+	A=fcgi-pool B=static WORKLOADS="hello 1mib null" bash benches/paired.sh
+	A=fcgi-nopool B=proxy WORKLOADS="hello" bash benches/paired.sh
 
 clean:
 	-scripts/demo.sh stop

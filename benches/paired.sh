@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# Paired A/B benchmark (`make bench-paired`; not part of `make test`; installs what it needs).
+#
+# benches/run.sh starts one server at a time and measures each variant for DURATION seconds, so
+# two variants are measured 10-60 s apart. On a shared VM the time the hypervisor steals, and the
+# speed of the CPU, change on that scale: the same variant has measured 8,000 and 20,000 req/s
+# in two rounds of one run. Here both variants run at the same time, each with a backend of its
+# own (its own php-fpm pool with the same settings, its own null backend), and are measured in
+# short slices that alternate A B B A A B ..., so that each pair of slices sees the same machine.
+# The result is the median of the per-pair ratios A/B, overall and over the pairs whose slices
+# lost less than STEAL_MAX % of either CPU to steal, with the quartiles of the ratios.
+#
+# Variants (as in run.sh): fcgi-pool fcgi-pool-b fcgi-capped fcgi-nopool proxy proxy-reuse
+# proxy-capped nginx static. Workloads: hello 1mib post256k null.
+#
+# Settings (environment):
+#   A=fcgi-pool B=proxy-reuse WORKLOADS="hello"  PAIRS=20 SLICE=2 WARM=0.5 STEAL_MAX=5
+#   CONNS=32 WRK_THREADS=1 APACHE_MPM=event APACHE_PROCS=2 APACHE_THREADS=25
+#   FPM_CHILDREN=$((APACHE_PROCS * APACHE_THREADS)) FCGI_CAPPED_CONNS=8 TRANSPORT=tcp|unix
+#   MOD_FASTCGI_SO=... MOD_FASTCGI_SO_B=... (for fcgi-pool-b) CPU_SERVER=0 CPU_CLIENT=1 KEEP=1
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+A=${A:-fcgi-pool}
+B=${B:-proxy-reuse}
+WORKLOADS=${WORKLOADS:-hello}
+PAIRS=${PAIRS:-20}
+SLICE=${SLICE:-2}
+WARM=${WARM:-0.5}
+STEAL_MAX=${STEAL_MAX:-5}
+CONNS=${CONNS:-32}
+WRK_THREADS=${WRK_THREADS:-1}
+APACHE_MPM=${APACHE_MPM:-event}
+APACHE_PROCS=${APACHE_PROCS:-2}
+APACHE_THREADS=${APACHE_THREADS:-25}
+FPM_CHILDREN=${FPM_CHILDREN:-$((APACHE_PROCS * APACHE_THREADS))}
+FCGI_CAPPED_CONNS=${FCGI_CAPPED_CONNS:-8}
+PROXY_CAPPED_MAX=$(((FCGI_CAPPED_CONNS + APACHE_PROCS - 1) / APACHE_PROCS))
+TRANSPORT=${TRANSPORT:-tcp}
+CPU_SERVER=${CPU_SERVER:-0}
+CPU_CLIENT=${CPU_CLIENT:-1}
+KEEP=${KEEP:-0}
+NULL_BODY=100
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "paired: ERROR: $*"; exit 1; }
+
+case $TRANSPORT in tcp | unix) ;; *) die "TRANSPORT must be tcp or unix" ;; esac
+[ "$A" != "$B" ] || die "A and B are the same variant ($A)"
+[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (server and client pinned apart)"
+# what is missing comes from `make deps` (apache2, php-fpm, wrk, curl ...) and, for the nginx
+# variant, nginx-light
+missing=0
+for c in wrk taskset curl ss; do command -v $c >/dev/null || missing=1; done
+[ -x /usr/sbin/apache2 ] && [ -f /usr/lib/apache2/modules/mod_proxy_fcgi.so ] && ls /usr/sbin/php-fpm* >/dev/null 2>&1 || missing=1
+if [ $missing = 1 ]; then
+    [ "$(id -u)" -eq 0 ] || die "apache2, php-fpm, wrk or curl missing: run 'make deps' as root"
+    make -C "$REPO" deps >&2
+fi
+if { [ "$A" = nginx ] || [ "$B" = nginx ]; } && [ ! -x /usr/sbin/nginx ]; then
+    [ "$(id -u)" -eq 0 ] || die "nginx missing: apt-get install nginx-light"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 nginx-light >&2
+fi
+PHP_FPM=$(ls /usr/sbin/php-fpm* 2>/dev/null | sort -V | tail -n1)
+[ -n "$PHP_FPM" ] || die "php-fpm not found"
+
+if [ -z "${MOD_FASTCGI_SO:-}" ]; then
+    log "paired: cargo build --release (module)"
+    (cd "$REPO" && cargo build --release -q)
+    MOD_FASTCGI_SO="$REPO/target/release/libmod_fastcgi.so"
+fi
+cargo build --release -q --manifest-path "$HERE/null-backend/Cargo.toml" --target-dir "$REPO/target/null-backend"
+NULL_BIN="$REPO/target/null-backend/release/null-fcgi"
+
+RUN=$(mktemp -d /tmp/mfcgi-paired.XXXXXX)
+chmod 755 "$RUN"
+PIDS=()
+cleanup() {
+    local rc=$? p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ "$KEEP" = 1 ] || [ $rc -ne 0 ]; then log "paired: files kept in $RUN"; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$RUN/www" "$RUN/raw"
+cp "$HERE"/www/*.php "$RUN/www/"
+printf '<?php // answered by the null backend, never run\n' >"$RUN/www/null.php"
+head -c 99 /dev/zero | tr '\0' 'x' >"$RUN/www/hello.txt"; echo >>"$RUN/www/hello.txt"
+head -c $((NULL_BODY - 1)) /dev/zero | tr '\0' 'x' >"$RUN/www/null.txt"; echo >>"$RUN/www/null.txt"
+head -c 1048576 /dev/zero | tr '\0' 'z' >"$RUN/www/1mib.bin"
+DOCROOT="$RUN/www"
+
+USED_PORTS=""
+pick_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((12000 + RANDOM % 8000))
+        if ! ss -ltnH "sport = :$p" 2>/dev/null | grep -q . && [[ " $USED_PORTS " != *" $p "* ]]; then
+            USED_PORTS="$USED_PORTS $p"; echo "$p"; return
+        fi
+    done
+    die "no free port"
+}
+render() { # TEMPLATE OUT KEY=VALUE...
+    local tpl=$1 out=$2 text kv
+    shift 2
+    text=$(<"$tpl")
+    for kv in "$@"; do text=${text//@${kv%%=*}@/${kv#*=}}; done
+    printf '%s\n' "$text" >"$out"
+}
+spawn() { # OUTFILE CMD... -> SPAWNED (pinned to the server CPU)
+    local out=$1
+    shift
+    (exec taskset -c "$CPU_SERVER" "$@") >"$out" 2>&1 </dev/null &
+    SPAWNED=$!
+    PIDS+=("$SPAWNED")
+}
+wait_port() { # port|socket pid
+    for _ in $(seq 200); do
+        kill -0 "$2" 2>/dev/null || return 1
+        case $1 in
+        /*) [ -S "$1" ] && return 0 ;;
+        *) (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0 ;;
+        esac
+        sleep 0.05
+    done
+    return 1
+}
+
+# start_instance NAME VARIANT: its own php-fpm pool, null backend and server under $RUN/NAME;
+# sets PORT_<NAME>
+start_instance() {
+    local n=$1 v=$2 d="$RUN/$1" fpm null http fpm_addr null_addr fcgi_fpm fcgi_null so opts
+    mkdir -p "$d/logs" "$d/run" "$d/apache/run" "$d/apache/logs" "$d/nginx/logs" "$d/nginx/tmp"
+    printf 'text/plain txt\napplication/octet-stream bin\ntext/html html\n' >"$d/mime.types"
+    fpm=$(pick_port); null=$(pick_port); http=$(pick_port)
+    if [ "$TRANSPORT" = unix ]; then
+        fpm_addr="$d/run/fpm.sock"; null_addr="$d/run/null.sock"
+        fcgi_fpm="-socket \"$fpm_addr\""; fcgi_null="-socket \"$null_addr\""
+    else
+        fpm_addr="127.0.0.1:$fpm"; null_addr="127.0.0.1:$null"
+        fcgi_fpm="-host $fpm_addr"; fcgi_null="-host $null_addr"
+    fi
+    chmod -R a+rX "$RUN"
+    render "$HERE/conf/php-fpm.conf.in" "$d/php-fpm.conf" RUN="$d" FPM_LISTEN="$fpm_addr" FPM_CHILDREN="$FPM_CHILDREN"
+    spawn "$d/logs/php-fpm.out" "$PHP_FPM" -F -y "$d/php-fpm.conf"
+    wait_port "$([ "$TRANSPORT" = unix ] && echo "$fpm_addr" || echo "$fpm")" "$SPAWNED" || die "php-fpm of $n did not start"
+    spawn "$d/logs/null.out" "$NULL_BIN" --listen "$([ "$TRANSPORT" = unix ] && echo "unix:$null_addr" || echo "$null_addr")" --body-size "$NULL_BODY"
+    wait_port "$([ "$TRANSPORT" = unix ] && echo "$null_addr" || echo "$null")" "$SPAWNED" || die "null backend of $n did not start"
+    [ "$TRANSPORT" = unix ] && chmod 666 "$null_addr"
+    # null.php goes to the null backend, everything else to php-fpm
+    case $v in
+    fcgi-*)
+        case $v in
+        fcgi-pool | fcgi-pool-b) opts="-max-conns $FPM_CHILDREN" ;;
+        fcgi-capped) opts="-max-conns $FCGI_CAPPED_CONNS" ;;
+        fcgi-nopool) opts="-keep-conn off" ;;
+        *) die "unknown variant $v" ;;
+        esac
+        so=$MOD_FASTCGI_SO
+        if [ "$v" = fcgi-pool-b ]; then so=${MOD_FASTCGI_SO_B:-}; [ -f "$so" ] || die "fcgi-pool-b needs MOD_FASTCGI_SO_B"; fi
+        render "$HERE/conf/apache-fcgi.conf.in" "$d/apache/variant.conf" MODULE_SO="$so" FCGI_ROUTE_CONF="FastCgiExternalServer \"$DOCROOT\" $fcgi_fpm $opts
+FastCgiExternalServer \"$DOCROOT/null.php\" $fcgi_null $opts"
+        ;;
+    proxy | proxy-reuse | proxy-capped)
+        local reuse=on max="" pt_fpm pt_null
+        [ "$v" = proxy ] && reuse=off
+        [ "$v" = proxy-capped ] && max=" max=$PROXY_CAPPED_MAX"
+        if [ "$TRANSPORT" = unix ]; then pt_fpm="unix:$fpm_addr|fcgi://localhost"; pt_null="unix:$null_addr|fcgi://nullbackend"
+        else pt_fpm="fcgi://$fpm_addr"; pt_null="fcgi://$null_addr"; fi
+        {
+            echo "LoadModule proxy_module /usr/lib/apache2/modules/mod_proxy.so"
+            echo "LoadModule proxy_fcgi_module /usr/lib/apache2/modules/mod_proxy_fcgi.so"
+            echo "ProxyPass \"/null.php\" \"$pt_null$DOCROOT/null.php\" enablereuse=$reuse$max"
+            echo "ProxyPassMatch \"^/(.*\\.php)\$\" \"$pt_fpm$DOCROOT/\$1\" enablereuse=$reuse$max"
+        } >"$d/apache/variant.conf"
+        ;;
+    static) render "$HERE/conf/apache-static.conf.in" "$d/apache/variant.conf" ;;
+    nginx) ;;
+    *) die "unknown variant $v" ;;
+    esac
+    if [ "$v" = nginx ]; then
+        [ "$TRANSPORT" = unix ] && fpm_addr="unix:$fpm_addr"
+        render "$HERE/conf/nginx.conf.in" "$d/nginx/nginx.conf" RUN="$d" HTTP_PORT="$http" \
+            NGINX_SERVER="$fpm_addr" DOCROOT="$DOCROOT" NGINX_KEEPALIVE="$CONNS"
+        spawn "$d/logs/server.out" /usr/sbin/nginx -p "$d/nginx/" -c "$d/nginx/nginx.conf"
+    else
+        render "$HERE/conf/apache-common.conf.in" "$d/apache/httpd.conf" RUN="$d" HTTP_PORT="$http" DOCROOT="$DOCROOT" \
+            APACHE_MPM="$APACHE_MPM" APACHE_PROCS="$APACHE_PROCS" APACHE_THREADS="$APACHE_THREADS" \
+            APACHE_WORKERS=$((APACHE_PROCS * APACHE_THREADS))
+        spawn "$d/logs/server.out" /usr/sbin/apache2 -f "$d/apache/httpd.conf" -DFOREGROUND
+    fi
+    wait_port "$http" "$SPAWNED" || { tail -5 "$d/logs/server.out" "$d/apache/logs/error.log" >&2 2>/dev/null; die "$v did not start"; }
+    printf -v "PORT_$n" '%s' "$http"
+    printf -v "SPID_$n" '%s' "$SPAWNED"
+}
+
+path_of() { # workload variant -> "path|lua script"
+    case "$1:$2" in
+    hello:static) echo "/hello.txt|" ;;
+    hello:*) echo "/hello.php|" ;;
+    1mib:static) echo "/1mib.bin|" ;;
+    1mib:*) echo "/1mib.php|" ;;
+    post256k:static | null:nginx) echo "" ;;
+    post256k:*) echo "/post.php|$HERE/post.lua" ;;
+    null:static) echo "/null.txt|" ;;
+    null:*) echo "/null.php|" ;;
+    *) die "unknown workload $1" ;;
+    esac
+}
+
+server_rss() { # PID -> MiB of the server and its children
+    local kb=0 k c
+    for c in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        k=$(awk '/^VmRSS:/ {print $2}' "/proc/$c/status" 2>/dev/null || echo 0)
+        kb=$((kb + ${k:-0}))
+    done
+    awk -v kb="$kb" 'BEGIN { printf "%.1f", kb / 1024 }'
+}
+cpu_ticks() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat; }
+to_ms() {
+    awk -v v="$1" 'BEGIN { n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
+        printf "%.3f", n }'
+}
+
+# slice WORKLOAD NAME VARIANT PAIR -> appends a row to $RESULTS
+slice() {
+    local w=$1 n=$2 v=$3 k=$4 port t path script url out s0 c0 s1 c1 sargs=()
+    port="PORT_$n"; port=${!port}
+    t=$(path_of "$w" "$v"); IFS='|' read -r path script <<<"$t"
+    url="http://127.0.0.1:$port$path"
+    [ -n "$script" ] && sargs=(-s "$script")
+    taskset -c "$CPU_CLIENT" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARM}s" "${sargs[@]}" "$url" >/dev/null 2>&1 || true
+    out="$RUN/raw/$w-$k-$n.txt"
+    s0=$(cpu_ticks "$CPU_SERVER"); c0=$(cpu_ticks "$CPU_CLIENT")
+    taskset -c "$CPU_CLIENT" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SLICE}s" --latency "${sargs[@]}" "$url" >"$out" 2>&1 || true
+    s1=$(cpu_ticks "$CPU_SERVER"); c1=$(cpu_ticks "$CPU_CLIENT")
+    awk -v w="$w" -v k="$k" -v n="$n" -v s0="$s0" -v s1="$s1" -v c0="$c0" -v c1="$c1" -v hz="$(getconf CLK_TCK)" \
+        -v p50="$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")" -v p99="$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")" '
+        /^Requests\/sec:/ { rps = $2 }
+        / requests in / { nreq = $1 }
+        /Non-2xx or 3xx responses:/ { err += $NF }
+        /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+        END {
+            split(s0, a, " "); split(s1, b, " "); split(c0, x, " "); split(c1, y, " ")
+            ts = (b[1]-a[1]) + (b[2]-a[2]) + (b[3]-a[3]); tc = (y[1]-x[1]) + (y[2]-x[2]) + (y[3]-x[3])
+            printf "%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.3f\t%.3f\t%d\n", w, k, n, rps + 0,
+                (nreq > 0 ? (b[1]-a[1]) * 1e6 / hz / nreq : 0),
+                (ts > 0 ? 100 * (b[3]-a[3]) / ts : 0), (tc > 0 ? 100 * (y[3]-x[3]) / tc : 0), p50, p99, err
+        }' "$out" >>"$RESULTS"
+}
+
+RESULTS="$RUN/results.tsv"
+RSSF="$RUN/rss.tsv"
+: >"$RESULTS"; : >"$RSSF"
+log "paired: A=$A B=$B, workloads: $WORKLOADS; $PAIRS pairs of ${SLICE}s slices (+${WARM}s warm-up each), $CONNS connections"
+log "paired: php-fpm $PHP_FPM pm=static max_children=$FPM_CHILDREN per instance; Apache $APACHE_MPM ${APACHE_PROCS}x${APACHE_THREADS}; $TRANSPORT; servers on CPU $CPU_SERVER, wrk on CPU $CPU_CLIENT"
+start_instance A "$A"
+start_instance B "$B"
+sleep 0.5
+for w in $WORKLOADS; do
+    if [ -z "$(path_of "$w" "$A")" ] || [ -z "$(path_of "$w" "$B")" ]; then log "paired: $w: not applicable to $A/$B, skipped"; continue; fi
+    # both servers and backends warm (connections, pools, caches) before the first pair
+    for n in A B; do
+        v=${!n}; port="PORT_$n"; port=${!port}
+        IFS='|' read -r path script <<<"$(path_of "$w" "$v")"
+        sargs=(); [ -n "$script" ] && sargs=(-s "$script")
+        taskset -c "$CPU_CLIENT" wrk -t"$WRK_THREADS" -c"$CONNS" -d2s "${sargs[@]}" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
+    done
+    for ((k = 1; k <= PAIRS; k++)); do
+        # A B, B A, A B, ...: neither variant always goes first
+        if ((k % 2)); then slice "$w" A "$A" "$k"; slice "$w" B "$B" "$k"
+        else slice "$w" B "$B" "$k"; slice "$w" A "$A" "$k"; fi
+    done
+    printf '%s\t%s\t%s\n' "$w" "$(server_rss "$SPID_A")" "$(server_rss "$SPID_B")" >>"$RSSF"
+    tail -n $((2 * PAIRS)) "$RESULTS" | awk -F'\t' -v k="$PAIRS" '
+        $3 == "A" { ra[$2] = $4 } $3 == "B" { rb[$2] = $4 }
+        END { for (i = 1; i <= k; i++) printf "%s%.2f", (i > 1 ? " " : ""), (rb[i] > 0 ? ra[i] / rb[i] : 0); print "" }' |
+        sed "s/^/paired: $w per-pair A\/B: /" >&2
+done
+
+# summary: per workload, medians of each side and of the per-pair ratios
+awk -F'\t' -v A="$A" -v B="$B" -v smax="$STEAL_MAX" -v rssf="$RSSF" '
+function median(arr, n,    i, j, t) {
+    for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
+    if (n == 0) return 0
+    return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
+}
+function quart(arr, n, q,    i) { if (n == 0) return 0; i = int(q * (n - 1) + 1.5); return arr[i] }
+{
+    key = $1 SUBSEP $2; ws[$1] = 1
+    rps[key, $3] = $4; cpu[key, $3] = $5; st[key, $3] = ($6 > $7 ? $6 : $7)
+    p50[key, $3] = $8; p99[key, $3] = $9; err[$1, $3] += $10; pairs[$1, $2] = 1
+}
+END {
+    while ((getline line < rssf) > 0) { split(line, f, "\t"); rssa[f[1]] = f[2]; rssb[f[1]] = f[3] }
+    printf "\n%-9s %6s %14s %14s %9s %9s %21s %21s %7s\n", "workload", "pairs", A " req/s", B " req/s", "ratio", "quiet", "A p50/p99 ms", "B p50/p99 ms", "CPU A/B"
+    for (w in ws) {
+        n = 0; q = 0
+        split("", r); split("", rq); split("", xa); split("", xb); split("", ca); split("", cb)
+        split("", a50); split("", a99); split("", b50); split("", b99)
+        for (kk in pairs) {
+            split(kk, kp, SUBSEP); if (kp[1] != w) continue
+            key = w SUBSEP kp[2]
+            if (rps[key, "B"] <= 0 || rps[key, "A"] <= 0) continue
+            n++; r[n] = rps[key, "A"] / rps[key, "B"]; xa[n] = rps[key, "A"]; xb[n] = rps[key, "B"]
+            ca[n] = cpu[key, "A"]; cb[n] = cpu[key, "B"]
+            a50[n] = p50[key, "A"]; a99[n] = p99[key, "A"]; b50[n] = p50[key, "B"]; b99[n] = p99[key, "B"]
+            if (st[key, "A"] < smax && st[key, "B"] < smax) { q++; rq[q] = r[n] }
+        }
+        mr = median(r, n); lo = quart(r, n, 0.25); hi = quart(r, n, 0.75)
+        mq = median(rq, q)
+        printf "%-9s %6d %14.0f %14.0f %8.2fx %8s %21s %21s %6.2fx\n", w, n, median(xa, n), median(xb, n), mr,
+            (q > 0 ? sprintf("%.2fx", mq) : "-"),
+            sprintf("%.2f/%.2f", median(a50, n), median(a99, n)), sprintf("%.2f/%.2f", median(b50, n), median(b99, n)),
+            (median(cb, n) > 0 ? median(ca, n) / median(cb, n) : 0)
+        printf "          ratio quartiles %.2fx .. %.2fx; %d of %d pairs with steal < %s%% on both CPUs (\"quiet\"); errors A %d, B %d; RSS A %s MiB, B %s MiB\n",
+            lo, hi, q, n, smax, err[w, "A"], err[w, "B"], rssa[w], rssb[w]
+    }
+}' "$RESULTS"
