@@ -213,12 +213,14 @@ bench:
 	@if [ -f benches/run.sh ]; then bash benches/run.sh; \
 	else echo "benches/run.sh is not there yet; nothing to benchmark"; fi
 
-# Paired A/B: two variants up at once, alternating short slices (benches/paired.sh; needs what
-# `make bench` installs). The figures of the README's tables come from these three runs.
+# Paired A/B: two variants up at once, alternating short slices (benches/paired.sh, which
+# installs what it lacks through `make deps`). The README's paired tables come from these runs
+# (about 25 minutes in all).
 bench-paired:
 	A=fcgi-pool B=proxy-reuse WORKLOADS="hello 1mib post256k null" bash benches/paired.sh
 	A=fcgi-pool B=static WORKLOADS="hello 1mib null" bash benches/paired.sh
 	A=fcgi-nopool B=proxy WORKLOADS="hello" bash benches/paired.sh
+	A=fcgi-pool B=proxy-reuse POLICY_A=batch POLICY_B=batch WORKLOADS="hello 1mib null" bash benches/paired.sh
 
 clean:
 	-scripts/demo.sh stop

@@ -18,6 +18,9 @@
 #   CONNS=32 WRK_THREADS=1 APACHE_MPM=event APACHE_PROCS=2 APACHE_THREADS=25
 #   FPM_CHILDREN=$((APACHE_PROCS * APACHE_THREADS)) FCGI_CAPPED_CONNS=8 TRANSPORT=tcp|unix
 #   MOD_FASTCGI_SO=... MOD_FASTCGI_SO_B=... (for fcgi-pool-b) CPU_SERVER=0 CPU_CLIENT=1 KEEP=1
+#   POLICY_A=normal|batch POLICY_B=normal|batch: scheduling policy of that side's server (Apache
+#   or nginx, never the backends); batch runs it under `chrt -b 0` (README, *Tuning*). A and B
+#   may then be the same variant.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,13 +46,16 @@ TRANSPORT=${TRANSPORT:-tcp}
 CPU_SERVER=${CPU_SERVER:-0}
 CPU_CLIENT=${CPU_CLIENT:-1}
 KEEP=${KEEP:-0}
+POLICY_A=${POLICY_A:-normal}
+POLICY_B=${POLICY_B:-normal}
 NULL_BODY=100
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "paired: ERROR: $*"; exit 1; }
 
 case $TRANSPORT in tcp | unix) ;; *) die "TRANSPORT must be tcp or unix" ;; esac
-[ "$A" != "$B" ] || die "A and B are the same variant ($A)"
+for p in "$POLICY_A" "$POLICY_B"; do case $p in normal | batch) ;; *) die "POLICY_A/POLICY_B: normal or batch" ;; esac; done
+[ "$A/$POLICY_A" != "$B/$POLICY_B" ] || die "A and B are the same variant ($A) with the same policy"
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (server and client pinned apart)"
 # what is missing comes from `make deps` (apache2, php-fpm, wrk, curl ...) and, for the nginx
 # variant, nginx-light
@@ -113,10 +119,11 @@ render() { # TEMPLATE OUT KEY=VALUE...
     for kv in "$@"; do text=${text//@${kv%%=*}@/${kv#*=}}; done
     printf '%s\n' "$text" >"$out"
 }
-spawn() { # OUTFILE CMD... -> SPAWNED (pinned to the server CPU)
-    local out=$1
+spawn() { # OUTFILE CMD... -> SPAWNED (pinned to the server CPU; SPAWN_POLICY=batch: SCHED_BATCH)
+    local out=$1 pre=()
     shift
-    (exec taskset -c "$CPU_SERVER" "$@") >"$out" 2>&1 </dev/null &
+    [ "${SPAWN_POLICY:-normal}" = batch ] && pre=(chrt -b 0)
+    (exec taskset -c "$CPU_SERVER" "${pre[@]}" "$@") >"$out" 2>&1 </dev/null &
     SPAWNED=$!
     PIDS+=("$SPAWNED")
 }
@@ -184,6 +191,8 @@ FastCgiExternalServer \"$DOCROOT/null.php\" $fcgi_null $opts"
     nginx) ;;
     *) die "unknown variant $v" ;;
     esac
+    local pol="POLICY_$n"
+    SPAWN_POLICY=${!pol}
     if [ "$v" = nginx ]; then
         [ "$TRANSPORT" = unix ] && fpm_addr="unix:$fpm_addr"
         render "$HERE/conf/nginx.conf.in" "$d/nginx/nginx.conf" RUN="$d" HTTP_PORT="$http" \
@@ -198,6 +207,7 @@ FastCgiExternalServer \"$DOCROOT/null.php\" $fcgi_null $opts"
     wait_port "$http" "$SPAWNED" || { tail -5 "$d/logs/server.out" "$d/apache/logs/error.log" >&2 2>/dev/null; die "$v did not start"; }
     printf -v "PORT_$n" '%s' "$http"
     printf -v "SPID_$n" '%s' "$SPAWNED"
+    SPAWN_POLICY=normal
 }
 
 path_of() { # workload variant -> "path|lua script"
@@ -259,7 +269,9 @@ slice() {
 RESULTS="$RUN/results.tsv"
 RSSF="$RUN/rss.tsv"
 : >"$RESULTS"; : >"$RSSF"
-log "paired: A=$A B=$B, workloads: $WORKLOADS; $PAIRS pairs of ${SLICE}s slices (+${WARM}s warm-up each), $CONNS connections"
+side_label() { if [ "$2" = batch ]; then echo "$1+batch"; else echo "$1"; fi; }
+LA=$(side_label "$A" "$POLICY_A"); LB=$(side_label "$B" "$POLICY_B")
+log "paired: A=$LA B=$LB, workloads: $WORKLOADS; $PAIRS pairs of ${SLICE}s slices (+${WARM}s warm-up each), $CONNS connections"
 log "paired: php-fpm $PHP_FPM pm=static max_children=$FPM_CHILDREN per instance; Apache $APACHE_MPM ${APACHE_PROCS}x${APACHE_THREADS}; $TRANSPORT; servers on CPU $CPU_SERVER, wrk on CPU $CPU_CLIENT"
 start_instance A "$A"
 start_instance B "$B"
@@ -286,7 +298,7 @@ for w in $WORKLOADS; do
 done
 
 # summary: per workload, medians of each side and of the per-pair ratios
-awk -F'\t' -v A="$A" -v B="$B" -v smax="$STEAL_MAX" -v rssf="$RSSF" '
+awk -F'\t' -v A="$LA" -v B="$LB" -v smax="$STEAL_MAX" -v rssf="$RSSF" '
 function median(arr, n,    i, j, t) {
     for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
     if (n == 0) return 0
