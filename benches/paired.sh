@@ -53,6 +53,9 @@ NULL_BODY=100
 log() { printf '%s\n' "$*" >&2; }
 die() { log "paired: ERROR: $*"; exit 1; }
 
+# shared with run.sh: render, port_free, pick_port, wait_port, server_rss, to_ms, cpu_ticks
+. "$HERE/lib.sh"
+
 case $TRANSPORT in tcp | unix) ;; *) die "TRANSPORT must be tcp or unix" ;; esac
 for p in "$POLICY_A" "$POLICY_B"; do case $p in normal | batch) ;; *) die "POLICY_A/POLICY_B: normal or batch" ;; esac; done
 [ "$A/$POLICY_A" != "$B/$POLICY_B" ] || die "A and B are the same variant ($A) with the same policy"
@@ -101,24 +104,6 @@ head -c $((NULL_BODY - 1)) /dev/zero | tr '\0' 'x' >"$RUN/www/null.txt"; echo >>
 head -c 1048576 /dev/zero | tr '\0' 'z' >"$RUN/www/1mib.bin"
 DOCROOT="$RUN/www"
 
-USED_PORTS=""
-pick_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((12000 + RANDOM % 8000))
-        if ! ss -ltnH "sport = :$p" 2>/dev/null | grep -q . && [[ " $USED_PORTS " != *" $p "* ]]; then
-            USED_PORTS="$USED_PORTS $p"; echo "$p"; return
-        fi
-    done
-    die "no free port"
-}
-render() { # TEMPLATE OUT KEY=VALUE...
-    local tpl=$1 out=$2 text kv
-    shift 2
-    text=$(<"$tpl")
-    for kv in "$@"; do text=${text//@${kv%%=*}@/${kv#*=}}; done
-    printf '%s\n' "$text" >"$out"
-}
 spawn() { # OUTFILE CMD... -> SPAWNED (pinned to the server CPU; SPAWN_POLICY=batch: SCHED_BATCH)
     local out=$1 pre=()
     shift
@@ -126,17 +111,6 @@ spawn() { # OUTFILE CMD... -> SPAWNED (pinned to the server CPU; SPAWN_POLICY=ba
     (exec taskset -c "$CPU_SERVER" "${pre[@]}" "$@") >"$out" 2>&1 </dev/null &
     SPAWNED=$!
     PIDS+=("$SPAWNED")
-}
-wait_port() { # port|socket pid
-    for _ in $(seq 200); do
-        kill -0 "$2" 2>/dev/null || return 1
-        case $1 in
-        /*) [ -S "$1" ] && return 0 ;;
-        *) (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0 ;;
-        esac
-        sleep 0.05
-    done
-    return 1
 }
 
 # start_instance NAME VARIANT: its own php-fpm pool, null backend and server under $RUN/NAME;
@@ -222,21 +196,6 @@ path_of() { # workload variant -> "path|lua script"
     null:*) echo "/null.php|" ;;
     *) die "unknown workload $1" ;;
     esac
-}
-
-server_rss() { # PID -> MiB of the server and its children
-    local kb=0 k c
-    for c in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-        k=$(awk '/^VmRSS:/ {print $2}' "/proc/$c/status" 2>/dev/null || echo 0)
-        kb=$((kb + ${k:-0}))
-    done
-    awk -v kb="$kb" 'BEGIN { printf "%.1f", kb / 1024 }'
-}
-cpu_ticks() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat; }
-to_ms() {
-    awk -v v="$1" 'BEGIN { n = v + 0
-        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
-        printf "%.3f", n }'
 }
 
 # slice WORKLOAD NAME VARIANT PAIR -> appends a row to $RESULTS

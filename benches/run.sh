@@ -86,6 +86,9 @@ NULL_BODY=100
 log() { printf '%s\n' "$*" >&2; }
 die() { log "bench: ERROR: $*"; exit 1; }
 
+# shared with paired.sh (benches/lib.sh): render, port_free, pick_port, wait_port, server_rss, to_ms, cpu_ticks
+. "$HERE/lib.sh"
+
 # ---------------------------------------------------------------------------------------
 # what we need
 
@@ -185,18 +188,6 @@ printf 'text/plain txt\napplication/octet-stream bin\ntext/html html\n' >"$RUN/m
 chmod -R a+rX "$RUN"
 DOCROOT="$RUN/www"
 
-port_free() { ! ss -ltnH "sport = :$1" 2>/dev/null | grep -q .; }
-pick_port() {
-    # 12000-19999: below the kernel's ephemeral range (32768+ on Debian), where outgoing
-    # connections of a busy machine would make bind() fail, and apart from the test suite's
-    # 20000-32000
-    local p
-    for _ in $(seq 200); do
-        p=$((12000 + RANDOM % 8000))
-        if port_free "$p" && [[ " ${USED_PORTS:-} " != *" $p "* ]]; then USED_PORTS="${USED_PORTS:-} $p"; echo "$p"; return; fi
-    done
-    die "no free port"
-}
 FPM_PORT=$(pick_port); NULL_PORT=$(pick_port); HTTP_PORT=$(pick_port)
 # backend_addr fpm|null -> "127.0.0.1:port" (tcp) or the socket path (unix)
 backend_addr() {
@@ -205,27 +196,7 @@ backend_addr() {
     else echo "127.0.0.1:$FPM_PORT"; fi
 }
 
-# render TEMPLATE OUT KEY=VALUE...  (replaces @KEY@; values may span lines)
-render() {
-    local tpl=$1 out=$2 text kv
-    shift 2
-    text=$(<"$tpl")
-    for kv in "$@"; do text=${text//@${kv%%=*}@/${kv#*=}}; done
-    printf '%s\n' "$text" >"$out"
-}
 
-wait_port() { # port|socket-path pid
-    local i
-    for i in $(seq 200); do
-        if ! kill -0 "$2" 2>/dev/null; then return 1; fi
-        case $1 in
-        /*) [ -S "$1" ] && return 0 ;;
-        *) if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi ;;
-        esac
-        sleep 0.05
-    done
-    return 1
-}
 
 # ---------------------------------------------------------------------------------------
 # shared backends: php-fpm and the null responder
@@ -327,23 +298,7 @@ stop_server() {
     for _ in $(seq 100); do port_free "$HTTP_PORT" && break; sleep 0.05; done
 }
 
-# RSS (MiB) of the server process and its children
-server_rss() {
-    local p=$1 kb=0 k c
-    for c in "$p" $(ps -o pid= --ppid "$p" 2>/dev/null); do
-        k=$(awk '/^VmRSS:/ {print $2}' "/proc/$c/status" 2>/dev/null || echo 0)
-        kb=$((kb + ${k:-0}))
-    done
-    awk -v kb="$kb" 'BEGIN { printf "%.1f", kb / 1024 }'
-}
 
-# wrk time value (e.g. 812.00us, 1.23ms, 2.00s) in ms
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
-        printf "%.3f", n }'
-}
 
 workload_target() { # workload variant -> "path|script|backend" (empty: not applicable)
     case "$1:$2" in
@@ -362,12 +317,6 @@ workload_target() { # workload variant -> "path|script|backend" (empty: not appl
 RESULTS="$RUN/results.tsv"
 : >"$RESULTS"
 
-# cpu_ticks CPU -> "busy idle steal" jiffies of that CPU from /proc/stat (a VM's steal is time
-# the hypervisor ran something else on that vCPU: requests in flight then wait, whatever the
-# server does, which is what the p99 of a run on a shared VM mostly measures)
-cpu_ticks() {
-    awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat
-}
 # cpu_us_per_req "ticks before" "ticks after" requests -> busy CPU time per request in µs (the
 # cost of a request on the server CPU, everything it runs included; unlike req/s it does not
 # move with the time the hypervisor takes away)
