@@ -61,3 +61,39 @@ to_ms() {
 cpu_ticks() {
     awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat
 }
+
+# make_docroot DIR: the files every variant serves ($HERE/www/*.php, null.php for routing to the
+# null backend, and static files of the same sizes: hello.txt, null.txt of $NULL_BODY bytes,
+# 1mib.bin)
+make_docroot() {
+    mkdir -p "$1"
+    cp "$HERE"/www/*.php "$1/"
+    # the null backend answers anything; the file only has to exist for routing
+    printf '<?php // answered by the null backend, never run\n' >"$1/null.php"
+    head -c 99 /dev/zero | tr '\0' 'x' >"$1/hello.txt"; echo >>"$1/hello.txt"
+    head -c $((NULL_BODY - 1)) /dev/zero | tr '\0' 'x' >"$1/null.txt"; echo >>"$1/null.txt"
+    head -c 1048576 /dev/zero | tr '\0' 'z' >"$1/1mib.bin"
+}
+
+# fcgi_opts VARIANT -> the FastCgiExternalServer options of a mod_fastcgi-rs variant
+fcgi_opts() {
+    case $1 in
+    fcgi-pool | fcgi-pool-b) echo "-max-conns $FPM_CHILDREN" ;;
+    fcgi-capped | fcgi-capped-b) echo "-max-conns $FCGI_CAPPED_CONNS" ;;
+    *) echo "-keep-conn off" ;;
+    esac
+}
+
+workload_target() { # workload variant -> "path|script|backend" (empty: not applicable)
+    case "$1:$2" in
+    hello:static) echo "/hello.txt||fpm" ;;
+    hello:*) echo "/hello.php||fpm" ;;
+    1mib:static) echo "/1mib.bin||fpm" ;;
+    1mib:*) echo "/1mib.php||fpm" ;;
+    post256k:static) echo "" ;;
+    post256k:*) echo "/post.php|$HERE/post.lua|fpm" ;;
+    null:static) echo "/null.txt||null" ;;
+    null:*) echo "/null.php||null" ;;
+    *) die "unknown workload $1" ;;
+    esac
+}

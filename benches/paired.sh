@@ -53,7 +53,8 @@ NULL_BODY=100
 log() { printf '%s\n' "$*" >&2; }
 die() { log "paired: ERROR: $*"; exit 1; }
 
-# shared with run.sh: render, port_free, pick_port, wait_port, server_rss, to_ms, cpu_ticks
+# shared with run.sh: render, ports, wait_port, server_rss, to_ms, cpu_ticks, make_docroot,
+# fcgi_opts, workload_target
 . "$HERE/lib.sh"
 
 case $TRANSPORT in tcp | unix) ;; *) die "TRANSPORT must be tcp or unix" ;; esac
@@ -96,12 +97,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$RUN/www" "$RUN/raw"
-cp "$HERE"/www/*.php "$RUN/www/"
-printf '<?php // answered by the null backend, never run\n' >"$RUN/www/null.php"
-head -c 99 /dev/zero | tr '\0' 'x' >"$RUN/www/hello.txt"; echo >>"$RUN/www/hello.txt"
-head -c $((NULL_BODY - 1)) /dev/zero | tr '\0' 'x' >"$RUN/www/null.txt"; echo >>"$RUN/www/null.txt"
-head -c 1048576 /dev/zero | tr '\0' 'z' >"$RUN/www/1mib.bin"
+mkdir -p "$RUN/raw"
+make_docroot "$RUN/www"
 DOCROOT="$RUN/www"
 
 spawn() { # OUTFILE CMD... -> SPAWNED (pinned to the server CPU; SPAWN_POLICY=batch: SCHED_BATCH)
@@ -136,13 +133,8 @@ start_instance() {
     [ "$TRANSPORT" = unix ] && chmod 666 "$null_addr"
     # null.php goes to the null backend, everything else to php-fpm
     case $v in
-    fcgi-*)
-        case $v in
-        fcgi-pool | fcgi-pool-b) opts="-max-conns $FPM_CHILDREN" ;;
-        fcgi-capped) opts="-max-conns $FCGI_CAPPED_CONNS" ;;
-        fcgi-nopool) opts="-keep-conn off" ;;
-        *) die "unknown variant $v" ;;
-        esac
+    fcgi-pool | fcgi-pool-b | fcgi-capped | fcgi-nopool)
+        opts=$(fcgi_opts "$v")
         so=$MOD_FASTCGI_SO
         if [ "$v" = fcgi-pool-b ]; then so=${MOD_FASTCGI_SO_B:-}; [ -f "$so" ] || die "fcgi-pool-b needs MOD_FASTCGI_SO_B"; fi
         render "$HERE/conf/apache-fcgi.conf.in" "$d/apache/variant.conf" MODULE_SO="$so" FCGI_ROUTE_CONF="FastCgiExternalServer \"$DOCROOT\" $fcgi_fpm $opts
@@ -184,25 +176,16 @@ FastCgiExternalServer \"$DOCROOT/null.php\" $fcgi_null $opts"
     SPAWN_POLICY=normal
 }
 
-path_of() { # workload variant -> "path|lua script"
-    case "$1:$2" in
-    hello:static) echo "/hello.txt|" ;;
-    hello:*) echo "/hello.php|" ;;
-    1mib:static) echo "/1mib.bin|" ;;
-    1mib:*) echo "/1mib.php|" ;;
-    post256k:static | null:nginx) echo "" ;;
-    post256k:*) echo "/post.php|$HERE/post.lua" ;;
-    null:static) echo "/null.txt|" ;;
-    null:*) echo "/null.php|" ;;
-    *) die "unknown workload $1" ;;
-    esac
+path_of() { # workload variant -> "path|lua script|backend" (empty: not applicable)
+    # each instance's nginx passes only to its php-fpm
+    [ "$1:$2" = null:nginx ] || workload_target "$1" "$2"
 }
 
 # slice WORKLOAD NAME VARIANT PAIR -> appends a row to $RESULTS
 slice() {
     local w=$1 n=$2 v=$3 k=$4 port t path script url out s0 c0 s1 c1 sargs=()
     port="PORT_$n"; port=${!port}
-    t=$(path_of "$w" "$v"); IFS='|' read -r path script <<<"$t"
+    t=$(path_of "$w" "$v"); IFS='|' read -r path script _ <<<"$t"
     url="http://127.0.0.1:$port$path"
     [ -n "$script" ] && sargs=(-s "$script")
     taskset -c "$CPU_CLIENT" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARM}s" "${sargs[@]}" "$url" >/dev/null 2>&1 || true
@@ -240,7 +223,7 @@ for w in $WORKLOADS; do
     # both servers and backends warm (connections, pools, caches) before the first pair
     for n in A B; do
         v=${!n}; port="PORT_$n"; port=${!port}
-        IFS='|' read -r path script <<<"$(path_of "$w" "$v")"
+        IFS='|' read -r path script _ <<<"$(path_of "$w" "$v")"
         sargs=(); [ -n "$script" ] && sargs=(-s "$script")
         taskset -c "$CPU_CLIENT" wrk -t"$WRK_THREADS" -c"$CONNS" -d2s "${sargs[@]}" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
     done

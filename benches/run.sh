@@ -86,7 +86,8 @@ NULL_BODY=100
 log() { printf '%s\n' "$*" >&2; }
 die() { log "bench: ERROR: $*"; exit 1; }
 
-# shared with paired.sh (benches/lib.sh): render, port_free, pick_port, wait_port, server_rss, to_ms, cpu_ticks
+# shared with paired.sh (benches/lib.sh): render, ports, wait_port, server_rss, to_ms, cpu_ticks,
+# make_docroot, fcgi_opts, workload_target
 . "$HERE/lib.sh"
 
 # ---------------------------------------------------------------------------------------
@@ -177,13 +178,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$RUN/logs" "$RUN/www" "$RUN/raw" "$RUN/fcgi"
-cp "$HERE"/www/*.php "$RUN/www/"
-# the null backend answers anything; the file only has to exist for routing
-printf '<?php // answered by the null backend, never run\n' >"$RUN/www/null.php"
-head -c 99 /dev/zero | tr '\0' 'x' >"$RUN/www/hello.txt"; echo >>"$RUN/www/hello.txt"
-head -c $((NULL_BODY - 1)) /dev/zero | tr '\0' 'x' >"$RUN/www/null.txt"; echo >>"$RUN/www/null.txt"
-head -c 1048576 /dev/zero | tr '\0' 'z' >"$RUN/www/1mib.bin"
+mkdir -p "$RUN/logs" "$RUN/raw" "$RUN/fcgi"
+make_docroot "$RUN/www"
 printf 'text/plain txt\napplication/octet-stream bin\ntext/html html\n' >"$RUN/mime.types"
 chmod -R a+rX "$RUN"
 DOCROOT="$RUN/www"
@@ -240,11 +236,7 @@ start_server() { # variant backend(fpm|null)
         mkdir -p "$RUN/apache/run" "$RUN/apache/logs"
         case $v in
         fcgi-pool | fcgi-pool-b | fcgi-nopool | fcgi-capped | fcgi-capped-b)
-            case $v in
-            fcgi-pool | fcgi-pool-b) opts="-max-conns $FPM_CHILDREN" ;;
-            fcgi-capped | fcgi-capped-b) opts="-max-conns $FCGI_CAPPED_CONNS" ;;
-            *) opts="-keep-conn off" ;;
-            esac
+            opts=$(fcgi_opts "$v")
             if [ "$FCGI_ROUTE" = action ]; then
                 route="AddType application/x-httpd-fastphp .php
 Action application/x-httpd-fastphp /php.fcgi
@@ -299,20 +291,6 @@ stop_server() {
 }
 
 
-
-workload_target() { # workload variant -> "path|script|backend" (empty: not applicable)
-    case "$1:$2" in
-    hello:static) echo "/hello.txt||fpm" ;;
-    hello:*) echo "/hello.php||fpm" ;;
-    1mib:static) echo "/1mib.bin||fpm" ;;
-    1mib:*) echo "/1mib.php||fpm" ;;
-    post256k:static) echo "" ;;
-    post256k:*) echo "/post.php|$HERE/post.lua|fpm" ;;
-    null:static) echo "/null.txt||null" ;;
-    null:*) echo "/null.php||null" ;;
-    *) die "unknown workload $1" ;;
-    esac
-}
 
 RESULTS="$RUN/results.tsv"
 : >"$RESULTS"
