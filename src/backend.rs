@@ -805,7 +805,9 @@ impl Conn {
 }
 
 /// The reaper of one child process: a thread that runs `Runtime::reap` every REAP_EVERY until
-/// stopped. Dropping it stops and joins the thread and closes every idle connection.
+/// stopped, and gives back the read blocks no request needed (`crate::blocks::trim`; with no
+/// pool to reap, that is all it does, once per `blocks::TRIM_EVERY`). Dropping it stops and joins
+/// the thread and closes every idle connection.
 pub struct Reaper {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -822,6 +824,11 @@ impl Reaper {
     ) -> io::Result<Reaper> {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (s, rts) = (Arc::clone(&stop), runtimes.clone());
+        let every = if rts.is_empty() {
+            crate::blocks::TRIM_EVERY
+        } else {
+            REAP_EVERY
+        };
         let thread = std::thread::Builder::new()
             .name("fastcgi-reaper".into())
             .spawn(move || {
@@ -830,7 +837,7 @@ impl Reaper {
                     // Parked rather than asleep so that `drop` can wake it: a stopping child
                     // (graceful restart) exits at once instead of up to REAP_EVERY later. An
                     // early (spurious) wake-up only makes one extra, harmless pass.
-                    std::thread::park_timeout(REAP_EVERY);
+                    std::thread::park_timeout(every);
                     if s.load(Ordering::Acquire) {
                         break;
                     }
@@ -843,6 +850,7 @@ impl Reaper {
                     for rt in &rts {
                         rt.reap();
                     }
+                    crate::blocks::trim();
                 }
             })?;
         Ok(Reaper {

@@ -498,7 +498,8 @@ unsafe extern "C" fn post_config(
     })
 }
 
-/// Starts this child's pool reaper; it stops (and idle connections close) with the child pool.
+/// Starts this child's reaper (pool expiry, read-block trimming); it stops (and idle
+/// connections close) with the child pool.
 unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::server_rec) {
     boundary!((), {
         // SAFETY: httpd passes the child's live pool and main server.
@@ -541,9 +542,7 @@ unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::serve
             },
             rts.len()
         );
-        if rts.is_empty() {
-            return;
-        }
+        // (started without a pool too: it also gives back the read blocks' memory)
         let superseded = move || known && running_generation().is_some_and(|g| g != generation);
         match Reaper::start(rts, superseded) {
             Ok(r) => {
@@ -554,7 +553,7 @@ unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::serve
                 WARNING,
                 e.raw_os_error().unwrap_or(0),
                 4,
-                "FastCGI: cannot start the connection pool reaper thread ({e}); idle pooled connections expire only when used"
+                "FastCGI: cannot start the reaper thread ({e}); idle pooled connections expire only when used, and unused read buffers are not given back"
             ),
         }
     })

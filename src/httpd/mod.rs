@@ -666,7 +666,19 @@ impl<'a> ShareBuf<'a> {
             return Ok(self.len);
         }
         self.in_first = false;
-        let block = *self.block.get_or_insert_with(crate::blocks::take);
+        let block = match self.block {
+            Some(b) => b,
+            None => {
+                let b = crate::blocks::take().ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::OutOfMemory,
+                        "no memory for a read buffer (mmap failed)",
+                    )
+                })?;
+                self.block = Some(b);
+                b
+            }
+        };
         // SAFETY: the block is BLOCK bytes owned by this ShareBuf alone (a handed-over block
         // was given up at once), viewed as possibly uninitialised bytes.
         let spare = unsafe {
