@@ -232,7 +232,10 @@ for w in $WORKLOADS; do
         if ((k % 2)); then slice "$w" A "$A" "$k"; slice "$w" B "$B" "$k"
         else slice "$w" B "$B" "$k"; slice "$w" A "$A" "$k"; fi
     done
-    printf '%s\t%s\t%s\n' "$w" "$(server_rss "$SPID_A")" "$(server_rss "$SPID_B")" >>"$RSSF"
+    # right after the last slice, and again once both sides were idle for 1 s (a server that
+    # gives memory back when idle shows it there; the first figure is the one the targets use)
+    rss_a=$(server_rss "$SPID_A"); rss_b=$(server_rss "$SPID_B"); sleep 1
+    printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$rss_a" "$rss_b" "$(server_rss "$SPID_A")" "$(server_rss "$SPID_B")" >>"$RSSF"
     tail -n $((2 * PAIRS)) "$RESULTS" | awk -F'\t' -v k="$PAIRS" '
         $3 == "A" { ra[$2] = $4 } $3 == "B" { rb[$2] = $4 }
         END { for (i = 1; i <= k; i++) printf "%s%.2f", (i > 1 ? " " : ""), (rb[i] > 0 ? ra[i] / rb[i] : 0); print "" }' |
@@ -253,7 +256,7 @@ function quart(arr, n, q,    i) { if (n == 0) return 0; i = int(q * (n - 1) + 1.
     p50[key, $3] = $8; p99[key, $3] = $9; err[$1, $3] += $10; pairs[$1, $2] = 1
 }
 END {
-    while ((getline line < rssf) > 0) { split(line, f, "\t"); rssa[f[1]] = f[2]; rssb[f[1]] = f[3] }
+    while ((getline line < rssf) > 0) { split(line, f, "\t"); rssa[f[1]] = f[2]; rssb[f[1]] = f[3]; idla[f[1]] = f[4]; idlb[f[1]] = f[5] }
     printf "\n%-9s %6s %14s %14s %9s %9s %21s %21s %7s\n", "workload", "pairs", A " req/s", B " req/s", "ratio", "quiet", "A p50/p99 ms", "B p50/p99 ms", "CPU A/B"
     for (w in ws) {
         n = 0; q = 0
@@ -274,7 +277,7 @@ END {
             (q > 0 ? sprintf("%.2fx", mq) : "-"),
             sprintf("%.2f/%.2f", median(a50, n), median(a99, n)), sprintf("%.2f/%.2f", median(b50, n), median(b99, n)),
             (median(cb, n) > 0 ? median(ca, n) / median(cb, n) : 0)
-        printf "          ratio quartiles %.2fx .. %.2fx; %d of %d pairs with steal < %s%% on both CPUs (\"quiet\"); errors A %d, B %d; RSS A %s MiB, B %s MiB\n",
-            lo, hi, q, n, smax, err[w, "A"], err[w, "B"], rssa[w], rssb[w]
+        printf "          ratio quartiles %.2fx .. %.2fx; %d of %d pairs with steal < %s%% on both CPUs (\"quiet\"); errors A %d, B %d; RSS A %s MiB, B %s MiB (after 1 s idle: A %s, B %s)\n",
+            lo, hi, q, n, smax, err[w, "A"], err[w, "B"], rssa[w], rssb[w], idla[w], idlb[w]
     }
 }' "$RESULTS"

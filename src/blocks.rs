@@ -15,8 +15,8 @@
 //! [`TRIM_EVERY`], [`trim`] returns to the kernel (`MADV_DONTNEED`) the warm blocks that no
 //! request needed during the whole interval — the low-water mark of the warm list — keeping
 //! [`KEEP_IDLE`]; such "cold" blocks cost no memory and are taken again (page faults) only when
-//! no warm one is left. Under steady load the warm list follows the real need, and once the
-//! load stops, the child gives the memory back within two intervals.
+//! no warm one is left. Under steady load the warm list follows the real need, and a child that
+//! took no block for [`IDLE_AFTER`] keeps only [`KEEP_IDLE`] at its reaper's next pass.
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -31,6 +31,8 @@ const KEEP_IDLE: usize = 4;
 const MAX_WARM: usize = 256;
 /// How often unused warm blocks are released (see [`trim`]).
 pub const TRIM_EVERY: Duration = Duration::from_secs(1);
+/// A child that took no block for this long is idle: it keeps only [`KEEP_IDLE`] warm blocks.
+const IDLE_AFTER: Duration = Duration::from_millis(100);
 
 struct State {
     /// Blocks with their pages in memory, free.
@@ -42,6 +44,10 @@ struct State {
     /// The fewest warm blocks there were since the last trim.
     low: usize,
     last_trim: Option<Instant>,
+    /// Blocks taken so far, the count [`trim`] saw last, and when it last saw it change.
+    takes: u64,
+    seen_takes: u64,
+    last_busy: Option<Instant>,
     /// The child's pool is gone ([`close`]): no warm blocks are kept any more, and once every
     /// block is back the mappings go.
     closed: bool,
@@ -57,6 +63,9 @@ static STATE: Mutex<State> = Mutex::new(State {
     chunks: Vec::new(),
     low: 0,
     last_trim: None,
+    takes: 0,
+    seen_takes: 0,
+    last_busy: None,
     closed: false,
 });
 
@@ -111,6 +120,7 @@ fn map_chunk(s: &mut State) -> Option<NonNull<u8>> {
 /// mapped.
 pub fn take() -> Option<NonNull<u8>> {
     let mut s = state();
+    s.takes = s.takes.wrapping_add(1);
     if let Some(p) = s.warm.pop() {
         s.low = s.low.min(s.warm.len());
         return Some(p);
@@ -141,19 +151,31 @@ pub unsafe fn give(p: NonNull<u8>) {
     }
 }
 
-/// Releases the warm blocks no request needed since the last call (at most one per
-/// [`TRIM_EVERY`], keeping [`KEEP_IDLE`]). Called by the child's reaper thread.
+/// Releases the warm blocks no request needed since the last release (at most one per
+/// [`TRIM_EVERY`]), or, once the child took no block for [`IDLE_AFTER`], every warm block; either
+/// way keeping [`KEEP_IDLE`]. Called by the child's reaper thread (every pass).
 pub fn trim() {
     let surplus = {
         let mut s = state();
         let now = Instant::now();
-        if s.last_trim
-            .is_some_and(|t| now.duration_since(t) < TRIM_EVERY)
-        {
-            return;
+        if s.takes != s.seen_takes {
+            s.seen_takes = s.takes;
+            s.last_busy = Some(now);
         }
-        s.last_trim = Some(now);
-        let n = s.low.min(s.warm.len()).saturating_sub(KEEP_IDLE);
+        let idle = s
+            .last_busy
+            .is_some_and(|t| now.duration_since(t) >= IDLE_AFTER);
+        let n = if idle {
+            s.warm.len().saturating_sub(KEEP_IDLE)
+        } else {
+            if s.last_trim
+                .is_some_and(|t| now.duration_since(t) < TRIM_EVERY)
+            {
+                return;
+            }
+            s.last_trim = Some(now);
+            s.low.min(s.warm.len()).saturating_sub(KEEP_IDLE)
+        };
         s.low = s.warm.len() - n;
         n
     };
@@ -278,15 +300,26 @@ mod tests {
             "an idle interval leaves KEEP_IDLE warm"
         );
 
+        // A burst, then quiet: all but KEEP_IDLE go back once no block was taken for IDLE_AFTER,
+        // without waiting for the next interval.
+        let burst: Vec<_> = (0..10).map(|_| take().unwrap()).collect();
+        for p in burst {
+            // SAFETY: from take, given back once each.
+            unsafe { give(p) };
+        }
+        assert_eq!(counts().0, 10);
+        trim();
+        assert_eq!(counts().0, 10, "just busy: kept");
+        state().last_busy = Some(Instant::now() - IDLE_AFTER);
+        trim();
+        assert_eq!(counts().0, KEEP_IDLE, "quiet for IDLE_AFTER: released");
+
         // A released (cold) block reads as zeros when taken again.
         let all: Vec<_> = (0..KEEP_IDLE + 1).map(|_| take().unwrap()).collect();
         let c = *all.last().unwrap();
         // SAFETY: from take; mapped and readable.
-        assert_eq!(
-            unsafe { *c.as_ptr().add(BLOCK - 1) },
-            0,
-            "pages were released"
-        );
+        let last = unsafe { *c.as_ptr().add(BLOCK - 1) };
+        assert_eq!(last, 0, "pages were released");
 
         // close: kept memory released; mapped until the last block is back, then unmapped.
         close();
