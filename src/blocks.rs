@@ -212,8 +212,11 @@ fn unmap_if_all_back(s: &mut State) {
             libc::munmap(c.as_ptr().cast(), BLOCK * PER_CHUNK);
         }
     }
-    s.warm.clear();
-    s.cold.clear();
+    // (the lists' own memory too: the module may be unloaded next, and nothing would point
+    // to it any more)
+    s.warm = Vec::new();
+    s.cold = Vec::new();
+    s.chunks = Vec::new();
     s.low = 0;
 }
 
