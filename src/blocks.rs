@@ -44,9 +44,8 @@ struct State {
     /// The fewest warm blocks there were since the last trim.
     low: usize,
     last_trim: Option<Instant>,
-    /// Blocks taken so far, the count [`trim`] saw last, and when it last saw it change.
-    takes: u64,
-    seen_takes: u64,
+    /// A block was taken since [`trim`] last looked, and when it last saw that.
+    busy: bool,
     last_busy: Option<Instant>,
     /// The child's pool is gone ([`close`]): no warm blocks are kept any more, and once every
     /// block is back the mappings go.
@@ -63,8 +62,7 @@ static STATE: Mutex<State> = Mutex::new(State {
     chunks: Vec::new(),
     low: 0,
     last_trim: None,
-    takes: 0,
-    seen_takes: 0,
+    busy: false,
     last_busy: None,
     closed: false,
 });
@@ -120,7 +118,7 @@ fn map_chunk(s: &mut State) -> Option<NonNull<u8>> {
 /// mapped.
 pub fn take() -> Option<NonNull<u8>> {
     let mut s = state();
-    s.takes = s.takes.wrapping_add(1);
+    s.busy = true;
     if let Some(p) = s.warm.pop() {
         s.low = s.low.min(s.warm.len());
         return Some(p);
@@ -158,8 +156,7 @@ pub fn trim() {
     let surplus = {
         let mut s = state();
         let now = Instant::now();
-        if s.takes != s.seen_takes {
-            s.seen_takes = s.takes;
+        if std::mem::take(&mut s.busy) {
             s.last_busy = Some(now);
         }
         let idle = s
@@ -181,17 +178,12 @@ pub fn trim() {
     };
     // One at a time, without holding the lock over the system call (and without a list of
     // our own: this thread allocates nothing).
+    // (`take` keeps the low-water mark up to date meanwhile)
     for _ in 0..surplus {
+        // the least recently used first
         let Some(p) = ({
             let mut s = state();
-            let p = if s.warm.is_empty() {
-                None
-            } else {
-                // the least recently used
-                Some(s.warm.remove(0))
-            };
-            s.low = s.low.min(s.warm.len());
-            p
+            (!s.warm.is_empty()).then(|| s.warm.remove(0))
         }) else {
             break;
         };
