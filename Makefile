@@ -52,11 +52,14 @@ PANIC_SO := target/test-panic/release/libmod_fastcgi.so
 # gives cc/ld for cargo and the C shim; libclang-dev is for bindgen).
 DEB_PACKAGES := apache2 apache2-dev php-fpm libclang-dev curl wrk ca-certificates valgrind \
                 build-essential pkg-config
+# Only for the tests: the real PHP application of t/apps.rs (Debian's DokuWiki, copied into
+# the test's temp dir; the installed copy is neither served nor changed).
+TEST_DEB_PACKAGES := dokuwiki
 # Debian layout for `make install` (overridable for other layouts).
 LIBEXECDIR   ?= $(shell $(APXS) -q LIBEXECDIR 2>/dev/null || echo /usr/lib/apache2/modules)
 SYSCONFDIR   ?= $(shell $(APXS) -q SYSCONFDIR 2>/dev/null || echo /etc/apache2)
 
-.PHONY: build deps check-cargo test unit lint integration demo demo-stop demo-status \
+.PHONY: build deps deps-test check-cargo test unit lint integration demo demo-stop demo-status \
         install uninstall clippy fuzz bench bench-paired clean test-panic-module check-valgrind fuzz-ci
 
 # ---------------------------------------------------------------------------------------
@@ -73,28 +76,36 @@ build: check-cargo
 	@echo "built $(SO)"
 
 # ---------------------------------------------------------------------------------------
+# install_debs: install the Debian packages of $(1) that are missing (as root; otherwise say how)
+define install_debs
+missing=""; \
+for p in $(1); do \
+  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' \
+    || missing="$$missing $$p"; \
+done; \
+if [ -z "$$missing" ]; then \
+  echo "deps: all Debian packages present ($(1))"; \
+elif [ "$$(id -u)" -ne 0 ]; then \
+  echo "ERROR: missing Debian packages:$$missing" >&2; \
+  echo "       install them as root: apt-get install -y --no-install-recommends$$missing" >&2; \
+  exit 1; \
+else \
+  echo "deps: installing:$$missing"; \
+  apt-get -o DPkg::Lock::Timeout=300 update; \
+  apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 $$missing; \
+fi
+endef
+
 deps:
-	@missing=""; \
-	for p in $(DEB_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' \
-	    || missing="$$missing $$p"; \
-	done; \
-	if [ -z "$$missing" ]; then \
-	  echo "deps: all Debian packages present ($(DEB_PACKAGES))"; \
-	elif [ "$$(id -u)" -ne 0 ]; then \
-	  echo "ERROR: missing Debian packages:$$missing" >&2; \
-	  echo "       install them as root: apt-get install -y --no-install-recommends$$missing" >&2; \
-	  exit 1; \
-	else \
-	  echo "deps: installing:$$missing"; \
-	  apt-get -o DPkg::Lock::Timeout=300 update; \
-	  apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 $$missing; \
-	fi
+	@$(call install_debs,$(DEB_PACKAGES))
 	@command -v $(CARGO) >/dev/null && echo "deps: $$($(CARGO) --version)" || { \
 	  echo "ERROR: cargo not found in PATH or $$HOME/.cargo/bin; install Rust with rustup." >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------
-test: deps build unit lint integration check-valgrind fuzz-ci
+test: deps deps-test build unit lint integration check-valgrind fuzz-ci
+
+deps-test: deps
+	@$(call install_debs,$(TEST_DEB_PACKAGES))
 
 # clippy with -D warnings (undocumented_unsafe_blocks is on in src/lib.rs); skipped with a
 # notice where the clippy component is not installed.

@@ -17,7 +17,8 @@
 //! adds its vhosts (each on its own loopback port) in its `setup`. Output: one
 //! `test <name> ... ok|FAILED: <reason>` line per test and a final `N passed, N failed`.
 //! FILTER selects the tests whose name contains it, or all tests of the suite it names
-//! (`foundation`, `conformance`, `pool`, `direct`, `faults`, `hostile`, `final`, `selftest`).
+//! (`foundation`, `conformance`, `pool`, `direct`, `faults`, `hostile`, `apps`, `final`,
+//! `selftest`).
 
 #[path = "support/apache.rs"]
 mod apache;
@@ -44,6 +45,7 @@ mod util;
 #[path = "support/valgrind.rs"]
 mod valgrind;
 
+mod apps;
 mod conformance;
 mod direct;
 mod faults;
@@ -61,6 +63,7 @@ fn main() {
         direct::SUITE,
         faults::SUITE,
         hostile::SUITE,
+        apps::SUITE,
         foundation::FINAL,
     ]);
 }
