@@ -17,8 +17,8 @@
 //! adds its vhosts (each on its own loopback port) in its `setup`. Output: one
 //! `test <name> ... ok|FAILED: <reason>` line per test and a final `N passed, N failed`.
 //! FILTER selects the tests whose name contains it, or all tests of the suite it names
-//! (`foundation`, `conformance`, `pool`, `direct`, `faults`, `hostile`, `apps`, `final`,
-//! `selftest`).
+//! (`foundation`, `conformance`, `pool`, `direct`, `faults`, `hostile`, `apps`, `stack`,
+//! `final`, `selftest`).
 
 #[path = "support/apache.rs"]
 mod apache;
@@ -53,6 +53,7 @@ mod foundation;
 mod hostile;
 mod pool;
 mod selftest;
+mod stack;
 
 fn main() {
     harness::main(&[
@@ -64,6 +65,7 @@ fn main() {
         faults::SUITE,
         hostile::SUITE,
         apps::SUITE,
+        stack::SUITE,
         foundation::FINAL,
     ]);
 }
