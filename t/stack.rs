@@ -304,7 +304,7 @@ fn deflate_large(ctx: &Ctx) -> Result<(), String> {
 
 fn flush_through(ctx: &Ctx) -> Result<(), String> {
     let base = base(ctx)?;
-    let (n, ms) = (5u32, 300u64);
+    let (n, ms) = (8u32, 60u64); // gaps below the 100 ms after which output is flushed anyway
     let mut c = curl();
     c.args(["--compressed", "-N", "-D", "/dev/stderr"])
         .arg(format!("{base}/stream.php?n={n}&ms={ms}"))
