@@ -19,3 +19,5 @@
 #include "apr_time.h"
 #include "apr_lib.h"
 #include "scoreboard.h"
+#include "apr_optional_hooks.h"
+#include "mod_status.h"

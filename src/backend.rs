@@ -171,6 +171,7 @@ impl Runtime {
                 }
                 if !waiting {
                     waiting = true;
+                    cnt.stats.queued.fetch_add(1, Ordering::Relaxed);
                     self.add_waiting(1);
                     if local_taker {
                         self.local_waiting.fetch_add(1, Ordering::AcqRel);
@@ -580,6 +581,45 @@ impl Runtime {
     /// Marks or unmarks a request waiting on a fresh connection (see STALL_AFTER).
     pub fn set_waiting(&self, on: bool) {
         self.add_waiting(if on { 1 } else { u32::MAX });
+    }
+
+    /// Instance-wide totals (mod_status).
+    pub fn stats(&self) -> &sock::Stats {
+        &self.counters().stats
+    }
+
+    /// What mod_status shows of this server definition.
+    pub fn snapshot(&self) -> crate::status::Snapshot {
+        let cnt = self.counters();
+        let st = &cnt.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut by_process: Vec<(u32, u32)> = cnt
+            .owners
+            .iter()
+            .filter_map(|o| {
+                let pid = o.pid.load(Ordering::Acquire);
+                let open = o.open.load(Ordering::Acquire);
+                (pid != 0 && open > 0).then_some((pid, open))
+            })
+            .collect();
+        by_process.sort_unstable();
+        crate::status::Snapshot {
+            instance_wide: !self.shared.load(Ordering::Acquire).is_null(),
+            keep_conn: self.keep_conn,
+            max_conns: self.max_conns,
+            open: cnt.open.load(Ordering::Acquire),
+            waiting: cnt.waiting.load(Ordering::Acquire),
+            queued_now: cnt.queued.load(Ordering::Acquire),
+            idle_here: self.idle_count(),
+            by_process,
+            requests: get(&st.requests),
+            connects: get(&st.connects),
+            reuses: get(&st.reuses),
+            replays: get(&st.replays),
+            queued: get(&st.queued),
+            failures: get(&st.failures),
+            client_aborts: get(&st.client_aborts),
+        }
     }
 
     /// Instance-wide open connections (for tests and status).

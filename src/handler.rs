@@ -6,6 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::backend::{Conn, ConnectError, Runtime, STALL_AFTER};
 use crate::config::ServerDef;
@@ -396,14 +397,22 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
     // Methods nginx also treats as safe to send again; see replayable_reset().
     let idempotent = ![ffi::M_POST, ffi::M_PATCH, ffi::M_LOCK].contains(&r.method_number());
     let mut attempt = 0;
+    let stats = rt.stats();
+    stats.requests.fetch_add(1, Ordering::Relaxed);
     loop {
         let conn = match rt.checkout(&def.targets, timeout, attempt == 0) {
             Ok(c) => c,
             Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
                 log_connect_error(r, def, &e, timeout);
                 return finish_early(r, Fail::Status(ffi::HTTP_SERVICE_UNAVAILABLE));
             }
         };
+        if conn.reused {
+            stats.reuses.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.connects.fetch_add(1, Ordering::Relaxed);
+        }
         let retry_on_reset = attempt == 0 && !conn.reused && idempotent;
         let replay_ok = conn.reused || retry_on_reset;
         // A request that is complete in `out` (no body still to stream) leaves `out` untouched
@@ -479,6 +488,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
                 return finish_early(r, spool_failed(r, e, &server));
             }
             attempt += 1;
+            stats.replays.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         return match result {
@@ -1411,6 +1421,11 @@ impl<'r, 'd> Exchange<'r, 'd> {
             ..
         } = x;
         drop(conn);
+        let stats = x.rt.stats();
+        match f {
+            Fail::ClientGone => stats.client_aborts.fetch_add(1, Ordering::Relaxed),
+            Fail::Status(_) | Fail::Retry => stats.failures.fetch_add(1, Ordering::Relaxed),
+        };
         match f {
             Fail::ClientGone | Fail::Retry => ffi::OK,
             Fail::Status(status) if !sent_any => {

@@ -15,6 +15,7 @@ mod blocks;
 pub mod config;
 pub mod fcgi;
 mod reuse;
+mod status;
 
 #[cfg(not(test))]
 mod backend;

@@ -345,7 +345,50 @@ unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
             ffi::ap_hook_post_config(Some(post_config), null(), null(), ffi::APR_HOOK_MIDDLE);
             ffi::ap_hook_child_init(Some(child_init), null(), null(), ffi::APR_HOOK_MIDDLE);
             ffi::ap_hook_child_stopping(Some(child_stopping), null(), null(), ffi::APR_HOOK_MIDDLE);
+            // mod_status's optional hook (registered whether or not mod_status is loaded).
+            // SAFETY: mod_status calls it as `int (*)(request_rec *, int)`, the type of
+            // `status_hook`; APR stores it as a generic function pointer.
+            let hook: unsafe extern "C" fn() = std::mem::transmute::<
+                unsafe extern "C" fn(*mut ffi::request_rec, c_int) -> c_int,
+                unsafe extern "C" fn(),
+            >(status_hook);
+            ffi::apr_optional_hook_add(
+                c"status_hook".as_ptr(),
+                Some(hook),
+                null(),
+                null(),
+                ffi::APR_HOOK_MIDDLE,
+            );
         }
+    })
+}
+
+/// mod_status: a section with every FastCgiExternalServer's pool and totals.
+unsafe extern "C" fn status_hook(r: *mut ffi::request_rec, flags: c_int) -> c_int {
+    boundary!(ffi::OK, {
+        // SAFETY: mod_status passes the live request it is answering, on this thread.
+        let Some(mut req) = (unsafe { Request::from_ptr(r) }) else {
+            return ffi::OK;
+        };
+        let Some(sh) = req.server().and_then(shared) else {
+            return ffi::OK;
+        };
+        let rows: Vec<crate::status::Row<'_>> = sh
+            .registry
+            .iter()
+            .map(|(def, rt)| crate::status::Row {
+                path: &def.path,
+                address: &def.address_text,
+                snap: rt.snapshot(),
+            })
+            .collect();
+        let text = if flags & ffi::AP_STATUS_SHORT as c_int != 0 {
+            crate::status::render_short(&rows)
+        } else {
+            crate::status::render_html(&rows, flags & ffi::AP_STATUS_NOTABLE as c_int == 0)
+        };
+        req.write_body(text.as_bytes());
+        ffi::OK
     })
 }
 

@@ -18,7 +18,7 @@
 //! `test <name> ... ok|FAILED: <reason>` line per test and a final `N passed, N failed`.
 //! FILTER selects the tests whose name contains it, or all tests of the suite it names
 //! (`foundation`, `conformance`, `pool`, `direct`, `faults`, `hostile`, `apps`, `stack`,
-//! `final`, `selftest`).
+//! `status`, `final`, `selftest`).
 
 #[path = "support/apache.rs"]
 mod apache;
@@ -54,6 +54,7 @@ mod hostile;
 mod pool;
 mod selftest;
 mod stack;
+mod status;
 
 fn main() {
     harness::main(&[
@@ -66,6 +67,7 @@ fn main() {
         hostile::SUITE,
         apps::SUITE,
         stack::SUITE,
+        status::SUITE,
         foundation::FINAL,
     ]);
 }

@@ -378,6 +378,28 @@ pub struct SharedCounters {
     pub queued: std::sync::atomic::AtomicU32,
     /// Requests waiting for a `-max-conns` slot: slots go to the longest-waiting first.
     pub queue: [Waiter; MAX_WAITERS],
+    /// Totals since the configuration was (re)loaded, for mod_status.
+    pub stats: Stats,
+}
+
+/// Instance-wide totals of one server definition (shown by mod_status).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests handed to the application (a replay is not counted again).
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Connections opened.
+    pub connects: std::sync::atomic::AtomicU64,
+    /// Requests that went over a pooled connection.
+    pub reuses: std::sync::atomic::AtomicU64,
+    /// Requests replayed on a fresh connection (the first one was closed before any answer).
+    pub replays: std::sync::atomic::AtomicU64,
+    /// Requests that had to wait for a `-max-conns` slot.
+    pub queued: std::sync::atomic::AtomicU64,
+    /// Requests that failed on the application's side: 502/503/504, or a response cut short.
+    pub failures: std::sync::atomic::AtomicU64,
+    /// Requests whose client went away before the response was complete.
+    pub client_aborts: std::sync::atomic::AtomicU64,
 }
 
 impl Default for SharedCounters {
@@ -388,6 +410,7 @@ impl Default for SharedCounters {
             owners: std::array::from_fn(|_| Owner::default()),
             queued: Default::default(),
             queue: std::array::from_fn(|_| Waiter::default()),
+            stats: Stats::default(),
         }
     }
 }

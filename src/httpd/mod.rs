@@ -229,6 +229,15 @@ impl<'a> Request<'a> {
         // SAFETY: every request has a live pool for its lifetime.
         unsafe { Pool::from_ptr(self.raw().pool) }.expect("request without pool")
     }
+    /// Writes response body bytes through the output filters (ap_rwrite; content, never a
+    /// format string).
+    pub fn write_body(&mut self, data: &[u8]) {
+        let Ok(n) = c_int::try_from(data.len()) else {
+            return;
+        };
+        // SAFETY: live request; `data` is valid for `n` bytes during the call.
+        unsafe { ffi::ap_rwrite(data.as_ptr().cast(), n, self.r.as_ptr()) };
+    }
     pub fn server(&self) -> Option<Server<'a>> {
         // SAFETY: r->server is live for the request.
         unsafe { Server::from_ptr(self.raw().server) }

@@ -26,6 +26,7 @@ pub const STOCK_MODULES: &[&str] = &[
     "setenvif",
     "rewrite",
     "headers",
+    "status",
 ];
 
 #[derive(Debug, Clone)]

@@ -1,0 +1,208 @@
+//! The module's section in mod_status (`/server-status`, `?auto`, `?notable`): per
+//! FastCgiExternalServer, the pool's state and the totals since the configuration was loaded,
+//! checked against traffic whose counts are known.
+
+use crate::check::{ensure, expect_status, p};
+use crate::fpm::Pool;
+use crate::harness::{Builder, Ctx, Suite, test};
+use crate::http::Request;
+use crate::procs::Endpoint;
+use crate::util::{self, q};
+
+pub const SUITE: Suite = Suite {
+    name: "status",
+    setup,
+    tests: &[
+        test("status_counts_requests_and_reuse", counts),
+        test("status_counts_failures", failures),
+        test("status_html_and_notable", html),
+    ],
+};
+
+const MAX_CONNS: u32 = 3;
+
+fn setup(b: &mut Builder) -> Result<(), String> {
+    let run = b.tmp.join("run");
+    let sock = run.join("status.sock");
+    let mut pool = Pool::new(
+        "status",
+        "www-data",
+        "www-data",
+        Endpoint::Unix(sock.clone()),
+    );
+    pool.max_children = MAX_CONNS;
+    b.pool(pool);
+    let docroot = b.docroot("status")?;
+    let vdir = b.tmp.join("status-fcgi"); // never created
+    let (ok_path, dead_path) = (vdir.join("app<&>.fcgi"), vdir.join("dead.fcgi"));
+    let chain = |vpath: &std::path::Path, url: &str, opts: &str| {
+        format!(
+            "AddType application/x-httpd-fastphp .php\n\
+             Action application/x-httpd-fastphp {url}\n\
+             Alias {url} {vp}\n\
+             FastCgiExternalServer {vp} {opts}\n\
+             <Directory {vd}>\n    Require all granted\n</Directory>\n",
+            vp = q(p(vpath)),
+            vd = q(p(&vdir)),
+        )
+    };
+    let port = b.port()?;
+    b.vhost(
+        "status_app",
+        port,
+        "status-app.test",
+        &docroot,
+        &chain(
+            &ok_path,
+            "/app.fcgi",
+            &format!("-socket {} -max-conns {MAX_CONNS}", q(p(&sock))),
+        ),
+    );
+    // nothing listens there: every request is a 503 (logged: `err_`)
+    let port = b.port()?;
+    b.vhost(
+        "err_status_dead",
+        port,
+        "status-dead.test",
+        &docroot,
+        &chain(
+            &dead_path,
+            "/dead.fcgi",
+            &format!(
+                "-socket {} -keep-conn off",
+                q(p(&run.join("status-nothing.sock")))
+            ),
+        ),
+    );
+    // the status page itself, on a docroot no FastCgiExternalServer covers
+    let page_root = b.tmp.join("htdocs/status-page");
+    util::mkdir_p(&page_root)?;
+    let port = b.port()?;
+    b.vhost(
+        "status_page",
+        port,
+        "status-page.test",
+        &page_root,
+        "<Location /server-status>\n    SetHandler server-status\n</Location>\n",
+    );
+    b.set("status_ok_path", p(&ok_path));
+    b.set("status_dead_path", p(&dead_path));
+    Ok(())
+}
+
+/// The `?auto` lines of the definition whose path is `path`: name (without the
+/// `FastCGIServer<n>` prefix) → value.
+fn auto(ctx: &Ctx, path: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let r = ctx.get("status_page", "/server-status?auto")?;
+    expect_status(&r, 200)?;
+    let text = r.text();
+    let prefix = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            (k.starts_with("FastCGIServer") && k.ends_with("Path") && v == path)
+                .then(|| k.trim_end_matches("Path").to_string())
+        })
+        .ok_or_else(|| format!("no FastCGIServer<n>Path: {path} in ?auto:\n{text}"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            let name = k.strip_prefix(&prefix)?;
+            // FastCGIServer1 must not match FastCGIServer10
+            (!name.starts_with(|c: char| c.is_ascii_digit()))
+                .then(|| (name.to_string(), v.to_string()))
+        })
+        .collect())
+}
+
+fn num(m: &std::collections::BTreeMap<String, String>, k: &str) -> Result<u64, String> {
+    m.get(k)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no numeric {k} in {m:?}"))
+}
+
+fn counts(ctx: &Ctx) -> Result<(), String> {
+    let path = ctx.val("status_ok_path");
+    let before = auto(ctx, path)?;
+    let n = 30u64;
+    let mut conn = ctx.connect("status_app")?;
+    for i in 0..n {
+        let r = conn
+            .roundtrip(&Request::get(&format!("/info.php?i={i}")).host("status-app.test"))
+            .map_err(|e| format!("request {i}: {e}"))?;
+        expect_status(&r, 200)?;
+    }
+    let after = auto(ctx, path)?;
+    let d = |k: &str| -> Result<u64, String> { Ok(num(&after, k)? - num(&before, k)?) };
+    ensure(d("Requests")? == n, || {
+        format!(
+            "Requests went up by {}, {n} were sent: {after:?}",
+            d("Requests").unwrap_or(0)
+        )
+    })?;
+    ensure(d("Connects")? + d("Reuses")? == n, || {
+        format!("Connects + Reuses != {n}: {after:?}")
+    })?;
+    // sequential requests need one connection; each child that served some opened its own
+    ensure(d("Connects")? <= 4 && d("Reuses")? >= n - 4, || {
+        format!("the pool was not used: {after:?}")
+    })?;
+    ensure(d("Failures")? == 0 && d("Replays")? == 0, || {
+        format!("failures or replays on a healthy backend: {after:?}")
+    })?;
+    ensure(after.get("Pool").map(|s| s.as_str()) == Some("on"), || {
+        format!("Pool: {:?}", after.get("Pool"))
+    })?;
+    ensure(num(&after, "MaxConns")? == u64::from(MAX_CONNS), || {
+        format!("MaxConns: {after:?}")
+    })?;
+    ensure(num(&after, "OpenConns")? <= u64::from(MAX_CONNS), || {
+        format!("more connections open than -max-conns: {after:?}")
+    })
+}
+
+fn failures(ctx: &Ctx) -> Result<(), String> {
+    let path = ctx.val("status_dead_path");
+    let before = auto(ctx, path)?;
+    for _ in 0..3 {
+        let r = ctx.get("err_status_dead", "/info.php")?;
+        expect_status(&r, 503)?;
+    }
+    let after = auto(ctx, path)?;
+    let d = |k: &str| -> Result<u64, String> { Ok(num(&after, k)? - num(&before, k)?) };
+    ensure(
+        d("Requests")? == 3 && d("Failures")? == 3 && d("Connects")? == 0,
+        || format!("3 requests to a server that is not there: {after:?}"),
+    )?;
+    ensure(after.get("Pool").map(|s| s.as_str()) == Some("off"), || {
+        format!("Pool: {:?}", after.get("Pool"))
+    })
+}
+
+fn html(ctx: &Ctx) -> Result<(), String> {
+    let r = ctx.get("status_page", "/server-status")?;
+    expect_status(&r, 200)?;
+    let t = r.text();
+    let ok = ctx
+        .val("status_ok_path")
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    ensure(
+        t.contains("FastCGI external servers") && t.contains(&format!("<td>{ok}</td>")),
+        || format!("no row for {ok} (HTML-escaped) in /server-status:\n{t}"),
+    )?;
+    ensure(!t.contains("app<&>.fcgi"), || {
+        "the path was not escaped".into()
+    })?;
+    ensure(t.contains(&format!("on, -max-conns {MAX_CONNS}")), || {
+        "pool settings missing".into()
+    })?;
+    let plain = ctx.get("status_page", "/server-status?notable")?;
+    ensure(
+        !plain.text().contains("<th>Virtual path</th>")
+            && plain.text().contains(&format!("<h3>{ok}</h3>")),
+        || format!("?notable: {}", plain.summary()),
+    )
+}
