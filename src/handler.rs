@@ -1398,6 +1398,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
             Mode::Headers | Mode::Body | Mode::Nph => {
                 bb.push_eos();
                 if r.pass(&mut bb).is_err() {
+                    rt.stats().client_aborts.fetch_add(1, Ordering::Relaxed);
                     rlog!(
                         r,
                         INFO,

@@ -15,6 +15,7 @@ pub const SUITE: Suite = Suite {
     tests: &[
         test("status_counts_requests_and_reuse", counts),
         test("status_counts_failures", failures),
+        test("status_counts_client_aborts", client_aborts),
         test("status_html_and_notable", html),
     ],
 };
@@ -205,4 +206,39 @@ fn html(ctx: &Ctx) -> Result<(), String> {
             && plain.text().contains(&format!("<h3>{ok}</h3>")),
         || format!("?notable: {}", plain.summary()),
     )
+}
+
+fn client_aborts(ctx: &Ctx) -> Result<(), String> {
+    use std::io::Read;
+    let path = ctx.val("status_ok_path");
+    let before = num(&auto(ctx, path)?, "ClientAborts")?;
+    // 32 MiB asked for, a few KiB read, connection closed: the module meets the closed client
+    // when it passes the next part of the answer on
+    let mut conn = ctx.connect("status_app")?;
+    conn.send_raw(
+        &Request::get("/big.php?mb=32")
+            .host("status-app.test")
+            .to_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    let _ = conn.stream().read(&mut buf);
+    drop(conn);
+    let deadline = std::time::Instant::now()
+        + ctx.scaled(
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(60),
+        );
+    loop {
+        let now = num(&auto(ctx, path)?, "ClientAborts")?;
+        if now > before {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "ClientAborts stayed at {now} after a client went away mid-answer"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
