@@ -52,7 +52,10 @@ pub struct Runtime {
     pool_idle: Duration,
     idle: Mutex<Vec<(Conn, Instant)>>,
     shared: AtomicPtr<SharedCounters>,
-    local: SharedCounters,
+    /// This process's own counters, made only if the shared ones were never attached (the
+    /// shared mapping failed): ~25 KB each, which hosting configurations with hundreds of
+    /// definitions should not pay for in every process.
+    local: std::sync::OnceLock<Box<SharedCounters>>,
     /// Requests of this process waiting for a connection slot (they take pooled ones first).
     local_waiting: AtomicU32,
     /// This process's entry in the shared owner table (usize::MAX: none claimed / table full).
@@ -83,7 +86,7 @@ impl Runtime {
             pool_idle: Duration::from_secs(u64::from(def.pool_idle_timeout)),
             idle: Mutex::new(Vec::new()),
             shared: AtomicPtr::new(std::ptr::null_mut()),
-            local: SharedCounters::default(),
+            local: std::sync::OnceLock::new(),
             local_waiting: AtomicU32::new(0),
             owner: AtomicUsize::new(NO_OWNER),
             stopping: AtomicBool::new(false),
@@ -100,7 +103,7 @@ impl Runtime {
     fn counters(&self) -> &SharedCounters {
         let p = self.shared.load(Ordering::Acquire);
         match p.is_null() {
-            true => &self.local,
+            true => self.local.get_or_init(Box::default),
             false => counters_ref(p),
         }
     }
@@ -508,6 +511,7 @@ impl Runtime {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push((c, Instant::now()));
+                wake_reaper();
                 cnt.queue[j].wake();
             }
             return;
@@ -521,6 +525,7 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((c, Instant::now()));
+        wake_reaper();
         if self.local_waiting.load(Ordering::Acquire) > 0 {
             self.wake_local_waiter();
         }
@@ -844,10 +849,31 @@ impl Conn {
     }
 }
 
-/// The reaper of one child process: a thread that runs `Runtime::reap` every REAP_EVERY until
-/// stopped, and gives back the read blocks no request needed (`crate::blocks::trim`; with no
-/// pool to reap, that is all it does, once per `blocks::TRIM_EVERY`). Dropping it stops and joins
-/// the thread and closes every idle connection.
+/// Set by the reaper before it sleeps long (no connection pooled in this process): the next
+/// connection pooled wakes it, so the pool's rules (expiry, giving connections up while others
+/// wait) apply within REAP_EVERY again. Idle children with many server definitions then cost
+/// nothing between the block trims (once a second).
+static REAPER_RESTING: AtomicBool = AtomicBool::new(false);
+/// This process's reaper thread (one per child).
+static REAPER_THREAD: std::sync::OnceLock<std::thread::Thread> = std::sync::OnceLock::new();
+
+/// Called after a connection was pooled: wakes a resting reaper (one relaxed load otherwise).
+fn wake_reaper() {
+    // SeqCst pairs with the reaper's store before its last look at the idle lists: either it
+    // sees this connection, or this sees it resting.
+    if REAPER_RESTING.load(Ordering::SeqCst)
+        && REAPER_RESTING.swap(false, Ordering::SeqCst)
+        && let Some(t) = REAPER_THREAD.get()
+    {
+        t.unpark();
+    }
+}
+
+/// The reaper of one child process: a thread that runs `Runtime::reap` every REAP_EVERY while
+/// this process has pooled connections, and gives back the read blocks no request needed
+/// (`crate::blocks::trim`; with nothing pooled, that is all it does, once per
+/// `blocks::TRIM_EVERY`, until a connection is pooled). Dropping it stops and joins the thread
+/// and closes every idle connection.
 pub struct Reaper {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -864,20 +890,29 @@ impl Reaper {
     ) -> io::Result<Reaper> {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (s, rts) = (Arc::clone(&stop), runtimes.clone());
-        let every = if rts.is_empty() {
-            crate::blocks::TRIM_EVERY
-        } else {
-            REAP_EVERY
-        };
         let thread = std::thread::Builder::new()
             .name("fastcgi-reaper".into())
             .spawn(move || {
+                let _ = REAPER_THREAD.set(std::thread::current());
                 let mut old = false;
                 while !s.load(Ordering::Acquire) {
-                    // Parked rather than asleep so that `drop` can wake it: a stopping child
-                    // (graceful restart) exits at once instead of up to REAP_EVERY later. An
-                    // early (spurious) wake-up only makes one extra, harmless pass.
-                    std::thread::park_timeout(every);
+                    // Nothing pooled here: nothing to expire or give up until a connection is
+                    // pooled (which wakes us); only the read blocks need a look, once a second.
+                    REAPER_RESTING.store(true, Ordering::SeqCst);
+                    let resting = !rts.iter().any(|rt| rt.idle_count() > 0);
+                    if !resting {
+                        REAPER_RESTING.store(false, Ordering::SeqCst);
+                    }
+                    // Parked rather than asleep so that `drop` and pooled connections can wake
+                    // it: a stopping child (graceful restart) exits at once instead of up to a
+                    // pass later. An early (spurious) wake-up only makes one extra, harmless
+                    // pass.
+                    std::thread::park_timeout(if resting {
+                        crate::blocks::TRIM_EVERY
+                    } else {
+                        REAP_EVERY
+                    });
+                    REAPER_RESTING.store(false, Ordering::SeqCst);
                     if s.load(Ordering::Acquire) {
                         break;
                     }
