@@ -60,7 +60,7 @@ LIBEXECDIR   ?= $(shell $(APXS) -q LIBEXECDIR 2>/dev/null || echo /usr/lib/apach
 SYSCONFDIR   ?= $(shell $(APXS) -q SYSCONFDIR 2>/dev/null || echo /etc/apache2)
 
 .PHONY: build deps deps-test check-cargo test unit lint integration demo demo-stop demo-status \
-        install uninstall clippy fuzz bench bench-paired clean test-panic-module check-valgrind fuzz-ci
+        install uninstall clippy fuzz bench bench-paired bench-many clean test-panic-module check-valgrind fuzz-ci
 
 # ---------------------------------------------------------------------------------------
 check-cargo:
@@ -232,6 +232,10 @@ bench-paired:
 	A=fcgi-pool B=static WORKLOADS="hello 1mib null" bash benches/paired.sh
 	A=fcgi-nopool B=proxy WORKLOADS="hello" bash benches/paired.sh
 	A=fcgi-pool B=proxy-reuse POLICY_A=batch POLICY_B=batch WORKLOADS="hello 1mib null" bash benches/paired.sh
+
+# hosting scale: N vhosts with one FastCgiExternalServer each (RSS, idle CPU); not in make test
+bench-many:
+	bash benches/many.sh
 
 clean:
 	-scripts/demo.sh stop
