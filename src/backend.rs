@@ -557,6 +557,11 @@ impl Runtime {
     /// Closes idle connections that expired, that the application closed, or that hold an
     /// application process while a request elsewhere waits. Run by each child's reaper.
     pub fn reap(&self) {
+        // Nothing pooled here: nothing to expire (and the shared page of a definition this
+        // child never used stays untouched).
+        if self.idle_count() == 0 {
+            return;
+        }
         let others_wait = self.counters().waiting.load(Ordering::Acquire)
             > self.local_waiting.load(Ordering::Acquire);
         let closing: Vec<(Conn, Instant)> = {
