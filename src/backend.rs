@@ -64,6 +64,9 @@ pub struct Runtime {
     stopping: AtomicBool,
     /// When a waiter last looked for the shares of dead children.
     last_reclaim: Mutex<Option<Instant>>,
+    /// This child's reaper thread, to wake when it rests (set by `Reaper::start`, cleared when
+    /// the reaper stops; a handle, not kept in a static, so nothing outlives the child pool).
+    reaper: Mutex<Option<std::thread::Thread>>,
 }
 
 const NO_OWNER: usize = usize::MAX;
@@ -91,6 +94,7 @@ impl Runtime {
             owner: AtomicUsize::new(NO_OWNER),
             stopping: AtomicBool::new(false),
             last_reclaim: Mutex::new(None),
+            reaper: Mutex::new(None),
         })
     }
 
@@ -511,7 +515,7 @@ impl Runtime {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push((c, Instant::now()));
-                wake_reaper();
+                self.wake_reaper();
                 cnt.queue[j].wake();
             }
             return;
@@ -525,7 +529,7 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((c, Instant::now()));
-        wake_reaper();
+        self.wake_reaper();
         if self.local_waiting.load(Ordering::Acquire) > 0 {
             self.wake_local_waiter();
         }
@@ -591,6 +595,18 @@ impl Runtime {
     /// Marks or unmarks a request waiting on a fresh connection (see STALL_AFTER).
     pub fn set_waiting(&self, on: bool) {
         self.add_waiting(if on { 1 } else { u32::MAX });
+    }
+
+    /// Called after a connection was pooled: wakes a resting reaper (one load otherwise).
+    fn wake_reaper(&self) {
+        // SeqCst pairs with the reaper's store before its last look at the idle lists: either
+        // it sees this connection, or this sees it resting.
+        if REAPER_RESTING.load(Ordering::SeqCst)
+            && REAPER_RESTING.swap(false, Ordering::SeqCst)
+            && let Some(t) = &*self.reaper.lock().unwrap_or_else(|e| e.into_inner())
+        {
+            t.unpark();
+        }
     }
 
     /// Instance-wide totals (mod_status).
@@ -859,20 +875,6 @@ impl Conn {
 /// wait) apply within REAP_EVERY again. Idle children with many server definitions then cost
 /// nothing between the block trims (once a second).
 static REAPER_RESTING: AtomicBool = AtomicBool::new(false);
-/// This process's reaper thread (one per child).
-static REAPER_THREAD: std::sync::OnceLock<std::thread::Thread> = std::sync::OnceLock::new();
-
-/// Called after a connection was pooled: wakes a resting reaper (one relaxed load otherwise).
-fn wake_reaper() {
-    // SeqCst pairs with the reaper's store before its last look at the idle lists: either it
-    // sees this connection, or this sees it resting.
-    if REAPER_RESTING.load(Ordering::SeqCst)
-        && REAPER_RESTING.swap(false, Ordering::SeqCst)
-        && let Some(t) = REAPER_THREAD.get()
-    {
-        t.unpark();
-    }
-}
 
 /// The reaper of one child process: a thread that runs `Runtime::reap` every REAP_EVERY while
 /// this process has pooled connections, and gives back the read blocks no request needed
@@ -898,7 +900,6 @@ impl Reaper {
         let thread = std::thread::Builder::new()
             .name("fastcgi-reaper".into())
             .spawn(move || {
-                let _ = REAPER_THREAD.set(std::thread::current());
                 let mut old = false;
                 while !s.load(Ordering::Acquire) {
                     // Nothing pooled here: nothing to expire or give up until a connection is
@@ -933,6 +934,9 @@ impl Reaper {
                     crate::blocks::trim();
                 }
             })?;
+        for rt in &runtimes {
+            *rt.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread.thread().clone());
+        }
         Ok(Reaper {
             stop,
             thread: Some(thread),
@@ -949,6 +953,7 @@ impl Drop for Reaper {
             let _ = t.join();
         }
         for rt in &self.runtimes {
+            rt.reaper.lock().unwrap_or_else(|e| e.into_inner()).take();
             rt.close_all();
             rt.release_owner();
         }
