@@ -515,7 +515,8 @@ impl Runtime {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push((c, Instant::now()));
-                self.wake_reaper();
+                // (the reaper is not woken for it: the waiter takes it at once, and a reaper
+                // pass now would close it, as others are waiting, before the waiter could)
                 cnt.queue[j].wake();
             }
             return;
