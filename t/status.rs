@@ -16,6 +16,7 @@ pub const SUITE: Suite = Suite {
         test("status_counts_requests_and_reuse", counts),
         test("status_counts_failures", failures),
         test("status_counts_client_aborts", client_aborts),
+        test("status_binding_cap_hands_connections_over", binding_cap),
         test("status_html_and_notable", html),
     ],
 };
@@ -59,6 +60,21 @@ fn setup(b: &mut Builder) -> Result<(), String> {
             &format!("-socket {} -max-conns {MAX_CONNS}", q(p(&sock))),
         ),
     );
+    // one slot for the whole instance: requests queue, and a request that ends hands its
+    // connection to a waiter of its own process
+    let port = b.port()?;
+    b.vhost(
+        "status_cap",
+        port,
+        "status-cap.test",
+        &docroot,
+        &chain(
+            &vdir.join("cap.fcgi"),
+            "/cap.fcgi",
+            &format!("-socket {} -max-conns 1", q(p(&sock))),
+        ),
+    );
+    b.set("status_cap_path", p(&vdir.join("cap.fcgi")));
     // nothing listens there: every request is a 503 (logged: `err_`)
     let port = b.port()?;
     b.vhost(
@@ -241,4 +257,144 @@ fn client_aborts(ctx: &Ctx) -> Result<(), String> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// Under a binding `-max-conns`, connections go from request to request: a request that ends
+/// hands its connection to a queued request of its own process instead of closing it (only a
+/// waiter in another process that has waited longer gets a new connection). A regression that
+/// closed handed-over connections made most requests open one (`Connects` ≈ 60% of `Requests`
+/// with one slot and 8 clients; with hand-overs working, 10-20%).
+fn binding_cap(ctx: &Ctx) -> Result<(), String> {
+    let path = ctx.val("status_cap_path");
+    let before = auto(ctx, path)?;
+    let (clients, each) = (8usize, 40usize);
+    // several keep-alive clients at once need several processes or threads: one process under
+    // valgrind (-X), one request at a time per prefork child
+    let concurrent = !ctx.env.valgrind && ctx.env.mpm != "prefork";
+    // Apache and php-fpm on one CPU, as on a small server (and as in the benchmark that found
+    // the regression): there a thread woken by a hand-over competes with everything else
+    let pinned = if concurrent {
+        pin_servers(ctx, Some("0"))
+    } else {
+        Vec::new()
+    };
+    let result = run_binding_cap(ctx, concurrent, clients, each);
+    for (pid, mask) in pinned {
+        let _ = std::process::Command::new("taskset")
+            .args(["-a", "-p", &mask, &pid.to_string()])
+            .output();
+    }
+    result?;
+    let after = auto(ctx, path)?;
+    let d = |k: &str| -> Result<u64, String> { Ok(num(&after, k)? - num(&before, k)?) };
+    check_binding_cap(ctx, concurrent, clients, each, &after, &d)
+}
+
+/// Pins Apache's children and php-fpm's processes (all threads) to `cpus`; returns their
+/// previous masks (hex, as `taskset -p` prints them) to restore.
+fn pin_servers(ctx: &Ctx, cpus: Option<&str>) -> Vec<(u32, String)> {
+    let Some(cpus) = cpus else { return Vec::new() };
+    let fpm = ctx.fpm.lock().map(|s| s.pid).unwrap_or(0);
+    let mut pids = ctx.apache_children();
+    pids.push(fpm);
+    pids.extend(crate::procs::children_of(fpm));
+    let mut old = Vec::new();
+    for pid in pids {
+        let Ok(out) = std::process::Command::new("taskset")
+            .args(["-p", &pid.to_string()])
+            .output()
+        else {
+            continue;
+        };
+        // "pid 123's current affinity mask: 3"
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let Some(mask) = text.rsplit(": ").next().map(|m| m.trim().to_string()) else {
+            continue;
+        };
+        if std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            old.push((pid, mask));
+        }
+    }
+    old
+}
+
+fn run_binding_cap(ctx: &Ctx, concurrent: bool, clients: usize, each: usize) -> Result<(), String> {
+    if concurrent {
+        std::thread::scope(|sc| -> Result<(), String> {
+            let hs: Vec<_> = (0..clients)
+                .map(|k| {
+                    sc.spawn(move || -> Result<(), String> {
+                        let mut conn = ctx.connect("status_cap")?;
+                        for i in 0..each {
+                            let r = conn
+                                .roundtrip(
+                                    &Request::get(&format!("/info.php?k={k}&i={i}"))
+                                        .host("status-cap.test"),
+                                )
+                                .map_err(|e| format!("client {k} request {i}: {e}"))?;
+                            expect_status(&r, 200)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join()
+                    .map_err(|_| "client thread panicked".to_string())??;
+            }
+            Ok(())
+        })?;
+    } else {
+        for i in 0..clients * each / 4 {
+            let r = ctx.req(
+                "status_cap",
+                Request::get(&format!("/info.php?i={i}")).close(),
+            )?;
+            expect_status(&r, 200)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_binding_cap(
+    ctx: &Ctx,
+    concurrent: bool,
+    clients: usize,
+    each: usize,
+    after: &std::collections::BTreeMap<String, String>,
+    d: &dyn Fn(&str) -> Result<u64, String>,
+) -> Result<(), String> {
+    let sent = if concurrent {
+        clients * each
+    } else {
+        clients * each / 4
+    } as u64;
+    ensure(d("Requests")? == sent && d("Failures")? == 0, || {
+        format!("{sent} requests under -max-conns 1: {after:?}")
+    })?;
+    ensure(num(after, "OpenConns")? <= 1, || {
+        format!("more than the one connection open: {after:?}")
+    })?;
+    if concurrent {
+        let (connects, queued) = (d("Connects")?, d("Queued")?);
+        if ctx.env.mpm != "prefork" {
+            println!(
+                "    status: -max-conns 1, {clients} clients x {each}: {connects} new connections, {} reuses, {queued} waited for the slot",
+                d("Reuses")?
+            );
+        }
+        ensure(queued > 0, || {
+            format!("no request waited for the one slot with {clients} clients: {after:?}")
+        })?;
+        ensure(connects * 100 <= sent * 35, || {
+            format!(
+                "{connects} of {sent} requests opened a new connection under -max-conns 1: hand-overs to waiters failed ({after:?})"
+            )
+        })?;
+    }
+    Ok(())
 }
