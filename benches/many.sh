@@ -17,7 +17,11 @@ APACHE_MPM=${APACHE_MPM:-event}
 OPTS=${OPTS:--max-conns 2}
 MODDIR=/usr/lib/apache2/modules
 
-[ -x /usr/sbin/apache2 ] || { echo "many: apache2 missing: run 'make deps' as root" >&2; exit 1; }
+die() { echo "many: ERROR: $*" >&2; exit 1; }
+# shared with run.sh and paired.sh: pick_port
+. "$HERE/lib.sh"
+
+[ -x /usr/sbin/apache2 ] || die "apache2 missing: run 'make deps' as root"
 if [ -z "${MOD_FASTCGI_SO:-}" ]; then
     (cd "$REPO" && cargo build --release -q)
     MOD_FASTCGI_SO="$REPO/target/release/libmod_fastcgi.so"
@@ -66,7 +70,6 @@ conf() {
     } >"$f"
 }
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
@@ -74,7 +77,7 @@ printf 'many: %d vhosts, MPM %s, FastCgiExternalServer options: %s\n' "$N" "$APA
 printf '%-28s %10s %14s %18s %22s\n' variant "-t (s)" "parent RSS KB" "child RSS KB" "idle child CPU ms/${IDLE_SECS}s"
 for v in with without; do
     w=0; [ $v = with ] && w=1
-    p=$(port)
+    p=$(pick_port)
     conf "$v" "$w" "$p"
     t0=$(date +%s.%N)
     /usr/sbin/apache2 -t -f "$RUN/$v.conf" >/dev/null 2>&1 || { echo "many: $v: apache2 -t failed" >&2; /usr/sbin/apache2 -t -f "$RUN/$v.conf"; exit 1; }
