@@ -133,7 +133,7 @@ start_instance() {
     [ "$TRANSPORT" = unix ] && chmod 666 "$null_addr"
     # null.php goes to the null backend, everything else to php-fpm
     case $v in
-    fcgi-pool | fcgi-pool-b | fcgi-capped | fcgi-nopool)
+    fcgi-pool | fcgi-pool-b | fcgi-capped | fcgi-adapt | fcgi-nopool)
         opts=$(fcgi_opts "$v")
         so=$MOD_FASTCGI_SO
         if [ "$v" = fcgi-pool-b ]; then so=${MOD_FASTCGI_SO_B:-}; [ -f "$so" ] || die "fcgi-pool-b needs MOD_FASTCGI_SO_B"; fi

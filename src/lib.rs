@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod adapt;
 mod blocks;
 pub mod config;
 pub mod fcgi;

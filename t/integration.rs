@@ -45,6 +45,7 @@ mod util;
 #[path = "support/valgrind.rs"]
 mod valgrind;
 
+mod adapt;
 mod apps;
 mod conformance;
 mod direct;
@@ -68,6 +69,7 @@ fn main() {
         apps::SUITE,
         stack::SUITE,
         status::SUITE,
+        adapt::SUITE,
         foundation::FINAL,
     ]);
 }
