@@ -58,8 +58,10 @@ to_ms() {
 # cpu_ticks CPU -> "busy idle steal" jiffies of that CPU from /proc/stat (a VM's steal is time
 # the hypervisor ran something else on that vCPU: requests in flight then wait, whatever the
 # server does, which is what the p99 of a run on a shared VM mostly measures)
-cpu_ticks() {
-    awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat
+cpu_ticks() { # CPU[,CPU...] -> "busy idle steal" ticks summed over those CPUs
+    awk -v l="$1" 'BEGIN { n = split(l, c, ","); for (i = 1; i <= n; i++) want["cpu" c[i]] = 1 }
+        $1 in want { b += $2 + $3 + $4 + $7 + $8; d += $5 + $6; s += $9 }
+        END { print b + 0, d + 0, s + 0 }' /proc/stat
 }
 
 # make_docroot DIR: the files every variant serves ($HERE/www/*.php, null.php for routing to the
@@ -93,6 +95,10 @@ workload_target() { # workload variant -> "path|script|backend" (empty: not appl
     1mib:*) echo "/1mib.php||fpm" ;;
     post256k:static) echo "" ;;
     post256k:*) echo "/post.php|$HERE/post.lua|fpm" ;;
+    busy:static | sleep:static | mix:static) echo "" ;;
+    busy:*) echo "/busy.php||fpm" ;;
+    sleep:*) echo "/sleep.php||fpm" ;;
+    mix:*) echo "/hello.php|$HERE/mix.lua|fpm" ;;
     null:static) echo "/null.txt||null" ;;
     null:*) echo "/null.php||null" ;;
     *) die "unknown workload $1" ;;

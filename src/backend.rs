@@ -157,7 +157,6 @@ impl Runtime {
             let mut ticket: Option<Ticket> = None;
             let started = Instant::now();
             let half = started + timeout / 2;
-            let now_before = |t: Instant| Instant::now() < t;
             let mut backoff = Duration::from_micros(100);
             loop {
                 // Read our wake-up word before looking at the slots: a release after the look
@@ -166,7 +165,7 @@ impl Runtime {
                 let cur = cnt.open.load(Ordering::Acquire);
                 // Past half its timeout a request no longer heeds the adaptive limit: a
                 // saturated application then serves it late rather than not at all.
-                let limit = if now_before(half) {
+                let limit = if Instant::now() < half {
                     self.limit()
                 } else {
                     self.max_conns
