@@ -82,7 +82,6 @@ fcgi_opts() {
     case $1 in
     fcgi-pool | fcgi-pool-b) echo "-max-conns $FPM_CHILDREN" ;;
     fcgi-capped | fcgi-capped-b) echo "-max-conns $FCGI_CAPPED_CONNS" ;;
-    fcgi-adapt) echo "-max-conns $FPM_CHILDREN -adapt on" ;;
     *) echo "-keep-conn off" ;;
     esac
 }

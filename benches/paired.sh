@@ -11,9 +11,9 @@
 # lost less than STEAL_MAX % of either CPU to steal, with the quartiles of the ratios.
 #
 # Variants (as in run.sh): fcgi-pool fcgi-pool-b fcgi-capped fcgi-nopool proxy proxy-reuse
-# proxy-capped nginx static, fcgi-adapt (-max-conns as fcgi-pool, -adapt on). Workloads: hello
-# 1mib post256k null, and busy (~2 ms of CPU), sleep (5 ms without CPU), mix (9 hello.php : 1
-# sleep of 50 ms). CPU_SERVER and CPU_CLIENT take lists (0,1: both CPUs, shared).
+# proxy-capped nginx static. Workloads: hello 1mib post256k null, and busy (~2 ms of CPU),
+# sleep (5 ms without CPU), mix (9 hello.php : 1 sleep of 50 ms). CPU_SERVER and CPU_CLIENT take
+# lists (0,1: both CPUs, shared).
 #
 # Settings (environment):
 #   A=fcgi-pool B=proxy-reuse WORKLOADS="hello"  PAIRS=20 SLICE=2 WARM=0.5 STEAL_MAX=5
@@ -135,7 +135,7 @@ start_instance() {
     [ "$TRANSPORT" = unix ] && chmod 666 "$null_addr"
     # null.php goes to the null backend, everything else to php-fpm
     case $v in
-    fcgi-pool | fcgi-pool-b | fcgi-capped | fcgi-adapt | fcgi-nopool)
+    fcgi-pool | fcgi-pool-b | fcgi-capped | fcgi-nopool)
         opts=$(fcgi_opts "$v")
         so=$MOD_FASTCGI_SO
         if [ "$v" = fcgi-pool-b ]; then so=${MOD_FASTCGI_SO_B:-}; [ -f "$so" ] || die "fcgi-pool-b needs MOD_FASTCGI_SO_B"; fi

@@ -41,8 +41,6 @@ pub const REAP_EVERY: Duration = Duration::from_millis(20);
 pub struct Runtime {
     keep_conn: bool,
     max_conns: u32,
-    /// `-adapt on`: use only `limit()` of the `max_conns` slots (see `crate::adapt`).
-    adapt: bool,
     /// `-idle-timeout`: the receive timeout of pooled connections.
     idle_timeout: Duration,
     /// `-connect-retry`: how long after the application began refusing connections requests
@@ -85,7 +83,6 @@ impl Runtime {
         Arc::new(Runtime {
             keep_conn: def.keep_conn,
             max_conns: def.max_conns,
-            adapt: def.adapt && def.max_conns > 0,
             idle_timeout: Duration::from_secs(u64::from(def.idle_timeout.max(1))),
             connect_retry: Duration::from_secs(u64::from(def.connect_retry)),
             down_since: AtomicU64::new(0),
@@ -156,20 +153,12 @@ impl Runtime {
             // Our place in the instance-wide queue (None: not queued, or the queue was full).
             let mut ticket: Option<Ticket> = None;
             let started = Instant::now();
-            let half = started + timeout / 2;
             let mut backoff = Duration::from_micros(100);
             loop {
                 // Read our wake-up word before looking at the slots: a release after the look
                 // changes it, so the futex wait below cannot miss that release.
                 let seen = ticket.map(|t| cnt.queue[t.index].wake.load(Ordering::Acquire));
                 let cur = cnt.open.load(Ordering::Acquire);
-                // Past half its timeout a request no longer heeds the adaptive limit: a
-                // saturated application then serves it late rather than not at all.
-                let limit = if Instant::now() < half {
-                    self.limit()
-                } else {
-                    self.max_conns
-                };
                 // Slots go to the requests that have waited longest: take one only if fewer
                 // queued requests are ahead of us than there are free slots.
                 let ahead = if waiting && ticket.is_none() {
@@ -177,7 +166,7 @@ impl Runtime {
                 } else {
                     self.queued_ahead(ticket)
                 };
-                if cur < limit && ahead < (limit - cur) as usize {
+                if cur < self.max_conns && ahead < (self.max_conns - cur) as usize {
                     if cnt
                         .open
                         .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
@@ -211,9 +200,6 @@ impl Runtime {
                 }
                 if started.elapsed() >= Duration::from_millis(50) {
                     self.reclaim_dead();
-                }
-                if limit < self.max_conns && cur >= limit {
-                    self.unstall(limit);
                 }
                 let now = Instant::now();
                 if now >= deadline {
@@ -357,7 +343,7 @@ impl Runtime {
             return;
         }
         let free = self
-            .limit()
+            .max_conns
             .saturating_sub(cnt.open.load(Ordering::Acquire))
             .max(1) as usize;
         let mut q: Vec<(u64, usize)> = cnt
@@ -518,10 +504,6 @@ impl Runtime {
         if cnt.queued.load(Ordering::Acquire) > 0
             && let Some((_, _, oldest)) = self.oldest_queued(None)
         {
-            if self.adapt && cnt.open.load(Ordering::Acquire) > self.limit() {
-                // The adaptive limit went down: this slot is one too many.
-                return;
-            }
             // Requests wait for a -max-conns slot: the connection is for the one that has
             // waited longest. If that one, or one that queued at most HANDOVER_SLACK_NS after
             // it, is in this process, it takes the connection as it is; otherwise the
@@ -628,96 +610,6 @@ impl Runtime {
         }
     }
 
-    /// The slots requests may use now: `-max-conns`, or with `-adapt on` what the adaptive
-    /// limit allows of them.
-    pub fn limit(&self) -> u32 {
-        if !self.adapt {
-            return self.max_conns;
-        }
-        match self.counters().adapt.limit.load(Ordering::Relaxed) {
-            0 => crate::adapt::INITIAL,
-            l => l,
-        }
-        .min(self.max_conns)
-    }
-
-    /// Waiters see `limit` slots in use and nothing has finished for adapt::STALL_NS: long
-    /// requests hold the slots, so allow one more (at most one per STALL_NS in the instance).
-    fn unstall(&self, limit: u32) {
-        let a = &self.counters().adapt;
-        let now = sock::monotonic_ns();
-        let last = a.last_done.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < crate::adapt::STALL_NS
-            || a.last_done
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        let cur = a.limit.load(Ordering::Relaxed);
-        let cur = if cur == 0 { crate::adapt::INITIAL } else { cur };
-        if cur <= limit {
-            let _ = a.limit.compare_exchange(
-                cur,
-                (limit + 1).min(self.max_conns),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
-    }
-
-    /// A request ended cleanly after holding its connection for `held`: a sample for the
-    /// adaptive limit. The request that closes a window computes the next limit.
-    pub fn observe(&self, held: Duration) {
-        if !self.adapt {
-            return;
-        }
-        let a = &self.counters().adapt;
-        let now = sock::monotonic_ns();
-        let ns = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX).max(1);
-        a.window_sum.fetch_add(ns, Ordering::Relaxed);
-        let n = a.samples.fetch_add(1, Ordering::Relaxed) + 1;
-        a.last_done.store(now, Ordering::Relaxed);
-        let start = a.window_start.load(Ordering::Relaxed);
-        if start == 0 {
-            let _ = a
-                .window_start
-                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-            return;
-        }
-        if n < crate::adapt::MIN_SAMPLES
-            || now.saturating_sub(start) < crate::adapt::WINDOW_NS
-            || a.window_start
-                .compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        // This request closes the window (the CAS above admits one closer per window).
-        let n = a.samples.swap(0, Ordering::Relaxed).max(1);
-        let mean = a.window_sum.swap(0, Ordering::Relaxed) / u64::from(n);
-        let raw = a.limit.load(Ordering::Relaxed);
-        let before = crate::adapt::State {
-            limit: if raw == 0 { crate::adapt::INITIAL } else { raw },
-            base: a.base.load(Ordering::Relaxed),
-            ceiling: a.ceiling.load(Ordering::Relaxed),
-            calm: a.calm.load(Ordering::Relaxed),
-        };
-        let s = before.next(self.max_conns, mean);
-        a.base.store(s.base, Ordering::Relaxed);
-        a.ceiling.store(s.ceiling, Ordering::Relaxed);
-        a.calm.store(s.calm, Ordering::Relaxed);
-        // (if unstall() raised the limit meanwhile, its raise stands for this window)
-        if a.limit
-            .compare_exchange(raw, s.limit, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-            && s.limit > before.limit
-        {
-            // more slots: wake the requests that may take them
-            self.slot_released();
-        }
-    }
-
     /// Instance-wide totals (mod_status).
     pub fn stats(&self) -> &sock::Stats {
         &self.counters().stats
@@ -742,7 +634,6 @@ impl Runtime {
             instance_wide: !self.shared.load(Ordering::Acquire).is_null(),
             keep_conn: self.keep_conn,
             max_conns: self.max_conns,
-            adaptive_limit: self.adapt.then(|| self.limit()),
             open: cnt.open.load(Ordering::Acquire),
             waiting: cnt.waiting.load(Ordering::Acquire),
             queued_now: cnt.queued.load(Ordering::Acquire),

@@ -77,9 +77,6 @@ pub struct ServerDef {
     /// `-max-conns n`: most connections the whole Apache instance opens to this server at once
     /// (0 = no cap; the starvation guard still releases idle connections when others wait).
     pub max_conns: u32,
-    /// `-adapt on|off`: within `-max-conns`, let only as many requests use the application at
-    /// once as it serves without slowing down (see `crate::adapt`); needs `-max-conns`.
-    pub adapt: bool,
     /// `-pool-idle-timeout n`: seconds an unused pooled connection is kept.
     pub pool_idle_timeout: u32,
     /// `-connect-retry n`: for up to n seconds after the application began refusing
@@ -196,16 +193,6 @@ fn parse_uint(opt: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
     Ok(n)
 }
 
-fn on_off(opt: &str, v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "on" | "yes" | "true" | "1" => Ok(true),
-        "off" | "no" | "false" | "0" => Ok(false),
-        _ => Err(format!(
-            "invalid value for {opt}: \"{v}\" must be on or off"
-        )),
-    }
-}
-
 /// Parses the arguments of one `FastCgiExternalServer` line (everything after the directive
 /// name). Errors are complete messages naming the directive and the problem.
 pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<ServerDef, String> {
@@ -233,7 +220,6 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
         group: None,
         keep_conn: false,
         max_conns: 0,
-        adapt: false,
         pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
         connect_retry: DEFAULT_CONNECT_RETRY,
         trust_direct: false,
@@ -307,9 +293,17 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
                 }
             }
             "-keep-conn" => {
-                keep_conn = Some(on_off("-keep-conn", value("-keep-conn")?).map_err(err)?);
+                let v = value("-keep-conn")?;
+                keep_conn = match v.to_ascii_lowercase().as_str() {
+                    "on" | "yes" | "true" | "1" => Some(true),
+                    "off" | "no" | "false" | "0" => Some(false),
+                    _ => {
+                        return Err(err(format!(
+                            "invalid value for -keep-conn: \"{v}\" must be on or off"
+                        )));
+                    }
+                };
             }
-            "-adapt" => def.adapt = on_off("-adapt", value("-adapt")?).map_err(err)?,
             "-max-conns" => {
                 def.max_conns =
                     parse_uint("-max-conns", value("-max-conns")?, 0, 100_000).map_err(err)? as u32;
@@ -333,11 +327,6 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
         }
     }
     def.keep_conn = keep_conn.unwrap_or(def.max_conns > 0);
-    if def.adapt && def.max_conns == 0 {
-        return Err(err(
-            "-adapt on needs -max-conns (the most connections it may use)".into(),
-        ));
-    }
     match (host, socket) {
         (Some(_), Some(_)) => Err(err(
             "-host and -socket are mutually exclusive options".into()
@@ -587,19 +576,6 @@ mod tests {
             parse(&["/x", "-socket", "/s", "-keep-conn", "maybe"])
                 .unwrap_err()
                 .contains("must be on or off")
-        );
-        assert!(!d.adapt);
-        assert!(
-            parse(&["/x", "-socket", "/s", "-max-conns", "9", "-adapt", "on"])
-                .unwrap()
-                .adapt
-        );
-        let e = parse(&["/x", "-socket", "/s", "-adapt", "on"]).unwrap_err();
-        assert!(e.contains("-adapt on needs -max-conns"), "{e}");
-        let e = parse(&["/x", "-socket", "/s", "-max-conns", "9", "-adapt", "auto"]).unwrap_err();
-        assert!(
-            e.contains("invalid value for -adapt: \"auto\" must be on or off"),
-            "{e}"
         );
         assert!(
             parse(&["/x", "-socket", "/s", "-pool-idle-timeout", "0"])

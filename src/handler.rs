@@ -170,8 +170,6 @@ struct Exchange<'r, 'd> {
     def: &'d ServerDef,
     rt: &'d Arc<Runtime>,
     conn: Conn,
-    /// When the connection was checked out (the adaptive limit samples how long it is held).
-    began: Instant,
     /// Response bytes received on this connection.
     received: u64,
     /// Request body was read from the client during the exchange (no replay possible).
@@ -428,7 +426,6 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             def,
             rt,
             conn,
-            began: Instant::now(),
             received: 0,
             consumed_client: false,
             retry_on_reset,
@@ -1377,12 +1374,10 @@ impl<'r, 'd> Exchange<'r, 'd> {
         let Exchange {
             conn,
             rt,
-            began,
             mut bb,
             mode,
             ..
         } = self;
-        rt.observe(began.elapsed());
         // Hand the connection back before talking to the (possibly slow) client.
         if reusable {
             rt.checkin(conn);

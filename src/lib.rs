@@ -6,12 +6,11 @@
 //! `httpd` (safe wrappers), `module` (module record, directives, hooks), `backend`
 //! (connections) and `handler` (the request exchange) are the shell around it (`reuse`: the
 //! per-thread buffers the handler recycles, safe and unit-tested; `blocks`: the read blocks a
-//! child's threads share; `adapt`: the adaptive limit's decisions, pure), tested through a
+//! child's threads share), tested through a
 //! real Apache and php-fpm (`t/`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-mod adapt;
 mod blocks;
 pub mod config;
 pub mod fcgi;

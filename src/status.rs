@@ -10,8 +10,6 @@ pub struct Snapshot {
     pub instance_wide: bool,
     pub keep_conn: bool,
     pub max_conns: u32,
-    /// `-adapt on`: the slots the adaptive limit allows now (None: not adaptive).
-    pub adaptive_limit: Option<u32>,
     /// Connections open now (all children), in use or pooled.
     pub open: u32,
     /// Requests waiting for the application now.
@@ -65,10 +63,7 @@ fn pool_text(s: &Snapshot) -> String {
     match (s.keep_conn, s.max_conns) {
         (false, _) => "off (a connection per request)".into(),
         (true, 0) => "on, no -max-conns".into(),
-        (true, n) => match s.adaptive_limit {
-            Some(l) => format!("on, -max-conns {n}, adaptive: {l} in use at most now"),
-            None => format!("on, -max-conns {n}"),
-        },
+        (true, n) => format!("on, -max-conns {n}"),
     }
 }
 
@@ -79,20 +74,12 @@ pub fn render_short(rows: &[Row<'_>]) -> String {
         let sn = &row.snap;
         let k = format!("FastCGIServer{i}");
         s.push_str(&format!(
-            "{k}Path: {}\n{k}Address: {}\n{k}Pool: {}\n{k}MaxConns: {}\n{k}Adaptive: {}\n",
+            "{k}Path: {}\n{k}Address: {}\n{k}Pool: {}\n{k}MaxConns: {}\n",
             line_safe(&String::from_utf8_lossy(row.path)),
             line_safe(row.address),
             if sn.keep_conn { "on" } else { "off" },
-            sn.max_conns,
-            if sn.adaptive_limit.is_some() {
-                "on"
-            } else {
-                "off"
-            },
+            sn.max_conns
         ));
-        if let Some(l) = sn.adaptive_limit {
-            s.push_str(&format!("{k}AdaptiveLimit: {l}\n"));
-        }
         for (name, v) in [
             ("OpenConns", u64::from(sn.open)),
             ("IdleConnsHere", sn.idle_here as u64),
@@ -220,7 +207,6 @@ mod tests {
                 instance_wide: true,
                 keep_conn: true,
                 max_conns: 4,
-                adaptive_limit: None,
                 open: 3,
                 waiting: 1,
                 queued_now: 1,
@@ -244,12 +230,6 @@ mod tests {
         assert!(out.contains("FastCGIServer0Requests: 20\n"));
         assert!(out.contains("FastCGIServer0Reuses: 19\n"));
         assert!(out.contains("FastCGIServer0MaxConns: 4\n"));
-        assert!(out.contains("FastCGIServer0Adaptive: off\n"));
-        assert!(!out.contains("AdaptiveLimit"));
-        let mut r = row(b"/c.fcgi");
-        r.snap.adaptive_limit = Some(2);
-        let adaptive = render_short(&[r]);
-        assert!(adaptive.contains("FastCGIServer0Adaptive: on\nFastCGIServer0AdaptiveLimit: 2\n"));
         // a newline in a path cannot forge a line
         assert!(out.contains("FastCGIServer1Path: /b?/x.fcgi\n"));
         assert!(out.lines().all(|l| l.starts_with("FastCGIServer")));
@@ -264,12 +244,7 @@ mod tests {
         assert!(out.contains("/run/&quot;x&quot;.sock"));
         assert!(!out.contains("<b>&"));
         assert!(out.contains("100: 2, 101: 1"));
-        assert!(out.contains("on, -max-conns 4<"));
-        let mut r = row(b"/c.fcgi");
-        r.snap.adaptive_limit = Some(3);
-        assert!(
-            render_html(&[r], true).contains("on, -max-conns 4, adaptive: 3 in use at most now")
-        );
+        assert!(out.contains("on, -max-conns 4"));
         let plain = render_html(&[row(b"/a.fcgi")], false);
         assert!(!plain.contains("<table"));
         assert!(plain.contains("<dt>Reused</dt><dd>19</dd>"));

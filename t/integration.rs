@@ -45,7 +45,6 @@ mod util;
 #[path = "support/valgrind.rs"]
 mod valgrind;
 
-mod adapt;
 mod apps;
 mod conformance;
 mod direct;
@@ -69,7 +68,6 @@ fn main() {
         apps::SUITE,
         stack::SUITE,
         status::SUITE,
-        adapt::SUITE,
         foundation::FINAL,
     ]);
 }

@@ -107,14 +107,10 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     Ok(())
 }
 
-/// The `?auto` lines (from vhost `vhost`) of the definition whose path is `path`: name (without the
+/// The `?auto` lines of the definition whose path is `path`: name (without the
 /// `FastCGIServer<n>` prefix) → value.
-pub fn auto(
-    ctx: &Ctx,
-    vhost: &str,
-    path: &str,
-) -> Result<std::collections::BTreeMap<String, String>, String> {
-    let r = ctx.get(vhost, "/server-status?auto")?;
+fn auto(ctx: &Ctx, path: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let r = ctx.get("status_page", "/server-status?auto")?;
     expect_status(&r, 200)?;
     let text = r.text();
     let prefix = text
@@ -137,7 +133,7 @@ pub fn auto(
         .collect())
 }
 
-pub fn num(m: &std::collections::BTreeMap<String, String>, k: &str) -> Result<u64, String> {
+fn num(m: &std::collections::BTreeMap<String, String>, k: &str) -> Result<u64, String> {
     m.get(k)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("no numeric {k} in {m:?}"))
@@ -145,7 +141,7 @@ pub fn num(m: &std::collections::BTreeMap<String, String>, k: &str) -> Result<u6
 
 fn counts(ctx: &Ctx) -> Result<(), String> {
     let path = ctx.val("status_ok_path");
-    let before = auto(ctx, "status_page", path)?;
+    let before = auto(ctx, path)?;
     let n = 30u64;
     let mut conn = ctx.connect("status_app")?;
     for i in 0..n {
@@ -154,7 +150,7 @@ fn counts(ctx: &Ctx) -> Result<(), String> {
             .map_err(|e| format!("request {i}: {e}"))?;
         expect_status(&r, 200)?;
     }
-    let after = auto(ctx, "status_page", path)?;
+    let after = auto(ctx, path)?;
     let d = |k: &str| -> Result<u64, String> { Ok(num(&after, k)? - num(&before, k)?) };
     ensure(d("Requests")? == n, || {
         format!(
@@ -185,12 +181,12 @@ fn counts(ctx: &Ctx) -> Result<(), String> {
 
 fn failures(ctx: &Ctx) -> Result<(), String> {
     let path = ctx.val("status_dead_path");
-    let before = auto(ctx, "status_page", path)?;
+    let before = auto(ctx, path)?;
     for _ in 0..3 {
         let r = ctx.get("err_status_dead", "/info.php")?;
         expect_status(&r, 503)?;
     }
-    let after = auto(ctx, "status_page", path)?;
+    let after = auto(ctx, path)?;
     let d = |k: &str| -> Result<u64, String> { Ok(num(&after, k)? - num(&before, k)?) };
     ensure(
         d("Requests")? == 3 && d("Failures")? == 3 && d("Connects")? == 0,
@@ -231,7 +227,7 @@ fn html(ctx: &Ctx) -> Result<(), String> {
 fn client_aborts(ctx: &Ctx) -> Result<(), String> {
     use std::io::Read;
     let path = ctx.val("status_ok_path");
-    let before = num(&auto(ctx, "status_page", path)?, "ClientAborts")?;
+    let before = num(&auto(ctx, path)?, "ClientAborts")?;
     // 32 MiB asked for, a few KiB read, connection closed: the module meets the closed client
     // when it passes the next part of the answer on
     let mut conn = ctx.connect("status_app")?;
@@ -250,7 +246,7 @@ fn client_aborts(ctx: &Ctx) -> Result<(), String> {
             std::time::Duration::from_secs(60),
         );
     loop {
-        let now = num(&auto(ctx, "status_page", path)?, "ClientAborts")?;
+        let now = num(&auto(ctx, path)?, "ClientAborts")?;
         if now > before {
             return Ok(());
         }
@@ -270,7 +266,7 @@ fn client_aborts(ctx: &Ctx) -> Result<(), String> {
 /// with one slot and 8 clients; with hand-overs working, 10-20%).
 fn binding_cap(ctx: &Ctx) -> Result<(), String> {
     let path = ctx.val("status_cap_path");
-    let before = auto(ctx, "status_page", path)?;
+    let before = auto(ctx, path)?;
     let (clients, each) = (8usize, 40usize);
     // several keep-alive clients at once need several processes or threads: one process under
     // valgrind (-X), one request at a time per prefork child
@@ -289,7 +285,7 @@ fn binding_cap(ctx: &Ctx) -> Result<(), String> {
             .output();
     }
     let sent = result?;
-    let after = auto(ctx, "status_page", path)?;
+    let after = auto(ctx, path)?;
     let d = |k: &str| -> Result<u64, String> { Ok(num(&after, k)? - num(&before, k)?) };
     check_binding_cap(concurrent, clients, each, sent, &after, &d)
 }

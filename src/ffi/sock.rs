@@ -380,29 +380,6 @@ pub struct SharedCounters {
     pub queue: [Waiter; MAX_WAITERS],
     /// Totals since the configuration was (re)loaded, for mod_status.
     pub stats: Stats,
-    /// The adaptive limit's state (`-adapt on`; see `crate::adapt`).
-    pub adapt: Adapt,
-}
-
-/// Shared state of the adaptive connection limit (`crate::adapt`; all zero: nothing learnt).
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct Adapt {
-    /// Slots requests may use now, 1..=-max-conns (0: not set yet, `adapt::INITIAL`).
-    pub limit: std::sync::atomic::AtomicU32,
-    /// `adapt::State::ceiling` and `calm`.
-    pub ceiling: std::sync::atomic::AtomicU32,
-    pub calm: std::sync::atomic::AtomicU32,
-    /// Completions in the current window.
-    pub samples: std::sync::atomic::AtomicU32,
-    /// When the current window began ([`monotonic_ns`]; 0: no window yet).
-    pub window_start: std::sync::atomic::AtomicU64,
-    /// Sum of the window's slot-holding times in ns.
-    pub window_sum: std::sync::atomic::AtomicU64,
-    /// `adapt::State::base` (ns).
-    pub base: std::sync::atomic::AtomicU64,
-    /// When a request last finished ([`monotonic_ns`]).
-    pub last_done: std::sync::atomic::AtomicU64,
 }
 
 /// Instance-wide totals of one server definition (shown by mod_status).
@@ -434,7 +411,6 @@ impl Default for SharedCounters {
             queued: Default::default(),
             queue: std::array::from_fn(|_| Waiter::default()),
             stats: Stats::default(),
-            adapt: Adapt::default(),
         }
     }
 }
