@@ -55,10 +55,10 @@ to_ms() {
         printf "%.3f", n }'
 }
 
-# cpu_ticks CPU -> "busy idle steal" jiffies of that CPU from /proc/stat (a VM's steal is time
-# the hypervisor ran something else on that vCPU: requests in flight then wait, whatever the
-# server does, which is what the p99 of a run on a shared VM mostly measures)
-cpu_ticks() { # CPU[,CPU...] -> "busy idle steal" ticks summed over those CPUs
+# cpu_ticks CPU[,CPU...] -> "busy idle steal" jiffies of those CPUs from /proc/stat, summed (a
+# VM's steal is time the hypervisor ran something else on that vCPU: requests in flight then
+# wait, whatever the server does, which is what the p99 of a run on a shared VM mostly measures)
+cpu_ticks() {
     awk -v l="$1" 'BEGIN { n = split(l, c, ","); for (i = 1; i <= n; i++) want["cpu" c[i]] = 1 }
         $1 in want { b += $2 + $3 + $4 + $7 + $8; d += $5 + $6; s += $9 }
         END { print b + 0, d + 0, s + 0 }' /proc/stat
