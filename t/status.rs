@@ -328,41 +328,41 @@ fn run_binding_cap(
     clients: usize,
     each: usize,
 ) -> Result<u64, String> {
-    if concurrent {
-        std::thread::scope(|sc| -> Result<(), String> {
-            let hs: Vec<_> = (0..clients)
-                .map(|k| {
-                    sc.spawn(move || -> Result<(), String> {
-                        let mut conn = ctx.connect("status_cap")?;
-                        for i in 0..each {
-                            let r = conn
-                                .roundtrip(
-                                    &Request::get(&format!("/info.php?k={k}&i={i}"))
-                                        .host("status-cap.test"),
-                                )
-                                .map_err(|e| format!("client {k} request {i}: {e}"))?;
-                            expect_status(&r, 200)?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            for h in hs {
-                h.join()
-                    .map_err(|_| "client thread panicked".to_string())??;
-            }
-            Ok(())
-        })?;
-    } else {
-        for i in 0..clients * each / 4 {
+    if !concurrent {
+        let n = clients * each / 4;
+        for i in 0..n {
             let r = ctx.req(
                 "status_cap",
                 Request::get(&format!("/info.php?i={i}")).close(),
             )?;
             expect_status(&r, 200)?;
         }
-        return Ok((clients * each / 4) as u64);
+        return Ok(n as u64);
     }
+    std::thread::scope(|sc| -> Result<(), String> {
+        let hs: Vec<_> = (0..clients)
+            .map(|k| {
+                sc.spawn(move || -> Result<(), String> {
+                    let mut conn = ctx.connect("status_cap")?;
+                    for i in 0..each {
+                        let r = conn
+                            .roundtrip(
+                                &Request::get(&format!("/info.php?k={k}&i={i}"))
+                                    .host("status-cap.test"),
+                            )
+                            .map_err(|e| format!("client {k} request {i}: {e}"))?;
+                        expect_status(&r, 200)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join()
+                .map_err(|_| "client thread panicked".to_string())??;
+        }
+        Ok(())
+    })?;
     Ok((clients * each) as u64)
 }
 
