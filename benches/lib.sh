@@ -82,6 +82,7 @@ fcgi_opts() {
     case $1 in
     fcgi-pool | fcgi-pool-b) echo "-max-conns $FPM_CHILDREN" ;;
     fcgi-capped | fcgi-capped-b) echo "-max-conns $FCGI_CAPPED_CONNS" ;;
+    fcgi-guard | fcgi-guard-b) echo "-keep-conn on" ;;
     *) echo "-keep-conn off" ;;
     esac
 }

@@ -10,7 +10,7 @@
 # The result is the median of the per-pair ratios A/B, overall and over the pairs whose slices
 # lost less than STEAL_MAX % of either CPU to steal, with the quartiles of the ratios.
 #
-# Variants (as in run.sh): fcgi-pool fcgi-pool-b fcgi-capped fcgi-nopool proxy proxy-reuse
+# Variants (as in run.sh): fcgi-pool fcgi-pool-b fcgi-capped fcgi-nopool fcgi-guard proxy proxy-reuse
 # proxy-capped nginx static. Workloads: hello 1mib post256k null, and busy (~2 ms of CPU),
 # sleep (5 ms without CPU), mix (9 hello.php : 1 sleep of 50 ms). CPU_SERVER and CPU_CLIENT take
 # lists (0,1: both CPUs, shared).
@@ -20,6 +20,8 @@
 #   CONNS=32 WRK_THREADS=1 APACHE_MPM=event APACHE_PROCS=2 APACHE_THREADS=25
 #   FPM_CHILDREN=$((APACHE_PROCS * APACHE_THREADS)) FCGI_CAPPED_CONNS=8 TRANSPORT=tcp|unix
 #   MOD_FASTCGI_SO=... MOD_FASTCGI_SO_B=... (for fcgi-pool-b) CPU_SERVER=0 CPU_CLIENT=1 KEEP=1
+#   CLIENT_CLOSE=1: a new client connection for every request (Connection: close), so that
+#   requests land on any Apache child rather than stay with the child of a kept connection.
 #   POLICY_A=normal|batch POLICY_B=normal|batch: scheduling policy of that side's server (Apache
 #   or nginx, never the backends); batch runs it under `chrt -b 0` (README, *Tuning*). A and B
 #   may then be the same variant.
@@ -48,6 +50,7 @@ TRANSPORT=${TRANSPORT:-tcp}
 CPU_SERVER=${CPU_SERVER:-0}
 CPU_CLIENT=${CPU_CLIENT:-1}
 KEEP=${KEEP:-0}
+CLIENT_CLOSE=${CLIENT_CLOSE:-0}
 POLICY_A=${POLICY_A:-normal}
 POLICY_B=${POLICY_B:-normal}
 NULL_BODY=100
@@ -135,10 +138,10 @@ start_instance() {
     [ "$TRANSPORT" = unix ] && chmod 666 "$null_addr"
     # null.php goes to the null backend, everything else to php-fpm
     case $v in
-    fcgi-pool | fcgi-pool-b | fcgi-capped | fcgi-nopool)
+    fcgi-pool | fcgi-pool-b | fcgi-capped | fcgi-nopool | fcgi-guard | fcgi-guard-b)
         opts=$(fcgi_opts "$v")
         so=$MOD_FASTCGI_SO
-        if [ "$v" = fcgi-pool-b ]; then so=${MOD_FASTCGI_SO_B:-}; [ -f "$so" ] || die "fcgi-pool-b needs MOD_FASTCGI_SO_B"; fi
+        case $v in *-b) so=${MOD_FASTCGI_SO_B:-}; [ -f "$so" ] || die "$v needs MOD_FASTCGI_SO_B" ;; esac
         render "$HERE/conf/apache-fcgi.conf.in" "$d/apache/variant.conf" MODULE_SO="$so" FCGI_ROUTE_CONF="FastCgiExternalServer \"$DOCROOT\" $fcgi_fpm $opts
 FastCgiExternalServer \"$DOCROOT/null.php\" $fcgi_null $opts"
         ;;
@@ -190,6 +193,7 @@ slice() {
     t=$(path_of "$w" "$v"); IFS='|' read -r path script _ <<<"$t"
     url="http://127.0.0.1:$port$path"
     [ -n "$script" ] && sargs=(-s "$script")
+    [ "$CLIENT_CLOSE" = 1 ] && sargs+=(-H "Connection: close")
     taskset -c "$CPU_CLIENT" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARM}s" "${sargs[@]}" "$url" >/dev/null 2>&1 || true
     out="$RUN/raw/$w-$k-$n.txt"
     s0=$(cpu_ticks "$CPU_SERVER"); c0=$(cpu_ticks "$CPU_CLIENT")
