@@ -19,8 +19,13 @@ use std::time::{Duration, Instant};
 use crate::config::{ServerDef, Target};
 use crate::ffi::sock::{self, Ready, SharedCounters};
 
-/// A fresh connection whose request has had no answer for this long counts as waiting.
+/// A fresh connection whose request has had no answer for this long counts as waiting (unless
+/// the kernel says an application process took it).
 pub const STALL_AFTER: Duration = Duration::from_millis(20);
+/// Without -max-conns, a fresh connection whose request has had no answer for this long is
+/// looked at: if it still waits in the application's backlog, another process is asked to
+/// give up an application process it holds (`Runtime::ask_release`).
+pub const ASK_AFTER: Duration = Duration::from_millis(1);
 /// A queued request looks at the slots at least this often even if nobody wakes it.
 const WAIT_RECHECK: Duration = Duration::from_millis(20);
 /// A connection freed while requests queue for `-max-conns` slots goes to the request that has
@@ -64,9 +69,6 @@ pub struct Runtime {
     stopping: AtomicBool,
     /// When a waiter last looked for the shares of dead children.
     last_reclaim: Mutex<Option<Instant>>,
-    /// This child's reaper thread, to wake when it rests (set by `Reaper::start`, cleared when
-    /// the reaper stops; a handle, not kept in a static, so nothing outlives the child pool).
-    reaper: Mutex<Option<std::thread::Thread>>,
 }
 
 const NO_OWNER: usize = usize::MAX;
@@ -94,7 +96,6 @@ impl Runtime {
             owner: AtomicUsize::new(NO_OWNER),
             stopping: AtomicBool::new(false),
             last_reclaim: Mutex::new(None),
-            reaper: Mutex::new(None),
         })
     }
 
@@ -121,7 +122,7 @@ impl Runtime {
     /// so the threads of a busy child do not queue behind each other's system calls.
     fn take_idle(&self) -> Option<Conn> {
         loop {
-            let (mut c, since) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            let (mut c, since) = self.with_idle(|idle| idle.pop())?;
             if since.elapsed() < self.pool_idle && c.is_reusable() {
                 c.reused = true;
                 return Some(c);
@@ -180,6 +181,9 @@ impl Runtime {
                     waiting = true;
                     cnt.stats.queued.fetch_add(1, Ordering::Relaxed);
                     self.add_waiting(1);
+                    // A slot held by an idle connection in another process is freed now, not
+                    // at that process's next reaper pass.
+                    self.ask_release(false);
                     if local_taker {
                         self.local_waiting.fetch_add(1, Ordering::AcqRel);
                     }
@@ -409,9 +413,88 @@ impl Runtime {
                         .is_ok()
                 })
                 .unwrap_or(NO_OWNER - 1);
+            if i < cnt.owners.len() {
+                cnt.owners_hi
+                    .fetch_max(u32::try_from(i + 1).unwrap_or(u32::MAX), Ordering::AcqRel);
+            }
             self.owner.store(i, Ordering::Release);
         }
         cnt.owners.get(i)
+    }
+
+    /// This process's entry in the owner table if it claimed one (never claims).
+    fn owner_claimed(&self) -> Option<&sock::Owner> {
+        self.counters()
+            .owners
+            .get(self.owner.load(Ordering::Acquire))
+    }
+
+    /// Runs `f` on this process's idle list under its lock and publishes the list's length in
+    /// the owner table (what `ask_release` looks for).
+    fn with_idle<R>(&self, f: impl FnOnce(&mut Vec<(Conn, Instant)>) -> R) -> R {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let r = f(&mut idle);
+        let n = u32::try_from(idle.len()).unwrap_or(u32::MAX);
+        // (claimed when the connection was opened, before it could be pooled)
+        if let Some(o) = self.owner_claimed()
+            && o.idle.load(Ordering::Relaxed) != n
+        {
+            o.idle.store(n, Ordering::Release);
+        }
+        r
+    }
+
+    /// This request needs an application process that may be held by a connection of
+    /// another process (it waits for a -max-conns slot, or its fresh connection still waits in
+    /// the application's backlog): asks the process with the most idle connections not yet
+    /// asked for to close one now (see `Owner::ask_release`). With `busy_too` (no -max-conns,
+    /// the backlog case), when no idle connection is left to ask for, the process with the
+    /// most open connections not yet asked for closes one when its request ends instead of
+    /// pooling it: the application process it frees takes the oldest connection in the
+    /// backlog.
+    pub fn ask_release(&self, busy_too: bool) {
+        let me = std::process::id();
+        let (mut idle_best, mut busy_best) = ((0, None), (0, None));
+        let cnt = self.counters();
+        let hi = (cnt.owners_hi.load(Ordering::Acquire) as usize).min(cnt.owners.len());
+        for o in &cnt.owners[..hi] {
+            let pid = o.pid.load(Ordering::Acquire);
+            if pid == 0 || pid == me {
+                continue;
+            }
+            let asked = o.release.load(Ordering::Acquire);
+            let idle = o.idle.load(Ordering::Acquire).saturating_sub(asked);
+            if idle > idle_best.0 {
+                idle_best = (idle, Some(o));
+            }
+            let open = o.open.load(Ordering::Acquire).saturating_sub(asked);
+            if busy_too && open > busy_best.0 {
+                busy_best = (open, Some(o));
+            }
+        }
+        let target = idle_best.1.or(busy_best.1);
+        if let Some(o) = target {
+            cnt.stats.releases.fetch_add(1, Ordering::Relaxed);
+            o.ask_release();
+        }
+    }
+
+    /// Takes the release requests addressed to this process (0 without an owner entry).
+    fn take_release_requests(&self) -> u32 {
+        self.owner_claimed()
+            .map_or(0, |o| match o.release.load(Ordering::Acquire) {
+                0 => 0,
+                _ => o.release.swap(0, Ordering::AcqRel),
+            })
+    }
+
+    /// Consumes one release request addressed to this process, if there is one.
+    fn take_one_release_request(&self) -> bool {
+        self.owner_claimed().is_some_and(|o| {
+            o.release
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
+        })
     }
 
     /// Adds `n` (may wrap for -1) to this process's share in the owner table.
@@ -451,6 +534,8 @@ impl Runtime {
                 if w > 0 {
                     cnt.waiting.fetch_sub(w, Ordering::AcqRel);
                 }
+                o.idle.store(0, Ordering::Release);
+                o.release.store(0, Ordering::Release);
             }
         }
         for w in &cnt.queue {
@@ -481,6 +566,8 @@ impl Runtime {
             if w > 0 {
                 self.counters().waiting.fetch_sub(w, Ordering::AcqRel);
             }
+            o.idle.store(0, Ordering::Release);
+            o.release.store(0, Ordering::Release);
             o.pid.store(0, Ordering::Release);
         }
     }
@@ -511,10 +598,7 @@ impl Runtime {
             if let Some((_, j, since)) = self.oldest_queued(Some(std::process::id()))
                 && in_slack(since, oldest)
             {
-                self.idle
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((c, Instant::now()));
+                self.with_idle(|idle| idle.push((c, Instant::now())));
                 // (the reaper is not woken for it: the waiter takes it at once, and a reaper
                 // pass now would close it, as others are waiting, before the waiter could)
                 cnt.queue[j].wake();
@@ -523,13 +607,11 @@ impl Runtime {
         }
         let others_wait =
             cnt.waiting.load(Ordering::Acquire) > self.local_waiting.load(Ordering::Acquire);
-        if others_wait {
+        if others_wait || self.take_one_release_request() {
+            // (another process asked for an application process: this one is it)
             return;
         }
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((c, Instant::now()));
+        self.with_idle(|idle| idle.push((c, Instant::now())));
         self.wake_reaper();
         if self.local_waiting.load(Ordering::Acquire) > 0 {
             self.wake_local_waiter();
@@ -563,26 +645,41 @@ impl Runtime {
     /// application process while a request elsewhere waits. Run by each child's reaper.
     pub fn reap(&self) {
         // Nothing pooled here: nothing to expire (and the shared page of a definition this
-        // child never used stays untouched).
+        // child never used stays untouched). Release requests that came meanwhile stay for
+        // `checkin`: the connection that was idle when they came is in use by a request of
+        // this process, and the application process it holds goes to the asker when that
+        // request ends.
         if self.idle_count() == 0 {
             return;
         }
+        let mut asked = self.take_release_requests() as usize;
         let others_wait = self.counters().waiting.load(Ordering::Acquire)
             > self.local_waiting.load(Ordering::Acquire);
-        let closing: Vec<(Conn, Instant)> = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let closing: Vec<(Conn, Instant)> = self.with_idle(|idle| {
+            // the least recently used first (the list is LIFO: index 0 is the oldest)
             idle.extract_if(.., |(c, since)| {
-                others_wait || since.elapsed() >= self.pool_idle || !c.is_reusable()
+                let close = others_wait
+                    || asked > 0
+                    || since.elapsed() >= self.pool_idle
+                    || !c.is_reusable();
+                asked = asked.saturating_sub(usize::from(close));
+                close
             })
             .collect()
-        };
+        });
+        // more asked than were idle here: the rest for `checkin`
+        if asked > 0
+            && let Some(o) = self.owner_claimed()
+        {
+            o.release.fetch_add(asked as u32, Ordering::AcqRel);
+        }
         // Closed here, after the lock is released.
         drop(closing);
     }
 
     /// Closes every idle connection (child exit, graceful restart).
     pub fn close_all(&self) {
-        let closing = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        let closing = self.with_idle(std::mem::take);
         drop(closing);
     }
 
@@ -602,11 +699,8 @@ impl Runtime {
     fn wake_reaper(&self) {
         // SeqCst pairs with the reaper's store before its last look at the idle lists: either
         // it sees this connection, or this sees it resting.
-        if REAPER_RESTING.load(Ordering::SeqCst)
-            && REAPER_RESTING.swap(false, Ordering::SeqCst)
-            && let Some(t) = &*self.reaper.lock().unwrap_or_else(|e| e.into_inner())
-        {
-            t.unpark();
+        if REAPER_RESTING.load(Ordering::SeqCst) && REAPER_RESTING.swap(false, Ordering::SeqCst) {
+            ring_reaper();
         }
     }
 
@@ -646,6 +740,7 @@ impl Runtime {
             queued: get(&st.queued),
             failures: get(&st.failures),
             client_aborts: get(&st.client_aborts),
+            releases: get(&st.releases),
         }
     }
 
@@ -865,6 +960,11 @@ impl Conn {
         sock::sendv(self.fd(), bufs)
     }
 
+    /// See `sock::request_untouched`.
+    pub fn request_untouched(&self, sent: u64) -> Option<bool> {
+        crate::diag::request_untouched(self.fd(), self.tcp, sent)
+    }
+
     /// True when an idle connection is still open and clean (for pooling).
     pub fn is_reusable(&self) -> bool {
         sock::idle_socket_alive(self.fd())
@@ -876,6 +976,15 @@ impl Conn {
 /// wait) apply within REAP_EVERY again. Idle children with many server definitions then cost
 /// nothing between the block trims (once a second).
 static REAPER_RESTING: AtomicBool = AtomicBool::new(false);
+
+/// The futex word this process's reaper sleeps on, besides the bells of its owner entries
+/// (other processes ring those: `Owner::ask_release`). Bumped to wake it.
+static REAPER_BELL: AtomicU32 = AtomicU32::new(0);
+
+fn ring_reaper() {
+    REAPER_BELL.fetch_add(1, Ordering::AcqRel);
+    sock::futex_wake(&REAPER_BELL, 1);
+}
 
 /// The reaper of one child process: a thread that runs `Runtime::reap` every REAP_EVERY while
 /// this process has pooled connections, and gives back the read blocks no request needed
@@ -902,7 +1011,11 @@ impl Reaper {
             .name("fastcgi-reaper".into())
             .spawn(move || {
                 let mut old = false;
+                let mut waitv = true;
                 while !s.load(Ordering::Acquire) {
+                    // Read before the looks below: a wake-up after them changes it, so the
+                    // wait cannot miss that wake-up.
+                    let bell = REAPER_BELL.load(Ordering::Acquire);
                     // Nothing pooled here: nothing to expire or give up until a connection is
                     // pooled (which wakes us); only the read blocks need a look, once a second.
                     REAPER_RESTING.store(true, Ordering::SeqCst);
@@ -910,15 +1023,34 @@ impl Reaper {
                     if !resting {
                         REAPER_RESTING.store(false, Ordering::SeqCst);
                     }
-                    // Parked rather than asleep so that `drop` and pooled connections can wake
-                    // it: a stopping child (graceful restart) exits at once instead of up to a
-                    // pass later. An early (spurious) wake-up only makes one extra, harmless
+                    // Asleep on futex words rather than for a fixed time, so that `drop`, a
+                    // pooled connection and another process asking for one of our idle
+                    // connections (its bell) wake it: a stopping child (graceful restart) exits
+                    // at once, and an application process held idle here is given up within
+                    // a wake-up, not a pass. An early wake-up only makes one extra, harmless
                     // pass.
-                    std::thread::park_timeout(if resting {
+                    let timeout = if resting {
                         crate::blocks::TRIM_EVERY
                     } else {
                         REAP_EVERY
-                    });
+                    };
+                    let mut words = vec![(&REAPER_BELL, bell)];
+                    let mut asked = false;
+                    for rt in rts.iter().filter(|rt| !resting && rt.idle_count() > 0) {
+                        if let Some(o) = rt.owner_claimed() {
+                            words.push((&o.bell, o.bell.load(Ordering::Acquire)));
+                            asked |= o.release.load(Ordering::Acquire) > 0;
+                        }
+                    }
+                    if !asked {
+                        if waitv && sock::futex_wait_any(&words, timeout).is_err() {
+                            // (before Linux 5.16: other processes' requests wait for a pass)
+                            waitv = false;
+                        }
+                        if !waitv {
+                            sock::futex_wait(&REAPER_BELL, bell, timeout);
+                        }
+                    }
                     REAPER_RESTING.store(false, Ordering::SeqCst);
                     if s.load(Ordering::Acquire) {
                         break;
@@ -935,9 +1067,6 @@ impl Reaper {
                     crate::blocks::trim();
                 }
             })?;
-        for rt in &runtimes {
-            *rt.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread.thread().clone());
-        }
         Ok(Reaper {
             stop,
             thread: Some(thread),
@@ -950,11 +1079,10 @@ impl Drop for Reaper {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
-            t.thread().unpark();
+            ring_reaper();
             let _ = t.join();
         }
         for rt in &self.runtimes {
-            rt.reaper.lock().unwrap_or_else(|e| e.into_inner()).take();
             rt.close_all();
             rt.release_owner();
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::backend::{Conn, ConnectError, Runtime, STALL_AFTER};
+use crate::backend::{ASK_AFTER, Conn, ConnectError, Runtime, STALL_AFTER};
 use crate::config::ServerDef;
 use crate::fcgi::headers::{Feed, Head, HeaderScanner};
 use crate::fcgi::params::ParamsWriter;
@@ -185,6 +185,13 @@ struct Exchange<'r, 'd> {
     trailing: bool,
     /// This request is counted as waiting for the application (fresh connection unanswered).
     stall_marked: bool,
+    /// The kernel said an application process took this fresh connection's request: its
+    /// silence is the script's time, not a queue (no stall to watch for).
+    taken: bool,
+    /// Whether the fresh connection was looked at after ASK_AFTER.
+    ask_checked: bool,
+    /// Bytes of the request sent on this connection.
+    sent_total: u64,
     out: Reused<u8>,
     out_pos: usize,
     /// The body piece sent after `out` from `body_in`'s buckets.
@@ -434,6 +441,9 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             piece_bytes: 0,
             trailing: false,
             stall_marked: false,
+            taken: false,
+            ask_checked: false,
+            sent_total: 0,
             out,
             out_pos: 0,
             in_place,
@@ -854,17 +864,38 @@ impl<'r, 'd> Exchange<'r, 'd> {
             } else {
                 idle_left
             };
-            let stall_pending = !self.stall_marked
+            let mut stall_pending = !self.stall_marked
+                && !self.taken
                 && self.received == 0
                 && !self.conn.reused
                 && self.rt.guards_stalls();
             if stall_pending {
                 let since = started.elapsed();
-                if since >= STALL_AFTER {
-                    // Possibly queued behind connections idling in other children's pools:
-                    // tell every child to stop keeping idle connections until we are served.
-                    self.rt.set_waiting(true);
-                    self.stall_marked = true;
+                if !self.ask_checked && since >= ASK_AFTER {
+                    // No answer yet: is the request still in the application's backlog
+                    // (possibly behind processes held by idle connections elsewhere)?
+                    self.ask_checked = true;
+                    match self.conn.request_untouched(self.sent_total) {
+                        // one process of the application is asked for, now
+                        Some(true) => self.rt.ask_release(true),
+                        Some(false) => self.taken = true,
+                        None => {}
+                    }
+                }
+                if self.taken {
+                    stall_pending = false;
+                } else if since >= STALL_AFTER {
+                    // Still not taken (or the kernel cannot tell) after STALL_AFTER: tell
+                    // every child to stop keeping idle connections until we are served.
+                    if self.conn.request_untouched(self.sent_total) == Some(false) {
+                        self.taken = true;
+                        stall_pending = false;
+                    } else {
+                        self.rt.set_waiting(true);
+                        self.stall_marked = true;
+                    }
+                } else if !self.ask_checked {
+                    wait = wait.min(ASK_AFTER - since);
                 } else {
                     wait = wait.min(STALL_AFTER - since);
                 }
@@ -1322,6 +1353,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
         } else {
             conn.sendv(&[head, tail])?
         };
+        self.sent_total += n as u64;
         let mut left = n;
         let a = left.min(head.len());
         self.out_pos += a;

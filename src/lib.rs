@@ -13,6 +13,7 @@
 
 mod blocks;
 pub mod config;
+mod diag;
 pub mod fcgi;
 mod reuse;
 mod status;

@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub queued: u64,
     pub failures: u64,
     pub client_aborts: u64,
+    /// Idle connections other processes were asked to give up.
+    pub releases: u64,
 }
 
 /// One definition as shown: virtual path, address as written, state.
@@ -92,6 +94,7 @@ pub fn render_short(rows: &[Row<'_>]) -> String {
             ("Queued", sn.queued),
             ("Failures", sn.failures),
             ("ClientAborts", sn.client_aborts),
+            ("Releases", sn.releases),
         ] {
             s.push_str(&format!("{k}{name}: {v}\n"));
         }
@@ -132,9 +135,10 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
             sn.queued.to_string(),
             sn.failures.to_string(),
             sn.client_aborts.to_string(),
+            sn.releases.to_string(),
         ]
     };
-    const HEAD: [&str; 13] = [
+    const HEAD: [&str; 14] = [
         "Virtual path",
         "Address",
         "Pool",
@@ -148,6 +152,7 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
         "Waited for a slot",
         "Failed",
         "Client aborts",
+        "Idle ones released for others",
     ];
     let by_process = |sn: &Snapshot| -> String {
         sn.by_process
@@ -170,7 +175,7 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
             s.push_str("</tr>\n");
             if !row.snap.by_process.is_empty() {
                 s.push_str(&format!(
-                    "<tr><td></td><td colspan=\"12\">open connections by process (pid: count): {}</td></tr>\n",
+                    "<tr><td></td><td colspan=\"13\">open connections by process (pid: count): {}</td></tr>\n",
                     by_process(&row.snap)
                 ));
             }
@@ -219,6 +224,7 @@ mod tests {
                 queued: 5,
                 failures: 0,
                 client_aborts: 2,
+                releases: 3,
             },
         }
     }
@@ -230,6 +236,7 @@ mod tests {
         assert!(out.contains("FastCGIServer0Requests: 20\n"));
         assert!(out.contains("FastCGIServer0Reuses: 19\n"));
         assert!(out.contains("FastCGIServer0MaxConns: 4\n"));
+        assert!(out.contains("FastCGIServer0Releases: 3\n"));
         // a newline in a path cannot forge a line
         assert!(out.contains("FastCGIServer1Path: /b?/x.fcgi\n"));
         assert!(out.lines().all(|l| l.starts_with("FastCGIServer")));

@@ -279,6 +279,25 @@ pub struct Owner {
     pub open: std::sync::atomic::AtomicU32,
     /// This process's share of `SharedCounters::waiting` (given back if it dies).
     pub waiting: std::sync::atomic::AtomicU32,
+    /// Idle (pooled) connections this process holds.
+    pub idle: std::sync::atomic::AtomicU32,
+    /// Idle connections other processes asked this one to close (each request that needs an
+    /// application process while this one holds idle ones asks for one).
+    pub release: std::sync::atomic::AtomicU32,
+    /// Futex word of this process's reaper: bumped, with a wake, after `release` was raised.
+    pub bell: std::sync::atomic::AtomicU32,
+}
+
+impl Owner {
+    /// Asks this process to close one of its idle connections, and wakes its reaper to do it
+    /// now (`release` first, so a reaper that reads the bell and then `release` sees it, and
+    /// one that read the bell before sleeps on a stale value and returns at once).
+    pub fn ask_release(&self) {
+        use std::sync::atomic::Ordering;
+        self.release.fetch_add(1, Ordering::AcqRel);
+        self.bell.fetch_add(1, Ordering::AcqRel);
+        futex_wake(&self.bell, 1);
+    }
 }
 
 /// Entries in the instance-wide queue of requests waiting for a `-max-conns` slot.
@@ -347,6 +366,60 @@ pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: i32) {
     };
 }
 
+/// Sleeps until one of `words` no longer holds its expected value or is woken, at most
+/// `timeout` (futex_waitv, Linux 5.16 and later; the words may be in MAP_SHARED memory, and
+/// at most 128 are watched). Err(ENOSYS) on older kernels: the caller then waits on one word.
+pub fn futex_wait_any(
+    words: &[(&std::sync::atomic::AtomicU32, u32)],
+    timeout: std::time::Duration,
+) -> io::Result<()> {
+    /// `struct futex_waitv` of <linux/futex.h>.
+    #[repr(C)]
+    struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+    /// FUTEX2_SIZE_U32 (shared, not FUTEX2_PRIVATE: other processes wake these words).
+    const FUTEX2_SIZE_U32: u32 = 0x02;
+    let v: Vec<FutexWaitv> = words
+        .iter()
+        .take(128)
+        .map(|(w, expected)| FutexWaitv {
+            val: u64::from(*expected),
+            uaddr: w.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    // futex_waitv takes an absolute CLOCK_MONOTONIC deadline.
+    let end = monotonic_ns().saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
+    let ts = libc::timespec {
+        tv_sec: (end / 1_000_000_000).min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: (end % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: the array and the timespec are ours and live across the call; every uaddr is an
+    // aligned u32 behind a live reference.
+    let rv = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            v.as_ptr(),
+            v.len() as libc::c_uint,
+            0 as libc::c_uint,
+            &ts as *const libc::timespec,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if rv < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: comparable between the processes of one machine.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -374,6 +447,8 @@ pub struct SharedCounters {
     pub waiting: std::sync::atomic::AtomicU32,
     /// Per-process shares of `open`.
     pub owners: [Owner; MAX_OWNERS],
+    /// One past the highest entry of `owners` ever claimed (scans stop there).
+    pub owners_hi: std::sync::atomic::AtomicU32,
     /// Registered entries in `queue`.
     pub queued: std::sync::atomic::AtomicU32,
     /// Requests waiting for a `-max-conns` slot: slots go to the longest-waiting first.
@@ -400,6 +475,9 @@ pub struct Stats {
     pub failures: std::sync::atomic::AtomicU64,
     /// Requests whose client went away before the response was complete.
     pub client_aborts: std::sync::atomic::AtomicU64,
+    /// Requests that asked another process to close an idle connection (they needed the
+    /// application process it held).
+    pub releases: std::sync::atomic::AtomicU64,
 }
 
 impl Default for SharedCounters {
@@ -408,6 +486,7 @@ impl Default for SharedCounters {
             open: Default::default(),
             waiting: Default::default(),
             owners: std::array::from_fn(|_| Owner::default()),
+            owners_hi: Default::default(),
             queued: Default::default(),
             queue: std::array::from_fn(|_| Waiter::default()),
             stats: Stats::default(),
