@@ -960,7 +960,7 @@ impl Conn {
         sock::sendv(self.fd(), bufs)
     }
 
-    /// See `sock::request_untouched`.
+    /// See `diag::request_untouched`.
     pub fn request_untouched(&self, sent: u64) -> Option<bool> {
         crate::diag::request_untouched(self.fd(), self.tcp, sent)
     }
@@ -1019,7 +1019,9 @@ impl Reaper {
                     // Nothing pooled here: nothing to expire or give up until a connection is
                     // pooled (which wakes us); only the read blocks need a look, once a second.
                     REAPER_RESTING.store(true, Ordering::SeqCst);
-                    let resting = !rts.iter().any(|rt| rt.idle_count() > 0);
+                    let pooled: Vec<&Arc<Runtime>> =
+                        rts.iter().filter(|rt| rt.idle_count() > 0).collect();
+                    let resting = pooled.is_empty();
                     if !resting {
                         REAPER_RESTING.store(false, Ordering::SeqCst);
                     }
@@ -1036,7 +1038,7 @@ impl Reaper {
                     };
                     let mut words = vec![(&REAPER_BELL, bell)];
                     let mut asked = false;
-                    for rt in rts.iter().filter(|rt| !resting && rt.idle_count() > 0) {
+                    for rt in pooled {
                         if let Some(o) = rt.owner_claimed() {
                             words.push((&o.bell, o.bell.load(Ordering::Acquire)));
                             asked |= o.release.load(Ordering::Acquire) > 0;

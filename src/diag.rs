@@ -44,11 +44,7 @@ pub fn request_untouched(fd: BorrowedFd<'_>, tcp: bool, sent: u64) -> Option<boo
         req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
         let msg = nl.ask(&req)?;
         // struct inet_diag_msg: 4 bytes, the 48-byte id, expires, rqueue, wqueue, uid, inode
-        let word = |at: usize| {
-            msg.get(at..at + 4)
-                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        let (rqueue, inode) = (word(56)?, word(68)?);
+        let (rqueue, inode) = (u32_at(&msg, 56)?, u32_at(&msg, 68)?);
         Some(inode == 0 || u64::from(rqueue) >= sent)
     } else {
         // SAFETY: libc::stat is plain data.
@@ -65,6 +61,11 @@ pub fn request_untouched(fd: BorrowedFd<'_>, tcp: bool, sent: u64) -> Option<boo
         let rqueue = nl.unix_attr(peer, UDIAG_SHOW_RQLEN, UNIX_DIAG_RQLEN)?;
         Some(u64::from(rqueue) >= sent)
     }
+}
+
+/// The native-endian u32 at `at` (netlink messages are in host order).
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -130,9 +131,7 @@ impl Netlink {
             )
         };
         let n = usize::try_from(n).ok()?;
-        let hdr_len = buf
-            .get(0..4)
-            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+        let hdr_len = u32_at(&buf, 0)? as usize;
         let kind = buf.get(4..6).map(|b| u16::from_ne_bytes([b[0], b[1]]))?;
         if kind != SOCK_DIAG_BY_FAMILY || hdr_len < 16 || hdr_len > n {
             return None;
@@ -162,8 +161,7 @@ impl Netlink {
                 return None;
             }
             if kind == attr {
-                let v = msg.get(at + 4..at + 8)?;
-                return Some(u32::from_ne_bytes([v[0], v[1], v[2], v[3]]));
+                return u32_at(&msg, at + 4);
             }
             at += (len + 3) & !3;
         }
@@ -217,6 +215,10 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
 
+    fn expect(fd: std::os::fd::BorrowedFd<'_>, tcp: bool, want: bool, what: &str) {
+        assert_eq!(request_untouched(fd, tcp, 100), Some(want), "{what}");
+    }
+
     /// The kernel tells a connection waiting in the listen backlog from one a process took.
     #[test]
     fn request_untouched_tells_backlog_from_taken() {
@@ -228,26 +230,14 @@ mod tests {
             let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
             c.write_all(&[7u8; 100]).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(20));
-            assert_eq!(
-                request_untouched(c.as_fd(), true, 100),
-                Some(true),
-                "{addr}: backlog"
-            );
+            expect(c.as_fd(), true, true, &format!("{addr}: backlog"));
             let (mut a, _) = l.accept().unwrap();
             // accepted, nothing read yet: still untouched
-            assert_eq!(
-                request_untouched(c.as_fd(), true, 100),
-                Some(true),
-                "{addr}: unread"
-            );
+            expect(c.as_fd(), true, true, &format!("{addr}: unread"));
             let mut b = [0u8; 92];
             a.read_exact(&mut b).unwrap();
             // 8 bytes left unread (php-fpm leaves the empty STDIN record while it runs)
-            assert_eq!(
-                request_untouched(c.as_fd(), true, 100),
-                Some(false),
-                "{addr}: read"
-            );
+            expect(c.as_fd(), true, false, &format!("{addr}: read"));
         }
         let dir = std::env::temp_dir().join(format!("mfcgi-diag-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -255,19 +245,11 @@ mod tests {
         let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
         c.write_all(&[7u8; 100]).unwrap();
-        assert_eq!(
-            request_untouched(c.as_fd(), false, 100),
-            Some(true),
-            "unix: backlog"
-        );
+        expect(c.as_fd(), false, true, "unix: backlog");
         let (mut a, _) = l.accept().unwrap();
         let mut b = [0u8; 92];
         a.read_exact(&mut b).unwrap();
-        assert_eq!(
-            request_untouched(c.as_fd(), false, 100),
-            Some(false),
-            "unix: read"
-        );
+        expect(c.as_fd(), false, false, "unix: read");
         std::fs::remove_dir_all(&dir).ok();
     }
 }
