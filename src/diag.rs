@@ -1,6 +1,7 @@
 //! What the kernel knows about the application's end of a connection (sock_diag over
-//! netlink): whether a fresh connection's request still waits in the application's listen
-//! backlog. Plain libc, no httpd, so it is unit-tested on its own.
+//! netlink, SIOCOUTQ): whether a fresh connection's request still waits in the application's
+//! listen backlog, and whether the application has read everything sent on a pooled one.
+//! Plain libc, no httpd, so it is unit-tested on its own.
 use std::mem::{size_of, zeroed};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -12,8 +13,21 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// sock_diag unavailable). Asks the kernel (sock_diag over netlink) about the application's
 /// end of the connection: a few system calls, for connections that have been silent a while.
 pub fn request_untouched(fd: BorrowedFd<'_>, tcp: bool, sent: u64) -> Option<bool> {
-    let nl = Netlink::open()?;
-    if tcp {
+    let (accepted, unread) = app_end(fd, tcp)?;
+    Some(!accepted || u64::from(unread) >= sent)
+}
+
+/// A prepared sock_diag question about the application's end of one TCP connection (its
+/// `inet_diag_req_v2`), built once per connection: asking it again is then two system calls
+/// on a netlink socket kept by each thread, with no allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpQuestion([u8; INET_REQ_LEN]);
+
+const INET_REQ_LEN: usize = 56;
+
+impl TcpQuestion {
+    /// None for a socket that is not a connected TCP one.
+    pub fn new(fd: BorrowedFd<'_>) -> Option<TcpQuestion> {
         let (ours, peer) = (sock_addr(fd, false)?, sock_addr(fd, true)?);
         let (family, src, dst) = match (peer, ours) {
             (SocketAddr::V4(p), SocketAddr::V4(o)) => {
@@ -32,35 +46,77 @@ pub fn request_untouched(fd: BorrowedFd<'_>, tcp: bool, sent: u64) -> Option<boo
             _ => return None,
         };
         // struct inet_diag_req_v2 for the application's socket: its source is our peer
-        let mut req = Vec::with_capacity(56);
-        req.extend_from_slice(&[family as u8, libc::IPPROTO_TCP as u8, 0, 0]);
-        req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
-        req.extend_from_slice(&peer.port().to_be_bytes());
-        req.extend_from_slice(&ours.port().to_be_bytes());
+        let mut req = [0u8; INET_REQ_LEN];
+        let mut at = 0;
+        let mut put = |b: &[u8]| {
+            req[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        };
+        put(&[family as u8, libc::IPPROTO_TCP as u8, 0, 0]);
+        put(&u32::MAX.to_ne_bytes()); // every state
+        put(&peer.port().to_be_bytes());
+        put(&ours.port().to_be_bytes());
         for w in src.iter().chain(dst.iter()) {
-            req.extend_from_slice(&w.to_ne_bytes());
+            put(&w.to_ne_bytes());
         }
-        req.extend_from_slice(&0u32.to_ne_bytes()); // interface
-        req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
-        let msg = nl.ask(&req)?;
-        // struct inet_diag_msg: 4 bytes, the 48-byte id, expires, rqueue, wqueue, uid, inode
-        let (rqueue, inode) = (u32_at(&msg, 56)?, u32_at(&msg, 68)?);
-        Some(inode == 0 || u64::from(rqueue) >= sent)
-    } else {
-        // SAFETY: libc::stat is plain data.
-        let mut st: libc::stat = unsafe { zeroed() };
-        // SAFETY: fstat fills the stat buffer we own.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return None;
-        }
-        let ours = u32::try_from(st.st_ino).ok()?;
-        let peer = nl.unix_attr(ours, UDIAG_SHOW_PEER, UNIX_DIAG_PEER)?;
-        if peer == 0 {
-            return Some(true); // not accepted: the socket has no inode yet
-        }
-        let rqueue = nl.unix_attr(peer, UDIAG_SHOW_RQLEN, UNIX_DIAG_RQLEN)?;
-        Some(u64::from(rqueue) >= sent)
+        put(&0u32.to_ne_bytes()); // interface
+        put(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+        Some(TcpQuestion(req))
     }
+
+    /// The application's end: whether a process accepted it, and how many bytes wait unread
+    /// in its receive queue (None: the kernel cannot tell, as for an application on another
+    /// host, or sock_diag is unavailable).
+    pub fn ask(&self) -> Option<(bool, u32)> {
+        THREAD_NETLINK.with(|nl| {
+            let mut nl = nl.borrow_mut();
+            if nl.is_none() {
+                *nl = Netlink::open();
+            }
+            let mut buf = [0u8; 256];
+            let msg = nl.as_ref()?.ask_into(&self.0, &mut buf)?;
+            // struct inet_diag_msg: 4 bytes, the 48-byte id, expires, rqueue, wqueue, uid, inode
+            let (rqueue, inode) = (u32_at(msg, 56)?, u32_at(msg, 68)?);
+            Some((inode != 0, rqueue))
+        })
+    }
+}
+
+thread_local! {
+    /// Each thread's netlink socket for `TcpQuestion::ask` (opened at its first question,
+    /// closed when the thread ends).
+    static THREAD_NETLINK: std::cell::RefCell<Option<Netlink>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Whether bytes sent on this unix stream socket still wait unread at the other end (SIOCOUTQ:
+/// the memory of our sent buffers the receiver has not consumed yet). None if the call fails.
+pub fn unix_unread_by_peer(fd: BorrowedFd<'_>) -> Option<bool> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: valid descriptor; SIOCOUTQ (= TIOCOUTQ) writes one int.
+    let rv = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    (rv == 0).then_some(n > 0)
+}
+
+/// The application's end of a connection: whether a process accepted it, and how many bytes
+/// wait unread in its receive queue.
+fn app_end(fd: BorrowedFd<'_>, tcp: bool) -> Option<(bool, u32)> {
+    if tcp {
+        return TcpQuestion::new(fd)?.ask();
+    }
+    let nl = Netlink::open()?;
+    // SAFETY: libc::stat is plain data.
+    let mut st: libc::stat = unsafe { zeroed() };
+    // SAFETY: fstat fills the stat buffer we own.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    let ours = u32::try_from(st.st_ino).ok()?;
+    let peer = nl.unix_attr(ours, UDIAG_SHOW_PEER, UNIX_DIAG_PEER)?;
+    if peer == 0 {
+        return Some((false, 0)); // not accepted: the socket has no inode yet
+    }
+    let rqueue = nl.unix_attr(peer, UDIAG_SHOW_RQLEN, UNIX_DIAG_RQLEN)?;
+    Some((true, rqueue))
 }
 
 /// The native-endian u32 at `at` (netlink messages are in host order).
@@ -74,8 +130,8 @@ const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_RQLEN: u16 = 4;
 
-/// A NETLINK_SOCK_DIAG socket for one question or two.
-struct Netlink(OwnedFd);
+/// A NETLINK_SOCK_DIAG socket, with the sequence number of its last question.
+struct Netlink(OwnedFd, std::cell::Cell<u32>);
 
 impl Netlink {
     fn open() -> Option<Netlink> {
@@ -88,20 +144,23 @@ impl Netlink {
             )
         };
         // SAFETY: a fresh descriptor nobody else owns.
-        (fd >= 0).then(|| Netlink(unsafe { OwnedFd::from_raw_fd(fd) }))
+        (fd >= 0).then(|| Netlink(unsafe { OwnedFd::from_raw_fd(fd) }, std::cell::Cell::new(0)))
     }
 
-    /// Sends one SOCK_DIAG_BY_FAMILY request with `body` and returns the payload of the
-    /// answer (None for an error answer: no such socket, or no diag support).
-    fn ask(&self, body: &[u8]) -> Option<Vec<u8>> {
+    /// Sends one SOCK_DIAG_BY_FAMILY request with `body` (at most 64 bytes) and returns the
+    /// payload of the answer, read into `buf` (None for an error answer: no such socket, or no
+    /// diag support).
+    fn ask_into<'b>(&self, body: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
         let len = 16 + body.len();
-        let mut m = Vec::with_capacity(len);
-        m.extend_from_slice(&(len as u32).to_ne_bytes());
-        m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        m.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-        m.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-        m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-        m.extend_from_slice(body);
+        let mut m = [0u8; 80];
+        let seq = self.1.get().wrapping_add(1);
+        self.1.set(seq);
+        m.get_mut(16..len)?.copy_from_slice(body);
+        m[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        m[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        m[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+        m[8..12].copy_from_slice(&seq.to_ne_bytes());
+        // (port id 0: the kernel's)
         // SAFETY: sockaddr_nl is plain data; zero = the kernel.
         let mut to: libc::sockaddr_nl = unsafe { zeroed() };
         to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -110,7 +169,7 @@ impl Netlink {
             libc::sendto(
                 self.0.as_raw_fd(),
                 m.as_ptr().cast(),
-                m.len(),
+                len,
                 0,
                 (&to as *const libc::sockaddr_nl).cast(),
                 size_of::<libc::sockaddr_nl>() as libc::socklen_t,
@@ -119,25 +178,29 @@ impl Netlink {
         if rv < 0 {
             return None;
         }
-        let mut buf = vec![0u8; 8192];
         // The answer is queued before sendto returns; never wait for one that does not come.
-        // SAFETY: live buffer of its length.
-        let n = unsafe {
-            libc::recv(
-                self.0.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        let n = usize::try_from(n).ok()?;
-        let hdr_len = u32_at(&buf, 0)? as usize;
-        let kind = buf.get(4..6).map(|b| u16::from_ne_bytes([b[0], b[1]]))?;
-        if kind != SOCK_DIAG_BY_FAMILY || hdr_len < 16 || hdr_len > n {
-            return None;
+        // An answer to an earlier question (its reader gave up) is skipped by its sequence.
+        loop {
+            // SAFETY: live buffer of its length.
+            let n = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            let n = usize::try_from(n).ok()?;
+            let hdr_len = u32_at(buf, 0)? as usize;
+            let kind = buf.get(4..6).map(|b| u16::from_ne_bytes([b[0], b[1]]))?;
+            if u32_at(buf, 8)? != seq {
+                continue;
+            }
+            if kind != SOCK_DIAG_BY_FAMILY || hdr_len < 16 || hdr_len > n {
+                return None;
+            }
+            return buf.get(16..hdr_len);
         }
-        buf.truncate(hdr_len);
-        Some(buf.split_off(16))
     }
 
     /// The u32 attribute `attr` of unix socket `ino`, asked for with `show`.
@@ -149,7 +212,8 @@ impl Netlink {
         req.extend_from_slice(&ino.to_ne_bytes());
         req.extend_from_slice(&show.to_ne_bytes());
         req.extend_from_slice(&[0xff; 8]); // no cookie
-        let msg = self.ask(&req)?;
+        let mut buf = vec![0u8; 8192];
+        let msg = self.ask_into(&req, &mut buf)?;
         // struct unix_diag_msg (16 bytes), then attributes (len, type, value; 4-aligned)
         let mut at = 16;
         while let Some(h) = msg.get(at..at + 4) {
@@ -161,7 +225,7 @@ impl Netlink {
                 return None;
             }
             if kind == attr {
-                return u32_at(&msg, at + 4);
+                return u32_at(msg, at + 4);
             }
             at += (len + 3) & !3;
         }
@@ -217,6 +281,32 @@ mod tests {
 
     fn expect(fd: std::os::fd::BorrowedFd<'_>, tcp: bool, want: bool, what: &str) {
         assert_eq!(request_untouched(fd, tcp, 100), Some(want), "{what}");
+    }
+
+    /// What `Conn::app_busy` asks: whether the other end has read all we sent, over TCP (a
+    /// prepared question, asked twice) and over a unix socket (SIOCOUTQ).
+    #[test]
+    fn unread_bytes_at_the_other_end() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut a, _) = l.accept().unwrap();
+        let q = TcpQuestion::new(c.as_fd()).unwrap();
+        assert_eq!(q.ask(), Some((true, 0)), "tcp: nothing sent");
+        c.write_all(&[5u8; 16]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(q.ask(), Some((true, 16)), "tcp: 16 bytes unread");
+        let mut b = [0u8; 16];
+        a.read_exact(&mut b).unwrap();
+        assert_eq!(q.ask(), Some((true, 0)), "tcp: all read");
+        let (mut x, mut y) = std::os::unix::net::UnixStream::pair().unwrap();
+        let unread = |s: &std::os::unix::net::UnixStream| unix_unread_by_peer(s.as_fd());
+        assert_eq!(unread(&x), Some(false), "unix: nothing sent");
+        x.write_all(&[5u8; 16]).unwrap();
+        assert_eq!(unread(&x), Some(true), "unix: 16 bytes unread");
+        y.read_exact(&mut b[..8]).unwrap();
+        assert_eq!(unread(&x), Some(true), "unix: 8 bytes unread");
+        y.read_exact(&mut b[..8]).unwrap();
+        assert_eq!(unread(&x), Some(false), "unix: all read");
     }
 
     /// The kernel tells a connection waiting in the listen backlog from one a process took.
