@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub client_aborts: u64,
     /// Idle connections other processes were asked to give up.
     pub releases: u64,
+    /// Idle connections passed over: their application process was still busy.
+    pub busy_passed: u64,
 }
 
 /// One definition as shown: virtual path, address as written, state.
@@ -95,6 +97,7 @@ pub fn render_short(rows: &[Row<'_>]) -> String {
             ("Failures", sn.failures),
             ("ClientAborts", sn.client_aborts),
             ("Releases", sn.releases),
+            ("BusyPassed", sn.busy_passed),
         ] {
             s.push_str(&format!("{k}{name}: {v}\n"));
         }
@@ -136,9 +139,10 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
             sn.failures.to_string(),
             sn.client_aborts.to_string(),
             sn.releases.to_string(),
+            sn.busy_passed.to_string(),
         ]
     };
-    const HEAD: [&str; 14] = [
+    const HEAD: [&str; 15] = [
         "Virtual path",
         "Address",
         "Pool",
@@ -153,6 +157,7 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
         "Failed",
         "Client aborts",
         "Idle ones released for others",
+        "Idle ones passed over (application busy)",
     ];
     let by_process = |sn: &Snapshot| -> String {
         sn.by_process
@@ -175,7 +180,7 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
             s.push_str("</tr>\n");
             if !row.snap.by_process.is_empty() {
                 s.push_str(&format!(
-                    "<tr><td></td><td colspan=\"13\">open connections by process (pid: count): {}</td></tr>\n",
+                    "<tr><td></td><td colspan=\"14\">open connections by process (pid: count): {}</td></tr>\n",
                     by_process(&row.snap)
                 ));
             }
@@ -225,6 +230,7 @@ mod tests {
                 failures: 0,
                 client_aborts: 2,
                 releases: 3,
+                busy_passed: 4,
             },
         }
     }
@@ -237,6 +243,7 @@ mod tests {
         assert!(out.contains("FastCGIServer0Reuses: 19\n"));
         assert!(out.contains("FastCGIServer0MaxConns: 4\n"));
         assert!(out.contains("FastCGIServer0Releases: 3\n"));
+        assert!(out.contains("FastCGIServer0BusyPassed: 4\n"));
         // a newline in a path cannot forge a line
         assert!(out.contains("FastCGIServer1Path: /b?/x.fcgi\n"));
         assert!(out.lines().all(|l| l.starts_with("FastCGIServer")));

@@ -68,6 +68,10 @@ pub const SUITE: Suite = Suite {
             "pool_graceful_restarts_no_fd_leak",
             graceful_restarts_no_fd_leak,
         ),
+        test(
+            "pool_finish_request_tail_not_waited_for",
+            finish_request_tail_not_waited_for,
+        ),
         test("pool_starvation", starvation),
         test(
             "pool_graceful_restart_lingering_child_idle_conns",
@@ -147,6 +151,10 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     util::write_file(&d.join("hello.php"), HELLO_PHP)?;
     util::write_file(&d.join("sleep.php"), SLEEP_PHP)?;
     util::write_file(&d.join("mib.php"), MIB_PHP)?;
+    let marks = tmp.join("tail-marks");
+    util::mkdir_p(&marks)?;
+    util::chmod(&marks, 0o777)?;
+    util::write_file(&d.join("tail.php"), TAIL_PHP.replace("@MARKS@", &p(&marks)))?;
     let fcgi_dir = tmp.join("pool-fcgi"); // never created
     b.set("pool_fcgi_dir", p(&fcgi_dir));
     b.set("pool_docroot", p(&d));
@@ -167,6 +175,14 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     pool_port(b, "pool_edge", &[status])?;
     // its own workers: an idle connection of another definition holds one of pool_reuse's
     let large_port = pool_port(b, "pool_large", &[])?;
+    let tail_port = pool_port(b, "pool_tail_tcp", &[])?;
+    let tail_sock = tmp.join("run/pool-tail.sock");
+    b.pool(Pool::new(
+        "pool_tail_unix",
+        "www-data",
+        "www-data",
+        Endpoint::Unix(tail_sock.clone()),
+    ));
     // php-fpm of the reload/restart test: a dedicated master started by the test itself
     let restart_port = b.port()?;
     b.set("pool_restart_port", restart_port);
@@ -210,6 +226,20 @@ fn setup(b: &mut Builder) -> Result<(), String> {
                 &format!("127.0.0.1:{large_port}"),
                 "-max-conns 4",
             ),
+        ),
+        (
+            "pool_tail_tcp",
+            php_chain(
+                &fcgi_dir,
+                "pool_tail_tcp",
+                &format!("127.0.0.1:{tail_port}"),
+                "-max-conns 4",
+            ),
+        ),
+        (
+            "pool_tail_unix",
+            php_chain(&fcgi_dir, "pool_tail_unix", "", "-max-conns 4")
+                .replace("-host  ", &format!("-socket {} ", q(p(&tail_sock)))),
         ),
         (
             "pool_maxreq",
@@ -422,6 +452,80 @@ fn first_errors(outcomes: &[Outcome], n: usize) -> Vec<String> {
 
 // ------------------------------------------------------------------------------------------
 // 1. reuse
+
+/// Answers at once, then runs on after fastcgi_finish_request() for `ms` milliseconds (as
+/// WordPress's wp-cron.php and Laravel's jobs after the response do), then writes the file
+/// `mark` (a plain name) in the directory @MARKS@.
+const TAIL_PHP: &str = "<?php\necho \"done\\n\";\nfastcgi_finish_request();\nusleep((int)$_GET['ms'] * 1000);\nfile_put_contents('@MARKS@/' . basename($_GET['mark']), 'tail ran');\n";
+
+/// A script that goes on after fastcgi_finish_request() keeps its php-fpm worker busy while its
+/// connection, whose request has ended, is back in the pool. The next request must not be sent
+/// over that connection (it would wait for the end of the script): over TCP and over a unix
+/// socket, a 1.5 s tail is followed at once by 6 requests on the same client connection (so the
+/// same Apache process and pool), each answered well before the tail ends; the tail itself runs
+/// to its end. Before the check (`Conn::app_busy`), the first of them took the 1.5 s.
+fn finish_request_tail_not_waited_for(ctx: &Ctx) -> Result<(), String> {
+    const TAIL_MS: u64 = 1500;
+    for id in ["pool_tail_tcp", "pool_tail_unix"] {
+        let v = ctx.vhost(id);
+        let mark = ctx.tmp.join("tail-marks").join(id);
+        let _ = std::fs::remove_file(&mark);
+        let mut conn = ctx.connect(id)?;
+        let mut ask = |target: String| -> Result<(Response, Duration), String> {
+            let req = Request::get(&target).host(&v.server_name);
+            let t0 = Instant::now();
+            let (r, _) = roundtrip_ka(&mut conn, v.port, &req)
+                .map_err(|e| format!("{id}: {target}: {e}"))?;
+            expect_status(&r, 200).map_err(|e| format!("{id}: {target}: {e}"))?;
+            Ok((r, t0.elapsed()))
+        };
+        // warm the pool: connections whose workers are back waiting
+        for i in 0..4 {
+            let (r, _) = ask(format!("/hello.php?run=tail-warm&i={i}"))?;
+            check_hello(&Request::get("/"), &r)?;
+        }
+        let t0 = Instant::now();
+        let (r, took) = ask(format!("/tail.php?ms={TAIL_MS}&mark={id}"))?;
+        ensure(r.text() == "done\n", || {
+            format!("{id}: tail.php answered {}", r.summary())
+        })?;
+        ensure(took < Duration::from_millis(TAIL_MS / 2), || {
+            format!(
+                "{id}: tail.php took {} (fastcgi_finish_request did not end the response)",
+                ms(took)
+            )
+        })?;
+        let mut slowest = Duration::ZERO;
+        for i in 0..6 {
+            let (r, took) = ask(format!("/hello.php?run=tail&i={i}"))?;
+            check_hello(&Request::get("/"), &r)?;
+            slowest = slowest.max(took);
+        }
+        let after = t0.elapsed();
+        // the tail did run, to its end (else the test would prove nothing)
+        let ran = (0..(TAIL_MS + 3000) / 20).any(|_| {
+            mark.exists() || {
+                thread::sleep(Duration::from_millis(20));
+                false
+            }
+        });
+        println!(
+            "    pool: {id}: 6 requests right after a {TAIL_MS} ms tail: slowest {}, all done {} after the tail began; tail finished: {ran}",
+            ms(slowest),
+            ms(after)
+        );
+        ensure(ran, || {
+            format!("{id}: the script's tail never wrote {}", p(&mark))
+        })?;
+        ensure(slowest < Duration::from_millis(TAIL_MS / 2), || {
+            format!(
+                "{id}: a request after the tail took {} (it waited for the php-fpm worker still running the script)",
+                ms(slowest)
+            )
+        })?;
+    }
+    Ok(())
+}
 
 /// 1000 sequential requests on one client connection through `-max-conns 4` to php-fpm open
 /// only as many backend connections as Apache processes served them (normally one);

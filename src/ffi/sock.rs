@@ -478,6 +478,9 @@ pub struct Stats {
     /// Requests that asked another process to close an idle connection (they needed the
     /// application process it held).
     pub releases: std::sync::atomic::AtomicU64,
+    /// Idle connections found with their application process not back yet (still finishing
+    /// the last request, or a script running on after `fastcgi_finish_request()`).
+    pub busy_passed: std::sync::atomic::AtomicU64,
 }
 
 impl Default for SharedCounters {
