@@ -34,7 +34,7 @@ CARGO        ?= cargo
 MPMS         ?= event prefork
 TEST_TIMEOUT ?= 900
 # check-valgrind: integration-test filters (suite names or test-name substrings) and time limit
-VALGRIND_TESTS   ?= foundation conformance direct hostile status final harness_valgrind
+VALGRIND_TESTS   ?= foundation conformance direct auth hostile status final harness_valgrind
 VALGRIND_TIMEOUT ?= 600
 FUZZ_SECONDS ?= 60
 DEMO_PORT    ?= 8080

@@ -445,6 +445,126 @@ impl<T> Registry<T> {
     }
 }
 
+/// The three request phases in which mod_fastcgi runs an application in the FastCGI AUTHORIZER
+/// role (`FastCgiAuthenticator`, `FastCgiAuthorizer`, `FastCgiAccessChecker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthPhase {
+    /// check_user_id: the application checks the user and password of Basic authentication.
+    Authenticator = 0,
+    /// auth_checker: the application decides whether the authenticated user may proceed.
+    Authorizer = 1,
+    /// access_checker: the application decides whether the request may proceed at all.
+    AccessChecker = 2,
+}
+
+impl AuthPhase {
+    /// `FCGI_APACHE_ROLE` as mod_fastcgi sends it.
+    pub fn apache_role(self) -> &'static [u8] {
+        match self {
+            AuthPhase::Authenticator => b"AUTHENTICATOR",
+            AuthPhase::Authorizer => b"AUTHORIZER",
+            AuthPhase::AccessChecker => b"ACCESS_CHECKER",
+        }
+    }
+    pub fn directive(self) -> &'static str {
+        match self {
+            AuthPhase::Authenticator => "FastCgiAuthenticator",
+            AuthPhase::Authorizer => "FastCgiAuthorizer",
+            AuthPhase::AccessChecker => "FastCgiAccessChecker",
+        }
+    }
+    /// The phase a directive name configures, and whether it is the `...Authoritative` flag.
+    pub fn from_directive(name: &str) -> Option<(AuthPhase, bool)> {
+        let (base, flag) = match name.strip_suffix("Authoritative") {
+            Some(b) => (b, true),
+            None => (name, false),
+        };
+        [
+            AuthPhase::Authenticator,
+            AuthPhase::Authorizer,
+            AuthPhase::AccessChecker,
+        ]
+        .into_iter()
+        .find(|p| p.directive().eq_ignore_ascii_case(base))
+        .map(|p| (p, flag))
+    }
+}
+
+/// An authorizer application configured for a directory: the `FastCgiExternalServer` path it
+/// is reached by, and `-compat` (mod_fastcgi's stricter reading of the FastCGI specification).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSpec {
+    pub path: Vec<u8>,
+    pub compat: bool,
+}
+
+/// Per-directory configuration: the authorizer applications of the three phases and their
+/// `...Authoritative` flags. A section inherits what it does not set itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirConf {
+    pub auth: [Option<AuthSpec>; 3],
+    pub authoritative: [Option<bool>; 3],
+}
+
+impl DirConf {
+    pub fn merge(base: &DirConf, add: &DirConf) -> DirConf {
+        let mut m = base.clone();
+        for i in 0..3 {
+            if add.auth[i].is_some() {
+                m.auth[i] = add.auth[i].clone();
+            }
+            if add.authoritative[i].is_some() {
+                m.authoritative[i] = add.authoritative[i];
+            }
+        }
+        m
+    }
+    pub fn spec(&self, p: AuthPhase) -> Option<&AuthSpec> {
+        self.auth[p as usize].as_ref()
+    }
+    /// Whether a failure of the phase's application is final (default) or lets other modules
+    /// decide.
+    pub fn authoritative(&self, p: AuthPhase) -> bool {
+        self.authoritative[p as usize].unwrap_or(true)
+    }
+}
+
+/// `FastCgiAuthenticator|FastCgiAuthorizer|FastCgiAccessChecker <path> [-compat]`.
+pub fn parse_auth(phase: AuthPhase, args: &[&str], server_root: &[u8]) -> Result<AuthSpec, String> {
+    let name = phase.directive();
+    let (path, rest) = match args {
+        [p, rest @ ..] if !p.is_empty() && rest.len() <= 1 => (*p, rest),
+        _ => {
+            return Err(format!(
+                "{name} takes the path of a FastCgiExternalServer, optionally followed by -compat"
+            ));
+        }
+    };
+    let compat = match rest {
+        [] => false,
+        [o] if o.eq_ignore_ascii_case("-compat") => true,
+        [o] => {
+            return Err(format!(
+                "{name}: unknown option: \"{o}\" (only -compat is known)"
+            ));
+        }
+        _ => unreachable!("checked above"),
+    };
+    Ok(AuthSpec {
+        path: normalize_path(path.as_bytes(), server_root),
+        compat,
+    })
+}
+
+/// `...Authoritative On|Off`.
+pub fn parse_flag(name: &str, args: &[&str]) -> Result<bool, String> {
+    match args {
+        [v] if v.eq_ignore_ascii_case("on") => Ok(true),
+        [v] if v.eq_ignore_ascii_case("off") => Ok(false),
+        _ => Err(format!("{name} must be On or Off")),
+    }
+}
+
 fn trim_trailing_slashes(p: &[u8]) -> &[u8] {
     let mut e = p.len();
     while e > 1 && p[e - 1] == b'/' {
@@ -700,6 +820,64 @@ mod tests {
         assert_eq!(r.fake_for(b"/x/php.fcgi/a"), None);
         assert_eq!(r.fake_for(b"/site"), Some(Fake::File));
         assert_eq!(r.fake_for(b"/y"), None);
+    }
+
+    #[test]
+    fn auth_directives() {
+        use AuthPhase::*;
+        assert_eq!(
+            AuthPhase::from_directive("FastCgiAuthorizer"),
+            Some((Authorizer, false))
+        );
+        assert_eq!(
+            AuthPhase::from_directive("FastCgiAccessCheckerAuthoritative"),
+            Some((AccessChecker, true))
+        );
+        assert_eq!(AuthPhase::from_directive("FastCgiServer"), None);
+        let s = parse_auth(Authenticator, &["fcgi/auth.fcgi"], b"/etc/apache2").unwrap();
+        assert_eq!(s.path, b"/etc/apache2/fcgi/auth.fcgi");
+        assert!(!s.compat);
+        let s = parse_auth(Authorizer, &["/x/a//b/", "-COMPAT"], b"/r").unwrap();
+        assert_eq!((s.path.as_slice(), s.compat), (&b"/x/a/b"[..], true));
+        let e = parse_auth(AccessChecker, &["/x", "-strict"], b"/r").unwrap_err();
+        assert!(
+            e.contains("FastCgiAccessChecker") && e.contains("-strict"),
+            "{e}"
+        );
+        assert!(parse_auth(Authorizer, &[], b"/r").is_err());
+        assert!(parse_auth(Authorizer, &["/x", "-compat", "y"], b"/r").is_err());
+        assert_eq!(parse_flag("F", &["off"]), Ok(false));
+        assert_eq!(parse_flag("F", &["On"]), Ok(true));
+        assert!(
+            parse_flag("F", &["maybe"])
+                .unwrap_err()
+                .contains("On or Off")
+        );
+    }
+
+    #[test]
+    fn dir_conf_inherits_what_a_section_does_not_set() {
+        let spec = |p: &[u8]| {
+            Some(AuthSpec {
+                path: p.to_vec(),
+                compat: false,
+            })
+        };
+        let base = DirConf {
+            auth: [spec(b"/a"), spec(b"/z"), None],
+            authoritative: [Some(false), None, None],
+        };
+        let add = DirConf {
+            auth: [None, spec(b"/b"), None],
+            authoritative: [None, Some(false), None],
+        };
+        let m = DirConf::merge(&base, &add);
+        assert_eq!(m.spec(AuthPhase::Authenticator).unwrap().path, b"/a");
+        assert_eq!(m.spec(AuthPhase::Authorizer).unwrap().path, b"/b");
+        assert!(m.spec(AuthPhase::AccessChecker).is_none());
+        assert!(!m.authoritative(AuthPhase::Authenticator));
+        assert!(!m.authoritative(AuthPhase::Authorizer));
+        assert!(m.authoritative(AuthPhase::AccessChecker));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::backend::{ASK_AFTER, Conn, ConnectError, Runtime, STALL_AFTER};
-use crate::config::ServerDef;
+use crate::config::{AuthPhase, AuthSpec, ServerDef};
 use crate::fcgi::headers::{Feed, Head, HeaderScanner};
 use crate::fcgi::params::ParamsWriter;
 use crate::fcgi::record::{self, Decoder, Event, rtype};
@@ -164,6 +164,27 @@ enum Mode {
     ExternalRedirect,
     /// -nph: bytes go to the client unparsed.
     Nph,
+    /// An authorizer's answer: its header block is kept in `Exchange::answer`, its body dropped.
+    Auth,
+}
+
+/// What an application in the AUTHORIZER role answered.
+#[derive(Debug, Default)]
+pub struct AuthAnswer {
+    /// The `Status` code (200 when there is none).
+    pub status: u16,
+    /// Every header but `Status` and `Location`, in order (Content-Type included).
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The answer had a `Location`, which an authorizer may not send.
+    pub location: bool,
+}
+
+/// A FastCGI request in the AUTHORIZER role, for one of the three auth phases.
+struct AuthCall<'p> {
+    phase: AuthPhase,
+    compat: bool,
+    /// The Basic-authentication password (FastCgiAuthenticator): REMOTE_PASSWD.
+    password: Option<&'p [u8]>,
 }
 
 struct Exchange<'r, 'd> {
@@ -212,6 +233,8 @@ struct Exchange<'r, 'd> {
     unflushed: bool,
     stderr: Vec<u8>,
     ended: bool,
+    /// The header block of an authorizer's answer (Mode::Auth).
+    answer: Option<AuthAnswer>,
 }
 
 /// Turns an environment name into a CGI variable name (as ap_create_environment does).
@@ -236,6 +259,133 @@ fn redact(name: &[u8]) -> bool {
 }
 
 pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int {
+    exchange(r, def, rt, None).0
+}
+
+/// Runs the application of an auth phase (FastCgiAuthenticator, FastCgiAuthorizer,
+/// FastCgiAccessChecker) and applies its answer, as mod_fastcgi does: 200 passes (its headers
+/// become environment variables for the rest of the request), anything else denies (its
+/// headers go to the client with httpd's 401 or 403). A failure to reach the application
+/// (already logged) gives its status (503, 502, 504). Not authoritative: a denial or failure
+/// lets the other modules decide (DECLINED).
+pub fn run_authorizer(
+    r: &mut Request<'_>,
+    def: &ServerDef,
+    rt: &Arc<Runtime>,
+    phase: AuthPhase,
+    spec: &AuthSpec,
+    authoritative: bool,
+) -> c_int {
+    let server = String::from_utf8_lossy(&def.path).into_owned();
+    let directive = phase.directive();
+    let password = if phase == AuthPhase::Authenticator {
+        match r.basic_auth_password() {
+            Ok(pw) => Some(pw),
+            // No credentials yet (401 with a challenge), or not Basic authentication.
+            Err(rc) => return rc,
+        }
+    } else {
+        None
+    };
+    // The variables added for the application's request stay out of the rest of the request
+    // (REMOTE_PASSWD above all): the environment is restored afterwards.
+    let saved = r.save_subprocess_env();
+    let call = AuthCall {
+        phase,
+        compat: spec.compat,
+        password,
+    };
+    let (rc, answer) = exchange(r, def, rt, Some(&call));
+    r.restore_subprocess_env(saved);
+    let denied = match answer {
+        Some(a) if a.location => {
+            rlog!(
+                r,
+                ERR,
+                0,
+                101,
+                "FastCGI: {directive} \"{server}\" redirected (not allowed)"
+            );
+            None
+        }
+        Some(a) if a.status == 200 => {
+            let env = r.subprocess_env();
+            for (name, value) in &a.headers {
+                match strip_variable_prefix(name) {
+                    Some(n) => env.set(n, value),
+                    None if !spec.compat => env.set(name, value),
+                    None => {}
+                }
+            }
+            return ffi::OK;
+        }
+        Some(a) => {
+            // The client gets httpd's 401/403 page with the application's headers, except
+            // those that describe (or would frame) a body it does not get.
+            let out = r.err_headers_out();
+            for (name, value) in &a.headers {
+                let n = name.to_ascii_lowercase();
+                match &n[..] {
+                    b"content-type" | b"content-length" | b"transfer-encoding" => {}
+                    b"set-cookie" => out.add(name, value),
+                    _ => out.set(name, value),
+                }
+            }
+            Some(a.status)
+        }
+        // Not reached or broken (logged): its status, unless other modules may decide.
+        None if rc != ffi::OK => return if authoritative { rc } else { ffi::DECLINED },
+        None => None,
+    };
+    if !authoritative {
+        return ffi::DECLINED;
+    }
+    let user = r.user().map(escape).unwrap_or_default();
+    let uri = r.uri().map(escape).unwrap_or_default();
+    let answered = denied.map(|s| format!(" (status {s})")).unwrap_or_default();
+    if phase == AuthPhase::AccessChecker {
+        rlog!(
+            r,
+            ERR,
+            0,
+            100,
+            "FastCGI: access denied by {directive} \"{server}\"{answered}: {uri}"
+        );
+        ffi::HTTP_FORBIDDEN
+    } else {
+        r.note_auth_failure();
+        let what = if phase == AuthPhase::Authenticator {
+            "authentication"
+        } else {
+            "authorization"
+        };
+        rlog!(
+            r,
+            ERR,
+            0,
+            100,
+            "FastCGI: {what} failed for user \"{user}\" by {directive} \"{server}\"{answered}: {uri}"
+        );
+        ffi::HTTP_UNAUTHORIZED
+    }
+}
+
+/// `Variable-NAME` → `NAME` (the prefix an authorizer marks variables with), case-insensitive.
+fn strip_variable_prefix(name: &[u8]) -> Option<&[u8]> {
+    const P: &[u8] = b"variable-";
+    (name.len() > P.len() && name[..P.len()].eq_ignore_ascii_case(P)).then(|| &name[P.len()..])
+}
+
+/// Sends one request to the application and handles its answer: as a responder (the answer
+/// goes to the client; returns the handler's status) or, with `auth`, in the AUTHORIZER role
+/// (the answer's head is returned, its body dropped).
+fn exchange(
+    r: &mut Request<'_>,
+    def: &ServerDef,
+    rt: &Arc<Runtime>,
+    auth: Option<&AuthCall<'_>>,
+) -> (c_int, Option<AuthAnswer>) {
+    let rc = |c: c_int| (c, None);
     #[cfg(feature = "test-panic")]
     if r.headers_in().get(c"X-Fastcgi-Test-Panic").is_some() {
         panic!("test panic requested by X-Fastcgi-Test-Panic");
@@ -255,13 +405,20 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             63,
             "FastCGI: request path with a CR, LF or NUL character refused (server \"{server}\")"
         );
-        return ffi::HTTP_NOT_FOUND;
+        return rc(ffi::HTTP_NOT_FOUND);
     }
 
     // 1. The request body: validate framing first (nothing is opened for a bad request).
-    let info = match r.setup_body() {
-        Ok(i) => i,
-        Err(status) => return status,
+    // An authorizer gets no request body (FastCGI specification, 6.3).
+    let info = match auth {
+        Some(_) => crate::httpd::BodyInfo {
+            has_body: false,
+            chunked: false,
+        },
+        None => match r.setup_body() {
+            Ok(i) => i,
+            Err(status) => return rc(status),
+        },
     };
     let mut body_in = Brigade::new(r);
     // The first piece of a streamed body stays in `body_in` until the request is framed.
@@ -276,20 +433,29 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
                 spooled_len = Some(len);
                 body_eos = false;
             }
-            Err(f) => return finish_early(r, f),
+            Err(f) => return rc(finish_early(r, f)),
         }
     } else if info.has_body {
         // Read the first piece before connecting: a client that sends nothing never ties up
         // an application process.
         if let Err(f) = read_client_body(r, &mut body_in, &server) {
-            return finish_early(r, f);
+            return rc(finish_early(r, f));
         }
         first_piece_read = true;
     }
 
     // 2. The CGI environment.
-    r.add_cgi_environment();
+    match auth {
+        Some(a) => r.add_authorizer_environment(a.compat),
+        None => r.add_cgi_environment(),
+    }
     let env = r.subprocess_env();
+    if let Some(a) = auth {
+        env.set(b"FCGI_APACHE_ROLE", a.phase.apache_role());
+        if let Some(pw) = a.password {
+            env.set(b"REMOTE_PASSWD", pw);
+        }
+    }
     let hin = r.headers_in();
     let mut name_buf = Reused::take(&reuse::BYTES, 64);
     for h in &def.pass_headers {
@@ -304,7 +470,8 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
     // be able to name the file the application executes: without PATH_TRANSLATED, php-fpm
     // (cgi.fix_pathinfo 0 or 1) looks for the virtual path and finds nothing, while
     // applications meant to be requested directly still get PATH_INFO.
-    if !def.trust_direct && r.is_direct() && env.get(c"PATH_TRANSLATED").is_some() {
+    if auth.is_none() && !def.trust_direct && r.is_direct() && env.get(c"PATH_TRANSLATED").is_some()
+    {
         env.unset(c"PATH_TRANSLATED");
         rlog!(
             r,
@@ -316,7 +483,11 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
     }
 
     let mut out = Reused::take(&reuse::BYTES, 8 * 1024 + 64);
-    record::push_begin_request(&mut out, REQUEST_ID, record::ROLE_RESPONDER, rt.keep_conn());
+    let role = match auth {
+        Some(_) => record::ROLE_AUTHORIZER,
+        None => record::ROLE_RESPONDER,
+    };
+    record::push_begin_request(&mut out, REQUEST_ID, role, rt.keep_conn());
     let trace = r.log_level() >= crate::httpd::log::TRACE3;
     let mut trace_text = String::new();
     {
@@ -375,7 +546,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
                     BodySource::Client
                 };
             }
-            Err(f) => return finish_early(r, f),
+            Err(f) => return rc(finish_early(r, f)),
         }
     }
     let stdin_done = body_eos && matches!(source, BodySource::Done);
@@ -392,10 +563,11 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             .map(|s| s.timeout())
             .unwrap_or(Duration::from_secs(60))
     });
-    let nph = def.nph
-        || r.filename()
-            .and_then(|f| f.rsplit(|&c| c == b'/').next())
-            .is_some_and(|b| b.starts_with(b"nph-"));
+    let nph = auth.is_none()
+        && (def.nph
+            || r.filename()
+                .and_then(|f| f.rsplit(|&c| c == b'/').next())
+                .is_some_and(|b| b.starts_with(b"nph-")));
     if nph {
         // Unparsed output carries its own framing (or none): never reuse the client connection.
         r.bypass_protocol_filters();
@@ -412,7 +584,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 log_connect_error(r, def, &e, timeout);
-                return finish_early(r, Fail::Status(ffi::HTTP_SERVICE_UNAVAILABLE));
+                return rc(finish_early(r, Fail::Status(ffi::HTTP_SERVICE_UNAVAILABLE)));
             }
         };
         if conn.reused {
@@ -454,6 +626,7 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             dec: Decoder::new(REQUEST_ID),
             scanner: Scanner::new(),
             mode: if nph { Mode::Nph } else { Mode::Headers },
+            answer: auth.map(|_| AuthAnswer::default()),
             bb: Brigade::new(r),
             sent_any: false,
             acked_promptly: false,
@@ -495,14 +668,17 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
             if let BodySource::Spool(sp) = &mut source
                 && let Err(e) = sp.rewind()
             {
-                return finish_early(r, spool_failed(r, e, &server));
+                return rc(finish_early(r, spool_failed(r, e, &server)));
             }
             attempt += 1;
             stats.replays.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         return match result {
-            Ok(()) => x.complete(r),
+            Ok(()) => {
+                let answer = x.answer.take();
+                (x.complete(r), answer)
+            }
             Err(Fail::Retry) => {
                 rlog!(
                     r,
@@ -511,9 +687,9 @@ pub fn handle(r: &mut Request<'_>, def: &ServerDef, rt: &Arc<Runtime>) -> c_int 
                     23,
                     "FastCGI: comm with server \"{server}\" aborted: connection closed before any response"
                 );
-                x.fail(r, Fail::Status(ffi::HTTP_BAD_GATEWAY))
+                rc(x.fail(r, Fail::Status(ffi::HTTP_BAD_GATEWAY)))
             }
-            Err(f) => x.fail(r, f),
+            Err(f) => rc(x.fail(r, f)),
         };
     }
 }
@@ -1153,9 +1329,18 @@ impl<'r, 'd> Exchange<'r, 'd> {
             Mode::Headers => match self.scanner.0.feed(d) {
                 Ok(Feed::NeedMore) => Ok(()),
                 Ok(Feed::Done { body_offset }) => {
-                    let mode = match self.scanner.0.head() {
-                        Ok(head) => apply_head(r, &head),
-                        Err(e) => return Err(self.header_error(r, &e.to_string(), server)),
+                    let mode = match (self.scanner.0.head(), self.answer.as_mut()) {
+                        (Ok(head), Some(a)) => {
+                            a.status = head.status.unwrap_or(200);
+                            a.location = head.location.is_some();
+                            if let Some(ct) = &head.content_type {
+                                a.headers.push((b"Content-Type".to_vec(), ct.to_vec()));
+                            }
+                            head.for_each_header(|n, v| a.headers.push((n.to_vec(), v.to_vec())));
+                            Mode::Auth
+                        }
+                        (Ok(head), None) => apply_head(r, &head),
+                        (Err(e), _) => return Err(self.header_error(r, &e.to_string(), server)),
                     };
                     self.mode = mode;
                     let rest = d.get(body_offset..).unwrap_or(b"");
@@ -1427,6 +1612,8 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 r.discard_body();
                 ffi::HTTP_MOVED_TEMPORARILY
             }
+            // An authorizer's answer is applied by run_authorizer; nothing goes to the client.
+            Mode::Auth => ffi::OK,
             Mode::Headers | Mode::Body | Mode::Nph => {
                 bb.push_eos();
                 if r.pass(&mut bb).is_err() {

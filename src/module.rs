@@ -5,7 +5,7 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr::{addr_of, addr_of_mut, null, null_mut};
 
 use crate::backend::{Reaper, Runtime};
-use crate::config::{self, Fake, Registry};
+use crate::config::{self, AuthPhase, DirConf, Fake, Registry};
 use crate::ffi;
 use crate::httpd::{Cmd, Pool, Request, Server};
 use crate::{boundary, slog};
@@ -22,6 +22,10 @@ pub struct Shared {
     pub ipc_dir: Option<Vec<u8>>,
     /// FastCgiWrapper was enabled (accepted for compatibility; we never spawn applications).
     pub wrapper: bool,
+    /// Paths named by the authorizer directives, checked against the FastCgiExternalServer
+    /// definitions once the whole configuration is read (check_config): a definition may
+    /// follow the <Directory> that uses it.
+    pub auth_paths: Vec<(AuthPhase, Vec<u8>)>,
 }
 
 const SHARED_KEY: &CStr = c"mod_fastcgi-rs:shared";
@@ -60,7 +64,9 @@ const fn argv_cmd(
 const SRV: c_int = ffi::RSRC_CONF;
 const ANY: c_int = ffi::RSRC_CONF | ffi::OR_ALL;
 
-static COMMANDS: Commands<13> = Commands([
+const DIR: c_int = ffi::ACCESS_CONF;
+
+static COMMANDS: Commands<16> = Commands([
     argv_cmd(c"FastCgiExternalServer", SRV,
         cmd_external_server,
         c"<path> -host <host:port>|-socket <path> [-appConnTimeout n] [-idle-timeout n] [-flush] [-pass-header name] [-nph] [-user u] [-group g]",
@@ -73,9 +79,12 @@ static COMMANDS: Commands<13> = Commands([
     argv_cmd(c"FCGIConfig", SRV, cmd_config, c"alias of FastCgiConfig"),
     argv_cmd(c"FastCgiServer", ANY, cmd_unsupported, c"not supported: run the application under its own manager (php-fpm) and use FastCgiExternalServer"),
     argv_cmd(c"AppClass", ANY, cmd_unsupported, c"alias of FastCgiServer (not supported)"),
-    argv_cmd(c"FastCgiAuthenticator", ANY, cmd_unsupported, c"not supported"),
-    argv_cmd(c"FastCgiAuthorizer", ANY, cmd_unsupported, c"not supported"),
-    argv_cmd(c"FastCgiAccessChecker", ANY, cmd_unsupported, c"not supported"),
+    argv_cmd(c"FastCgiAuthenticator", DIR, cmd_auth, c"<FastCgiExternalServer path> [-compat]: checks Basic authentication credentials (FCGI_APACHE_ROLE=AUTHENTICATOR)"),
+    argv_cmd(c"FastCgiAuthenticatorAuthoritative", DIR, cmd_auth, c"On|Off: Off lets other modules authenticate when the application refuses"),
+    argv_cmd(c"FastCgiAuthorizer", DIR, cmd_auth, c"<FastCgiExternalServer path> [-compat]: authorizes the authenticated user (FCGI_APACHE_ROLE=AUTHORIZER)"),
+    argv_cmd(c"FastCgiAuthorizerAuthoritative", DIR, cmd_auth, c"On|Off: Off lets other modules authorize when the application refuses"),
+    argv_cmd(c"FastCgiAccessChecker", DIR, cmd_auth, c"<FastCgiExternalServer path> [-compat]: decides access before authentication (FCGI_APACHE_ROLE=ACCESS_CHECKER)"),
+    argv_cmd(c"FastCgiAccessCheckerAuthoritative", DIR, cmd_auth, c"On|Off: Off lets other modules decide when the application refuses"),
     ffi::command_rec {
         name: null(),
         func: ffi::cmd_func { take_argv: None },
@@ -99,8 +108,8 @@ pub static mut fastcgi_module: ffi::module = ffi::module {
     next: null_mut(),
     magic: ffi::MODULE_MAGIC_COOKIE as std::ffi::c_ulong,
     rewrite_args: None,
-    create_dir_config: None,
-    merge_dir_config: None,
+    create_dir_config: Some(create_dir_config),
+    merge_dir_config: Some(merge_dir_config),
     create_server_config: Some(create_server_config),
     merge_server_config: Some(merge_server_config),
     cmds: addr_of!(COMMANDS.0) as *const ffi::command_rec,
@@ -161,6 +170,174 @@ unsafe extern "C" fn merge_server_config(
 ) -> *mut c_void {
     // Every server shares the same `Shared`; keep whichever is set.
     if add.is_null() { base } else { add }
+}
+
+unsafe extern "C" fn create_dir_config(p: *mut ffi::apr_pool_t, _dir: *mut c_char) -> *mut c_void {
+    boundary!(null_mut(), {
+        // SAFETY: httpd passes a live configuration pool.
+        match unsafe { Pool::from_ptr(p) } {
+            Some(pool) => pool.adopt(DirConf::default()).cast::<c_void>(),
+            None => null_mut(),
+        }
+    })
+}
+
+unsafe extern "C" fn merge_dir_config(
+    p: *mut ffi::apr_pool_t,
+    base: *mut c_void,
+    add: *mut c_void,
+) -> *mut c_void {
+    boundary!(add, {
+        // SAFETY: both are DirConf made by create_dir_config (or merge_dir_config) in pools
+        // that outlive this call; they are only read here.
+        let (Some(pool), Some(b), Some(a)) = (
+            unsafe { Pool::from_ptr(p) },
+            unsafe { base.cast::<DirConf>().as_ref() },
+            unsafe { add.cast::<DirConf>().as_ref() },
+        ) else {
+            return add;
+        };
+        if *a == DirConf::default() {
+            return base;
+        }
+        pool.adopt(DirConf::merge(b, a)).cast::<c_void>()
+    })
+}
+
+/// The per-directory configuration of a request.
+fn dir_conf<'a>(r: &Request<'a>) -> Option<&'a DirConf> {
+    // SAFETY: the entry is the DirConf made by create_dir_config/merge_dir_config in a pool
+    // that outlives the request; it is never written after configuration.
+    unsafe { r.dir_config().cast::<DirConf>().as_ref() }
+}
+
+/// `FastCgiAuthenticator`, `FastCgiAuthorizer`, `FastCgiAccessChecker` and their
+/// `...Authoritative` flags.
+unsafe extern "C" fn cmd_auth(
+    cmd: *mut ffi::cmd_parms,
+    m: *mut c_void,
+    argc: c_int,
+    argv: *const *mut c_char,
+) -> *const c_char {
+    boundary!(c"FastCGI authorizer directive: internal error".as_ptr(), {
+        // SAFETY: httpd passes the live cmd_parms of this directive.
+        let Some(cmd) = (unsafe { Cmd::from_ptr(cmd) }) else {
+            return null();
+        };
+        let name = cmd.directive_name();
+        let Some((phase, flag)) = AuthPhase::from_directive(&name) else {
+            return cmd.error(&format!("{name}: unknown directive"));
+        };
+        // SAFETY: `m` is this section's DirConf (create_dir_config); directives are parsed
+        // single-threaded and nothing else refers to it meanwhile.
+        let Some(dc) = (unsafe { m.cast::<DirConf>().as_mut() }) else {
+            return cmd.error(&format!("{name}: module configuration missing"));
+        };
+        // SAFETY: httpd passes argc/argv of this directive.
+        let a = unsafe { args(argc, argv) };
+        let a: Vec<&str> = a.iter().map(|s| s.as_ref()).collect();
+        if flag {
+            return match config::parse_flag(&name, &a) {
+                Ok(v) => {
+                    dc.authoritative[phase as usize] = Some(v);
+                    null()
+                }
+                Err(e) => cmd.error(&e),
+            };
+        }
+        let spec = match config::parse_auth(phase, &a, &crate::httpd::server_root()) {
+            Ok(s) => s,
+            Err(e) => return cmd.error(&e),
+        };
+        let Some(sh) = cmd.server().and_then(shared_mut) else {
+            return cmd.error(&format!("{name}: module configuration missing"));
+        };
+        sh.auth_paths.push((phase, spec.path.clone()));
+        dc.auth[phase as usize] = Some(spec);
+        null()
+    })
+}
+
+/// Every path named by an authorizer directive must be served by a FastCgiExternalServer
+/// (checked once all of the configuration is read, so `apachectl -t` reports it).
+unsafe extern "C" fn check_config(
+    _pconf: *mut ffi::apr_pool_t,
+    _plog: *mut ffi::apr_pool_t,
+    _ptemp: *mut ffi::apr_pool_t,
+    s: *mut ffi::server_rec,
+) -> c_int {
+    boundary!(ffi::OK, {
+        // SAFETY: httpd passes the live main server.
+        let server = unsafe { Server::from_ptr(s) };
+        let Some(sh) = server.and_then(shared) else {
+            return ffi::OK;
+        };
+        let mut rc = ffi::OK;
+        for (phase, path) in &sh.auth_paths {
+            if sh.registry.lookup(path).is_none() {
+                slog!(
+                    server,
+                    STARTUP_ERR,
+                    0,
+                    6,
+                    "{} {}: no FastCgiExternalServer is defined for this path (an authorizer application must be an external FastCGI server; this module starts none)",
+                    phase.directive(),
+                    String::from_utf8_lossy(path)
+                );
+                rc = ffi::HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+        rc
+    })
+}
+
+/// The three auth phases: run the directory's authorizer application, if it has one.
+fn auth_hook(r: *mut ffi::request_rec, phase: AuthPhase) -> c_int {
+    // SAFETY: httpd passes the live request, used by this thread only.
+    let Some(mut req) = (unsafe { Request::from_ptr(r) }) else {
+        return ffi::DECLINED;
+    };
+    let Some(dc) = dir_conf(&req) else {
+        return ffi::DECLINED;
+    };
+    let Some(spec) = dc.spec(phase) else {
+        return ffi::DECLINED;
+    };
+    let Some(sh) = req.server().and_then(shared) else {
+        return ffi::DECLINED;
+    };
+    let Some((def, rt)) = sh.registry.lookup(&spec.path) else {
+        // check_config refuses such a configuration; kept safe anyway.
+        crate::rlog!(
+            &req,
+            ERR,
+            0,
+            102,
+            "FastCGI: {} \"{}\": no FastCgiExternalServer serves this path",
+            phase.directive(),
+            String::from_utf8_lossy(&spec.path)
+        );
+        return ffi::HTTP_INTERNAL_SERVER_ERROR;
+    };
+    crate::handler::run_authorizer(&mut req, def, rt, phase, spec, dc.authoritative(phase))
+}
+
+unsafe extern "C" fn check_authn(r: *mut ffi::request_rec) -> c_int {
+    boundary!(r, ffi::HTTP_INTERNAL_SERVER_ERROR, {
+        auth_hook(r, AuthPhase::Authenticator)
+    })
+}
+
+unsafe extern "C" fn check_authz(r: *mut ffi::request_rec) -> c_int {
+    boundary!(r, ffi::HTTP_INTERNAL_SERVER_ERROR, {
+        auth_hook(r, AuthPhase::Authorizer)
+    })
+}
+
+unsafe extern "C" fn check_access(r: *mut ffi::request_rec) -> c_int {
+    boundary!(r, ffi::HTTP_INTERNAL_SERVER_ERROR, {
+        auth_hook(r, AuthPhase::AccessChecker)
+    })
 }
 
 /// Collects TAKE_ARGV arguments as UTF-8 strings (directive arguments are config text).
@@ -341,6 +518,32 @@ unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
                 ffi::APR_HOOK_MIDDLE,
             );
             ffi::ap_hook_fixups(Some(fixups), null(), null(), ffi::APR_HOOK_MIDDLE);
+            ffi::ap_hook_check_config(Some(check_config), null(), null(), ffi::APR_HOOK_MIDDLE);
+            // The auth phases, run once per configuration (not again for a subrequest or
+            // internal redirect under the same per-directory configuration). The
+            // authenticator runs before mod_auth_basic/mod_auth_digest, which would otherwise
+            // look for their own providers first.
+            ffi::ap_hook_check_authn(
+                Some(check_authn),
+                null(),
+                null(),
+                ffi::APR_HOOK_FIRST,
+                ffi::AP_AUTH_INTERNAL_PER_CONF as c_int,
+            );
+            ffi::ap_hook_check_authz(
+                Some(check_authz),
+                null(),
+                null(),
+                ffi::APR_HOOK_MIDDLE,
+                ffi::AP_AUTH_INTERNAL_PER_CONF as c_int,
+            );
+            ffi::ap_hook_check_access(
+                Some(check_access),
+                null(),
+                null(),
+                ffi::APR_HOOK_MIDDLE,
+                ffi::AP_AUTH_INTERNAL_PER_CONF as c_int,
+            );
             ffi::ap_hook_handler(Some(handler), null(), null(), ffi::APR_HOOK_MIDDLE);
             ffi::ap_hook_post_config(Some(post_config), null(), null(), ffi::APR_HOOK_MIDDLE);
             ffi::ap_hook_child_init(Some(child_init), null(), null(), ffi::APR_HOOK_MIDDLE);

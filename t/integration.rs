@@ -17,7 +17,7 @@
 //! adds its vhosts (each on its own loopback port) in its `setup`. Output: one
 //! `test <name> ... ok|FAILED: <reason>` line per test and a final `N passed, N failed`.
 //! FILTER selects the tests whose name contains it, or all tests of the suite it names
-//! (`foundation`, `conformance`, `pool`, `direct`, `faults`, `hostile`, `apps`, `stack`,
+//! (`foundation`, `conformance`, `pool`, `direct`, `auth`, `faults`, `hostile`, `apps`, `stack`,
 //! `status`, `final`, `selftest`).
 
 #[path = "support/apache.rs"]
@@ -46,6 +46,7 @@ mod util;
 mod valgrind;
 
 mod apps;
+mod auth;
 mod conformance;
 mod direct;
 mod faults;
@@ -63,6 +64,7 @@ fn main() {
         conformance::SUITE,
         pool::SUITE,
         direct::SUITE,
+        auth::SUITE,
         faults::SUITE,
         hostile::SUITE,
         apps::SUITE,

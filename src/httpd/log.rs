@@ -10,6 +10,9 @@ pub const WARNING: c_int = ffi::APLOG_WARNING;
 pub const INFO: c_int = ffi::APLOG_INFO;
 pub const DEBUG: c_int = ffi::APLOG_DEBUG;
 pub const TRACE3: c_int = ffi::APLOG_TRACE3;
+/// An error found while checking the configuration: printed to the console of `apachectl -t`
+/// and of a start, without the usual log prefix.
+pub const STARTUP_ERR: c_int = ffi::APLOG_ERR | ffi::APLOG_STARTUP as c_int;
 
 /// Logs one line for a request: `FCGI<id>: <msg>`; `status` is an errno/apr_status_t shown
 /// by httpd as `(n)text:` (0 for none).

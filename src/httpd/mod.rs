@@ -301,6 +301,43 @@ impl<'a> Request<'a> {
             ffi::ap_add_cgi_vars(self.as_ptr());
         }
     }
+    /// The CGI environment an application in the AUTHORIZER role gets (as mod_fastcgi sends
+    /// it): httpd's, without PATH_TRANSLATED (whose lookup subrequest is not even made), and
+    /// with `compat` (the FastCGI specification's list) without CONTENT_LENGTH, SCRIPT_NAME
+    /// and PATH_INFO either.
+    pub fn add_authorizer_environment(&mut self, compat: bool) {
+        let path_info = self.raw().path_info;
+        // SAFETY: live request. path_info is hidden from ap_add_cgi_vars for the call only (so it
+        // neither looks PATH_TRANSLATED up nor splits SCRIPT_NAME) and put back at once.
+        unsafe {
+            ffi::ap_add_common_vars(self.as_ptr());
+            self.raw_mut().path_info = null_mut();
+            ffi::ap_add_cgi_vars(self.as_ptr());
+            self.raw_mut().path_info = path_info;
+        }
+        let env = self.subprocess_env();
+        if compat {
+            for v in [c"CONTENT_LENGTH", c"SCRIPT_NAME", c"PATH_INFO"] {
+                env.unset(v);
+            }
+            return;
+        }
+        // SAFETY: pool strings or NULL.
+        let (uri, pi) = unsafe { (self.raw().uri, cbytes(path_info)) };
+        if let Some(pi) = pi.filter(|p| !p.is_empty())
+            && !uri.is_null()
+        {
+            // SAFETY: both are live NUL-terminated strings; the result is an offset into `uri`.
+            let end = unsafe { ffi::ap_find_path_info(uri, path_info) };
+            // SAFETY: as above.
+            let u = unsafe { cbytes(uri) }.unwrap_or(b"");
+            env.set(
+                b"SCRIPT_NAME",
+                &u[..usize::try_from(end).unwrap_or(0).min(u.len())],
+            );
+            env.set(b"PATH_INFO", pi);
+        }
+    }
     pub fn set_status(&mut self, status: u16, status_line: Option<&[u8]>) {
         let line = status_line
             .map(|l| self.pool().strdup(l) as *const c_char)
@@ -409,12 +446,58 @@ impl<'a> Request<'a> {
             .map(|c| c.bucket_alloc)
             .unwrap_or(null_mut())
     }
+    /// The user and password of Basic authentication (sets `r->user`). Err is the status
+    /// httpd's `ap_get_basic_auth_pw` gives: 401 (with the challenge noted) when the request
+    /// carries no credentials, DECLINED when the AuthType is not Basic, 500 without AuthName.
+    pub fn basic_auth_password(&mut self) -> Result<&'a [u8], c_int> {
+        let mut pw: *const c_char = null();
+        // SAFETY: live request; on OK `pw` points to a string in the request pool.
+        let rc = unsafe { ffi::ap_get_basic_auth_pw(self.as_ptr(), &mut pw) };
+        if rc != ffi::OK {
+            return Err(rc);
+        }
+        // SAFETY: pool string or NULL.
+        Ok(unsafe { cbytes(pw) }.unwrap_or(b""))
+    }
+    /// Asks the AuthType's module to add its challenge (`WWW-Authenticate`) to a 401.
+    pub fn note_auth_failure(&mut self) {
+        // SAFETY: live request.
+        unsafe { ffi::ap_note_auth_failure(self.as_ptr()) }
+    }
+    /// The authenticated user (`r->user`).
+    pub fn user(&self) -> Option<&'a [u8]> {
+        // SAFETY: pool string or NULL.
+        unsafe { cbytes(self.raw().user) }
+    }
+    /// The request's URI path (`r->uri`).
+    pub fn uri(&self) -> Option<&'a [u8]> {
+        // SAFETY: pool string or NULL.
+        unsafe { cbytes(self.raw().uri) }
+    }
+    /// A copy of the environment table, to be put back with `restore_subprocess_env`.
+    pub fn save_subprocess_env(&self) -> SavedEnv {
+        // SAFETY: live request; the copy is made in the request pool.
+        SavedEnv(unsafe { ffi::apr_table_copy(self.raw().pool, self.raw().subprocess_env) })
+    }
+    pub fn restore_subprocess_env(&mut self, saved: SavedEnv) {
+        if !saved.0.is_null() {
+            self.raw_mut().subprocess_env = saved.0;
+        }
+    }
+    /// This module's per-directory configuration vector entry.
+    pub fn dir_config(&self) -> *mut c_void {
+        // SAFETY: live request; ap_get_module_config indexes its per-dir config vector.
+        unsafe { ffi::ap_get_module_config(self.raw().per_dir_config, crate::module::module_ptr()) }
+    }
     /// This module's effective log level for the request.
     pub fn log_level(&self) -> i32 {
         // SAFETY: live request.
         unsafe { ffi::ap_get_request_module_loglevel(self.as_ptr(), crate::module::module_index()) }
     }
 }
+
+/// A saved environment table of a request (in its pool).
+pub struct SavedEnv(*mut ffi::apr_table_t);
 
 /// What `setup_body` learned about the request body.
 #[derive(Debug, Clone, Copy)]
