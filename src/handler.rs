@@ -297,75 +297,63 @@ pub fn run_authorizer(
     };
     let (rc, answer) = exchange(r, def, rt, Some(&call));
     r.restore_subprocess_env(saved);
-    let denied = match answer {
-        Some(a) if a.location => {
-            rlog!(
-                r,
-                ERR,
-                0,
-                101,
-                "FastCGI: {directive} \"{server}\" redirected (not allowed)"
-            );
-            None
-        }
-        Some(a) if a.status == 200 => {
-            let env = r.subprocess_env();
-            for (name, value) in &a.headers {
-                match strip_variable_prefix(name) {
-                    Some(n) => env.set(n, value),
-                    None if !spec.compat => env.set(name, value),
-                    None => {}
-                }
-            }
-            return ffi::OK;
-        }
-        Some(a) => {
-            // The client gets httpd's 401/403 page with the application's headers, except
-            // those that describe (or would frame) a body it does not get.
-            let out = r.err_headers_out();
-            for (name, value) in &a.headers {
-                let n = name.to_ascii_lowercase();
-                match &n[..] {
-                    b"content-type" | b"content-length" | b"transfer-encoding" => {}
-                    b"set-cookie" => out.add(name, value),
-                    _ => out.set(name, value),
-                }
-            }
-            Some(a.status)
-        }
+    let a = match answer {
+        Some(a) => a,
         // Not reached or broken (logged): its status, unless other modules may decide.
-        None if rc != ffi::OK => return if authoritative { rc } else { ffi::DECLINED },
-        None => None,
+        None if authoritative => return rc,
+        None => return ffi::DECLINED,
+    };
+    let why = if a.location {
+        format!("FastCGI: {directive} \"{server}\" redirected (not allowed)")
+    } else if a.status == 200 {
+        let env = r.subprocess_env();
+        for (name, value) in &a.headers {
+            match strip_variable_prefix(name) {
+                Some(n) => env.set(n, value),
+                None if !spec.compat => env.set(name, value),
+                None => {}
+            }
+        }
+        return ffi::OK;
+    } else {
+        // The client gets httpd's 401/403 page with the application's headers, except those
+        // that describe (or would frame) a body it does not get.
+        let out = r.err_headers_out();
+        for (name, value) in &a.headers {
+            match &name.to_ascii_lowercase()[..] {
+                b"content-type" | b"content-length" | b"transfer-encoding" => {}
+                b"set-cookie" => out.add(name, value),
+                _ => out.set(name, value),
+            }
+        }
+        let uri = r.uri().map(escape).unwrap_or_default();
+        let status = a.status;
+        match phase {
+            AuthPhase::AccessChecker => {
+                format!(
+                    "FastCGI: access denied by {directive} \"{server}\" (status {status}): {uri}"
+                )
+            }
+            _ => format!(
+                "FastCGI: {} failed for user \"{}\" by {directive} \"{server}\" (status {status}): {uri}",
+                if phase == AuthPhase::Authenticator {
+                    "authentication"
+                } else {
+                    "authorization"
+                },
+                r.user().map(escape).unwrap_or_default()
+            ),
+        }
     };
     if !authoritative {
         return ffi::DECLINED;
     }
-    let user = r.user().map(escape).unwrap_or_default();
-    let uri = r.uri().map(escape).unwrap_or_default();
-    let answered = denied.map(|s| format!(" (status {s})")).unwrap_or_default();
+    let id = if a.location { 101 } else { 100 };
+    rlog!(r, ERR, 0, id, "{why}");
     if phase == AuthPhase::AccessChecker {
-        rlog!(
-            r,
-            ERR,
-            0,
-            100,
-            "FastCGI: access denied by {directive} \"{server}\"{answered}: {uri}"
-        );
         ffi::HTTP_FORBIDDEN
     } else {
         r.note_auth_failure();
-        let what = if phase == AuthPhase::Authenticator {
-            "authentication"
-        } else {
-            "authorization"
-        };
-        rlog!(
-            r,
-            ERR,
-            0,
-            100,
-            "FastCGI: {what} failed for user \"{user}\" by {directive} \"{server}\"{answered}: {uri}"
-        );
         ffi::HTTP_UNAUTHORIZED
     }
 }

@@ -407,7 +407,11 @@ fn access_checker_compat(ctx: &Ctx) -> Result<(), String> {
     expect_status(&r, 403)?;
     ensure(r.header("Location").is_none(), || r.summary())?;
     log_has(ctx, l0, "FCGI101: FastCGI: FastCgiAccessChecker")?;
-    log_has(ctx, l0, "redirected (not allowed)")
+    log_has(ctx, l0, "redirected (not allowed)")?;
+    let text = util::read_from(&log, l0);
+    ensure(!text.contains("FCGI100"), || {
+        format!("one refusal, one line; got:\n{text}")
+    })
 }
 
 fn not_authoritative_and_unreachable(ctx: &Ctx) -> Result<(), String> {
