@@ -11,7 +11,9 @@
 # lost less than STEAL_MAX % of either CPU to steal, with the quartiles of the ratios.
 #
 # Variants (as in run.sh): fcgi-pool fcgi-pool-b fcgi-capped fcgi-nopool fcgi-guard proxy proxy-reuse
-# proxy-capped nginx static. Workloads: hello 1mib post256k null, and busy (~2 ms of CPU),
+# proxy-capped nginx static, and fpm-direct: no web server, benches/null-backend's fcgi-load sends
+# the GETs (hello 1mib null busy sleep) to php-fpm or the null backend over FastCGI itself — what
+# the application alone serves, the second term of the issue's bound 1/(1/static + 1/direct). Workloads: hello 1mib post256k null, and busy (~2 ms of CPU),
 # sleep (5 ms without CPU), mix (9 hello.php : 1 sleep of 50 ms). CPU_SERVER and CPU_CLIENT take
 # lists (0,1: both CPUs, shared).
 #
@@ -89,6 +91,7 @@ if [ -z "${MOD_FASTCGI_SO:-}" ]; then
 fi
 cargo build --release -q --manifest-path "$HERE/null-backend/Cargo.toml" --target-dir "$REPO/target/null-backend"
 NULL_BIN="$REPO/target/null-backend/release/null-fcgi"
+LOAD_BIN="$REPO/target/null-backend/release/fcgi-load"
 
 RUN=$(mktemp -d /tmp/mfcgi-paired.XXXXXX)
 chmod 755 "$RUN"
@@ -132,10 +135,18 @@ start_instance() {
     chmod -R a+rX "$RUN"
     render "$HERE/conf/php-fpm.conf.in" "$d/php-fpm.conf" RUN="$d" FPM_LISTEN="$fpm_addr" FPM_CHILDREN="$FPM_CHILDREN"
     spawn "$d/logs/php-fpm.out" "$PHP_FPM" -F -y "$d/php-fpm.conf"
+    local fpm_pid=$SPAWNED
     wait_port "$([ "$TRANSPORT" = unix ] && echo "$fpm_addr" || echo "$fpm")" "$SPAWNED" || die "php-fpm of $n did not start"
     spawn "$d/logs/null.out" "$NULL_BIN" --listen "$([ "$TRANSPORT" = unix ] && echo "unix:$null_addr" || echo "$null_addr")" --body-size "$NULL_BODY"
     wait_port "$([ "$TRANSPORT" = unix ] && echo "$null_addr" || echo "$null")" "$SPAWNED" || die "null backend of $n did not start"
     [ "$TRANSPORT" = unix ] && chmod 666 "$null_addr"
+    if [ "$v" = fpm-direct ]; then
+        # no web server: fcgi-load talks FastCGI to the backends themselves (RSS: php-fpm's)
+        [ "$TRANSPORT" = unix ] && { fpm_addr="unix:$fpm_addr"; null_addr="unix:$null_addr"; }
+        printf -v "FPMADDR_$n" '%s' "$fpm_addr"; printf -v "NULLADDR_$n" '%s' "$null_addr"
+        printf -v "PORT_$n" '%s' "$fpm"; printf -v "SPID_$n" '%s' "$fpm_pid"
+        return
+    fi
     # null.php goes to the null backend, everything else to php-fpm
     case $v in
     fcgi-pool | fcgi-pool-b | fcgi-capped | fcgi-nopool | fcgi-guard | fcgi-guard-b)
@@ -182,22 +193,38 @@ FastCgiExternalServer \"$DOCROOT/null.php\" $fcgi_null $opts"
 }
 
 path_of() { # workload variant -> "path|lua script|backend" (empty: not applicable)
-    # each instance's nginx passes only to its php-fpm
-    [ "$1:$2" = null:nginx ] || workload_target "$1" "$2"
+    # each instance's nginx passes only to its php-fpm; fcgi-load sends plain GETs only
+    local t
+    [ "$1:$2" = null:nginx ] && return
+    t=$(workload_target "$1" "$2")
+    if [ "$2" = fpm-direct ]; then case $t in *"|"?*"|"*) return ;; esac; fi
+    echo "$t"
+}
+
+# load NAME VARIANT WORKLOAD SECONDS [--latency]: wrk against the instance's server, or for
+# fpm-direct fcgi-load against its php-fpm or null backend (same output lines)
+load() {
+    local n=$1 v=$2 w=$3 secs=$4 lat=${5:-} port path script backend addr sargs=()
+    IFS='|' read -r path script backend <<<"$(path_of "$w" "$v")"
+    if [ "$v" = fpm-direct ]; then
+        addr="FPMADDR_$n"; [ "$backend" = null ] && addr="NULLADDR_$n"
+        taskset -c "$CPU_CLIENT" "$LOAD_BIN" --connect "${!addr}" --script "$DOCROOT$path" --uri "$path" \
+            --conns "$CONNS" --duration "$secs"
+        return
+    fi
+    port="PORT_$n"; port=${!port}
+    [ -n "$script" ] && sargs=(-s "$script")
+    [ "$CLIENT_CLOSE" = 1 ] && sargs+=(-H "Connection: close")
+    taskset -c "$CPU_CLIENT" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" $lat "${sargs[@]}" "http://127.0.0.1:$port$path"
 }
 
 # slice WORKLOAD NAME VARIANT PAIR -> appends a row to $RESULTS
 slice() {
-    local w=$1 n=$2 v=$3 k=$4 port t path script url out s0 c0 s1 c1 sargs=()
-    port="PORT_$n"; port=${!port}
-    t=$(path_of "$w" "$v"); IFS='|' read -r path script _ <<<"$t"
-    url="http://127.0.0.1:$port$path"
-    [ -n "$script" ] && sargs=(-s "$script")
-    [ "$CLIENT_CLOSE" = 1 ] && sargs+=(-H "Connection: close")
-    taskset -c "$CPU_CLIENT" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARM}s" "${sargs[@]}" "$url" >/dev/null 2>&1 || true
+    local w=$1 n=$2 v=$3 k=$4 out s0 c0 s1 c1
+    load "$n" "$v" "$w" "$WARM" >/dev/null 2>&1 || true
     out="$RUN/raw/$w-$k-$n.txt"
     s0=$(cpu_ticks "$CPU_SERVER"); c0=$(cpu_ticks "$CPU_CLIENT")
-    taskset -c "$CPU_CLIENT" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SLICE}s" --latency "${sargs[@]}" "$url" >"$out" 2>&1 || true
+    load "$n" "$v" "$w" "$SLICE" --latency >"$out" 2>&1 || true
     s1=$(cpu_ticks "$CPU_SERVER"); c1=$(cpu_ticks "$CPU_CLIENT")
     awk -v w="$w" -v k="$k" -v n="$n" -v s0="$s0" -v s1="$s1" -v c0="$c0" -v c1="$c1" -v hz="$(getconf CLK_TCK)" \
         -v p50="$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")" -v p99="$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")" '
@@ -228,10 +255,7 @@ for w in $WORKLOADS; do
     if [ -z "$(path_of "$w" "$A")" ] || [ -z "$(path_of "$w" "$B")" ]; then log "paired: $w: not applicable to $A/$B, skipped"; continue; fi
     # both servers and backends warm (connections, pools, caches) before the first pair
     for n in A B; do
-        v=${!n}; port="PORT_$n"; port=${!port}
-        IFS='|' read -r path script _ <<<"$(path_of "$w" "$v")"
-        sargs=(); [ -n "$script" ] && sargs=(-s "$script")
-        taskset -c "$CPU_CLIENT" wrk -t"$WRK_THREADS" -c"$CONNS" -d2s "${sargs[@]}" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
+        load "$n" "${!n}" "$w" 2 >/dev/null 2>&1 || true
     done
     for ((k = 1; k <= PAIRS; k++)); do
         # A B, B A, A B, ...: neither variant always goes first
