@@ -22,7 +22,16 @@ const UNKNOWN_TYPE: u8 = 11;
 const KEEP_CONN: u8 = 1;
 
 fn header(out: &mut Vec<u8>, rtype: u8, id: u16, len: usize, pad: u8) {
-    out.extend_from_slice(&[1, rtype, (id >> 8) as u8, id as u8, (len >> 8) as u8, len as u8, pad, 0]);
+    out.extend_from_slice(&[
+        1,
+        rtype,
+        (id >> 8) as u8,
+        id as u8,
+        (len >> 8) as u8,
+        len as u8,
+        pad,
+        0,
+    ]);
 }
 
 /// The complete answer to one request (STDOUT records, empty STDOUT, END_REQUEST).
@@ -90,7 +99,9 @@ fn serve<S: Stream>(stream: S, body_size: usize) -> io::Result<()> {
             }
             PARAMS => {}
             STDIN if clen == 0 => {
-                let Some((rid, keep)) = current.take() else { continue };
+                let Some((rid, keep)) = current.take() else {
+                    continue;
+                };
                 if cached.as_ref().map(|c| c.0) != Some(rid) {
                     cached = Some((rid, response(rid, body_size)));
                 }
@@ -143,7 +154,12 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().expect("--listen needs an address"),
-            "--body-size" => body_size = args.next().and_then(|v| v.parse().ok()).expect("--body-size needs a number"),
+            "--body-size" => {
+                body_size = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--body-size needs a number")
+            }
             "-h" | "--help" => {
                 println!("usage: null-fcgi [--listen 127.0.0.1:9100 | --listen unix:/path] [--body-size 100]");
                 return;
@@ -172,7 +188,10 @@ fn main() {
     }
 }
 
-fn accept_loop<S: Stream + Send + 'static>(incoming: impl Iterator<Item = io::Result<S>>, body_size: usize) {
+fn accept_loop<S: Stream + Send + 'static>(
+    incoming: impl Iterator<Item = io::Result<S>>,
+    body_size: usize,
+) {
     for s in incoming {
         match s {
             Ok(s) => {

@@ -7,7 +7,7 @@
 //! socket errors, requests per second). Std only.
 //!
 //! Usage: fcgi-load --connect 127.0.0.1:9000|unix:/path --script /abs/file.php --uri /file.php
-//!                  [--conns 32] [--duration 2] [--latency]
+//!                  [--conns 32] [--duration 2]
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -153,12 +153,18 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(addr), Some(script)) = (arg(&args, "--connect"), arg(&args, "--script")) else {
-        eprintln!("usage: fcgi-load --connect ADDR --script FILE [--uri URI] [--conns N] [--duration S]");
+        eprintln!(
+            "usage: fcgi-load --connect ADDR --script FILE [--uri URI] [--conns N] [--duration S]"
+        );
         std::process::exit(2);
     };
     let uri = arg(&args, "--uri").unwrap_or_else(|| "/".into());
-    let conns: usize = arg(&args, "--conns").and_then(|v| v.parse().ok()).unwrap_or(32);
-    let secs: f64 = arg(&args, "--duration").and_then(|v| v.parse().ok()).unwrap_or(2.0);
+    let conns: usize = arg(&args, "--conns")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let secs: f64 = arg(&args, "--duration")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2.0);
     let port = addr.rsplit(':').next().unwrap_or("80").to_string();
     let req = Arc::new(request(&script, &uri, &port));
     let bytes = Arc::new(AtomicU64::new(0));
