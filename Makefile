@@ -2,7 +2,7 @@
 #
 #   make [build]      cargo build --release + target/release/mod_fastcgi.so
 #   make deps         install missing Debian packages (apt-get; root only)
-#   make test         deps, build, unit tests, clippy, integration tests per MPM (MPMS="event prefork"),
+#   make test         deps, build, unit tests, clippy, integration tests per MPM (MPMS="event prefork worker"),
 #                     valgrind check, 60 s of fuzzing per target
 #   make demo         private Apache + php-fpm on 127.0.0.1:$(DEMO_PORT) (scripts/demo.sh)
 #   make demo-stop    stop the demo servers (by PID)
@@ -31,7 +31,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 
 CARGO        ?= cargo
-MPMS         ?= event prefork
+MPMS         ?= event prefork worker
 TEST_TIMEOUT ?= 900
 # check-valgrind: integration-test filters (suite names or test-name substrings) and time limit
 VALGRIND_TESTS   ?= foundation conformance direct auth hostile status final harness_valgrind

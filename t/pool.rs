@@ -1490,7 +1490,14 @@ fn edge_instance(
     let apache = if mpm == "prefork" {
         Apache::start_with(ctx, name, conf, prefork_block, 4)?
     } else {
-        Apache::start(ctx, name, conf, &mpm, 1, 16)?
+        // One process of 16 threads, and room for a second: the worker MPM starts a child of a
+        // new generation only within MaxRequestWorkers / ThreadsPerChild process slots, so
+        // with room for one it waits for a lingering old child to exit (the event MPM lets a
+        // new generation use the slots up to ServerLimit). MinSpareThreads 1: no second child
+        // of the first generation is started when one thread is busy.
+        let block = "StartServers 1\nServerLimit 4\nThreadsPerChild 16\nMaxRequestWorkers 32\n\
+                     MinSpareThreads 1\nMaxSpareThreads 32\nMaxConnectionsPerChild 0\n";
+        Apache::start_with(ctx, name, conf, block, 1)?
     };
     Ok((apache, port, fpm_port))
 }
