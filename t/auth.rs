@@ -217,6 +217,22 @@ fn seen_since(ctx: &Ctx, from: u64) -> Vec<String> {
         .collect()
 }
 
+/// The line the application logged for its request in `role` since `from`, checked to
+/// contain every `want` (`NAME=value`, `NAME=<absent>`).
+fn expect_seen(ctx: &Ctx, from: u64, role: &str, want: &[&str]) -> Result<(), String> {
+    let seen = seen_since(ctx, from);
+    let line = seen
+        .iter()
+        .find(|l| l.contains(&format!("FCGI_APACHE_ROLE={role}")))
+        .ok_or_else(|| format!("no {role} request seen: {seen:?}"))?;
+    for w in want {
+        ensure(line.contains(w), || {
+            format!("{role} request without {w}: {line}")
+        })?;
+    }
+    Ok(())
+}
+
 fn get_as(
     ctx: &Ctx,
     target: &str,
@@ -316,29 +332,23 @@ fn authenticator_and_authorizer(ctx: &Ctx) -> Result<(), String> {
             ("REDIRECT_FCGI_APACHE_ROLE", ABSENT),
         ],
     )?;
-    let seen = seen_since(ctx, seen1);
-    let authn = seen
-        .iter()
-        .find(|l| l.contains("FCGI_APACHE_ROLE=AUTHENTICATOR"))
-        .ok_or_else(|| format!("no AUTHENTICATOR request seen: {seen:?}"))?;
-    for want in [
-        "REMOTE_USER=alice",
-        "REMOTE_PASSWD=secret-alice",
-        "PATH_TRANSLATED=<absent>",
-        "REQUEST_URI=/basic/page.php",
-        "SCRIPT_NAME=/basic/page.php",
-    ] {
-        ensure(authn.contains(want), || {
-            format!("authenticator got no {want}: {authn}")
-        })?;
-    }
-    let authz = seen
-        .iter()
-        .find(|l| l.contains("FCGI_APACHE_ROLE=AUTHORIZER"))
-        .ok_or_else(|| format!("no AUTHORIZER request seen: {seen:?}"))?;
-    ensure(
-        authz.contains("REMOTE_USER=alice") && authz.contains("REMOTE_PASSWD=<absent>"),
-        || format!("authorizer's request: {authz}"),
+    expect_seen(
+        ctx,
+        seen1,
+        "AUTHENTICATOR",
+        &[
+            "REMOTE_USER=alice",
+            "REMOTE_PASSWD=secret-alice",
+            "PATH_TRANSLATED=<absent>",
+            "REQUEST_URI=/basic/page.php",
+            "SCRIPT_NAME=/basic/page.php",
+        ],
+    )?;
+    expect_seen(
+        ctx,
+        seen1,
+        "AUTHORIZER",
+        &["REMOTE_USER=alice", "REMOTE_PASSWD=<absent>"],
     )?;
 
     // A static file in the same directory is protected the same way.
@@ -366,21 +376,17 @@ fn access_checker_compat(ctx: &Ctx) -> Result<(), String> {
             ("BODY_LEN", "3"),
         ],
     )?;
-    let seen = seen_since(ctx, seen0);
-    let line = seen
-        .iter()
-        .find(|l| l.contains("FCGI_APACHE_ROLE=ACCESS_CHECKER"))
-        .ok_or_else(|| format!("no ACCESS_CHECKER request seen: {seen:?}"))?;
-    for want in [
-        "CONTENT_LENGTH=<absent>",
-        "SCRIPT_NAME=<absent>",
-        "PATH_TRANSLATED=<absent>",
-        "REQUEST_URI=/checked/page.php",
-    ] {
-        ensure(line.contains(want), || {
-            format!("-compat access checker got no {want}: {line}")
-        })?;
-    }
+    expect_seen(
+        ctx,
+        seen0,
+        "ACCESS_CHECKER",
+        &[
+            "CONTENT_LENGTH=<absent>",
+            "SCRIPT_NAME=<absent>",
+            "PATH_TRANSLATED=<absent>",
+            "REQUEST_URI=/checked/page.php",
+        ],
+    )?;
 
     // Denied: 403 with the application's headers.
     let l0 = util::file_len(&log);
@@ -435,20 +441,16 @@ fn not_authoritative_and_unreachable(ctx: &Ctx) -> Result<(), String> {
             ("REDIRECT_X_Other", "only-without-compat"),
         ],
     )?;
-    let seen = seen_since(ctx, seen0);
-    let line = seen
-        .iter()
-        .find(|l| l.contains("FCGI_APACHE_ROLE=ACCESS_CHECKER"))
-        .ok_or_else(|| format!("no ACCESS_CHECKER request seen: {seen:?}"))?;
-    for want in [
-        "SCRIPT_NAME=/lenient/page.php ",
-        "PATH_INFO=/extra/info ",
-        "PATH_TRANSLATED=<absent>",
-    ] {
-        ensure(line.contains(want), || {
-            format!("access checker got no {want}: {line}")
-        })?;
-    }
+    expect_seen(
+        ctx,
+        seen0,
+        "ACCESS_CHECKER",
+        &[
+            "SCRIPT_NAME=/lenient/page.php ",
+            "PATH_INFO=/extra/info ",
+            "PATH_TRANSLATED=<absent>",
+        ],
+    )?;
     // An authorizer that cannot be reached: 503 and the usual connect error line.
     let l0 = util::file_len(&log);
     let r = get_as(ctx, "/down/file.txt", None)?;
@@ -461,17 +463,7 @@ fn not_authoritative_and_unreachable(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn config_errors(ctx: &Ctx) -> Result<(), String> {
-    let dir = ctx.tmp.join("conf/configtest");
-    let text = |name: &str, body: &str| {
-        format!(
-            "ServerRoot {sr}\nServerName localhost\nPidFile {pid}\nDefaultRuntimeDir {rt}\n{mods}\nErrorLog {log}\n{body}\n",
-            sr = q(p(&ctx.tmp)),
-            pid = q(p(&dir.join(format!("{name}.pid")))),
-            rt = q(p(&ctx.tmp.join("run/apache"))),
-            mods = ctx.apache_conf.load_modules(),
-            log = q(p(&dir.join(format!("{name}.log")))),
-        )
-    };
+    let text = |name: &str, body: &str| crate::conformance::config_text(ctx, name, body);
     let good = "<Directory /srv>\n FastCgiAuthorizer /fc/auth.fcgi -compat\n FastCgiAuthorizerAuthoritative off\n</Directory>\n\
                 FastCgiExternalServer /fc/auth.fcgi -host 127.0.0.1:9";
     let t = ctx.config_test("auth_ok", &text("auth_ok", good))?;

@@ -1297,7 +1297,8 @@ fn pass_header_adds_http_vars(ctx: &Ctx) -> Result<(), String> {
     })
 }
 
-fn config_text(ctx: &Ctx, name: &str, fces: &str) -> String {
+/// A minimal configuration for `apache2 -t` with this instance's modules and `fces` added.
+pub fn config_text(ctx: &Ctx, name: &str, fces: &str) -> String {
     let dir = ctx.tmp.join("conf/configtest");
     format!(
         "ServerRoot {sr}\nServerName localhost\nPidFile {pid}\nDefaultRuntimeDir {rt}\n{mods}\nErrorLog {log}\n{fces}\n",
