@@ -144,11 +144,11 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     Ok(())
 }
 
-/// A client with a cookie jar, as a browser would be.
-struct Browser<'a> {
+/// A client with a cookie jar, as a browser would be (also used by the WordPress suite).
+pub struct Browser<'a> {
     ctx: &'a Ctx,
     id: &'static str,
-    cookies: BTreeMap<String, String>,
+    pub cookies: BTreeMap<String, String>,
 }
 
 /// The tests need Debian's dokuwiki package (setup records its absence instead of failing).
@@ -162,16 +162,15 @@ fn installed(ctx: &Ctx) -> Result<(), String> {
 }
 
 impl<'a> Browser<'a> {
-    fn new(ctx: &'a Ctx, id: &'static str) -> Result<Browser<'a>, String> {
-        installed(ctx)?;
-        Ok(Browser {
+    pub fn new(ctx: &'a Ctx, id: &'static str) -> Browser<'a> {
+        Browser {
             ctx,
             id,
             cookies: BTreeMap::new(),
-        })
+        }
     }
 
-    fn send(&mut self, mut req: Request) -> Result<Response, String> {
+    pub fn send(&mut self, mut req: Request) -> Result<Response, String> {
         if !self.cookies.is_empty() {
             let c: Vec<String> = self
                 .cookies
@@ -201,11 +200,11 @@ impl<'a> Browser<'a> {
         Ok(r)
     }
 
-    fn get(&mut self, target: &str) -> Result<Response, String> {
+    pub fn get(&mut self, target: &str) -> Result<Response, String> {
         self.send(Request::get(target))
     }
 
-    fn post_form(&mut self, target: &str, fields: &[(&str, &str)]) -> Result<Response, String> {
+    pub fn post_form(&mut self, target: &str, fields: &[(&str, &str)]) -> Result<Response, String> {
         let body: Vec<String> = fields
             .iter()
             .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
@@ -250,7 +249,7 @@ impl<'a> Browser<'a> {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
@@ -264,7 +263,7 @@ fn urlencode(s: &str) -> String {
 }
 
 /// `value` of the `<input name="NAME" value="...">` in a page.
-fn input_value(html: &str, name: &str) -> Option<String> {
+pub fn input_value(html: &str, name: &str) -> Option<String> {
     let at = html.find(&format!("name=\"{name}\""))?;
     let tail = &html[at..];
     let v = tail.find("value=\"")? + 7;
@@ -316,7 +315,8 @@ fn save_page(br: &mut Browser, id: &str, text: &str) -> Result<(), String> {
 }
 
 fn login_edit_view(ctx: &Ctx) -> Result<(), String> {
-    let mut br = Browser::new(ctx, REWRITE)?;
+    installed(ctx)?;
+    let mut br = Browser::new(ctx, REWRITE);
     let front = br.get("/")?;
     expect_status(&front, 200)?;
     ensure(front.text().contains("mfcgi wiki"), || {
@@ -357,7 +357,7 @@ fn login_edit_view(ctx: &Ctx) -> Result<(), String> {
     })?;
 
     // PATH_INFO URLs (userewrite=2): SCRIPT_NAME and PATH_INFO must be split as with mod_php
-    let mut pi = Browser::new(ctx, PATHINFO)?;
+    let mut pi = Browser::new(ctx, PATHINFO);
     pi.login()?;
     let text2 = page_text("PathInfo page");
     save_page(&mut pi, "mfcgi:pathinfo", &text2)?;
@@ -386,7 +386,8 @@ fn login_edit_view(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn media(ctx: &Ctx) -> Result<(), String> {
-    let mut br = Browser::new(ctx, REWRITE)?;
+    installed(ctx)?;
+    let mut br = Browser::new(ctx, REWRITE);
     br.login()?;
     // a PNG of 2 MiB: a real header (DokuWiki checks image types) and pseudo-random data
     let mut png: Vec<u8> = vec![
@@ -472,7 +473,8 @@ fn media(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn static_like(ctx: &Ctx) -> Result<(), String> {
-    let mut br = Browser::new(ctx, REWRITE)?;
+    installed(ctx)?;
+    let mut br = Browser::new(ctx, REWRITE);
     let css = br.get("/lib/exe/css.php?t=dokuwiki")?;
     expect_status(&css, 200)?;
     ensure(

@@ -186,7 +186,7 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     Ok(())
 }
 
-fn basic(user: &str, pw: &str) -> String {
+pub fn basic(user: &str, pw: &str) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let src = format!("{user}:{pw}").into_bytes();
     let mut out = String::new();

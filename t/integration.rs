@@ -17,7 +17,7 @@
 //! adds its vhosts (each on its own loopback port) in its `setup`. Output: one
 //! `test <name> ... ok|FAILED: <reason>` line per test and a final `N passed, N failed`.
 //! FILTER selects the tests whose name contains it, or all tests of the suite it names
-//! (`foundation`, `conformance`, `pool`, `direct`, `auth`, `faults`, `hostile`, `apps`, `stack`,
+//! (`foundation`, `conformance`, `pool`, `direct`, `auth`, `faults`, `hostile`, `apps`, `wordpress`, `stack`,
 //! `status`, `final`, `selftest`).
 
 #[path = "support/apache.rs"]
@@ -56,6 +56,7 @@ mod pool;
 mod selftest;
 mod stack;
 mod status;
+mod wordpress;
 
 fn main() {
     harness::main(&[
@@ -68,6 +69,7 @@ fn main() {
         faults::SUITE,
         hostile::SUITE,
         apps::SUITE,
+        wordpress::SUITE,
         stack::SUITE,
         status::SUITE,
         foundation::FINAL,

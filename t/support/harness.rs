@@ -173,6 +173,8 @@ pub struct Ctx {
     pub vals: BTreeMap<String, String>,
     pub apache: Mutex<Server>,
     pub fpm: Mutex<Server>,
+    /// Servers a test started for itself (a database): stopped by PID after the last test.
+    pub extra: Mutex<Vec<Server>>,
 }
 
 impl Ctx {
@@ -496,6 +498,7 @@ pub fn main(suites: &[Suite]) -> ! {
                 vals: b.vals.clone(),
                 apache: Mutex::new(apache_srv),
                 fpm: Mutex::new(fpm_srv),
+                extra: Mutex::new(Vec::new()),
             };
             let verbose = std::env::var_os("MFCGI_VERBOSE").is_some();
             for t in &selected {
@@ -534,6 +537,9 @@ pub fn main(suites: &[Suite]) -> ! {
             }
             ctx.apache.lock().unwrap().stop(Duration::from_secs(10));
             ctx.fpm.lock().unwrap().stop(Duration::from_secs(10));
+            for s in ctx.extra.lock().unwrap().iter_mut() {
+                s.stop(Duration::from_secs(10));
+            }
             if failed > 0 {
                 print_diagnostics(&tmp, &ctx.apache_conf, &ctx.fpm_conf);
             }
