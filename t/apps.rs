@@ -11,7 +11,7 @@
 //! answered with 206, HEAD without a body.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::check::{ensure, expect_status, p};
@@ -45,6 +45,39 @@ const PATHINFO: &str = "err_apps_dw_pi";
 
 const USER: &str = "admin";
 const PASSWORD: &str = "mfcgi-secret";
+
+/// The vhost body of mod_fastcgi's recipe for an application in `www` (`.htaccess` allowed):
+/// AddType + Action + Alias to the virtual path `vpath` (its directory never exists) +
+/// FastCgiExternalServer on php-fpm's socket, with the pool on and `-pass-header Authorization`.
+pub fn recipe_vhost(index: &str, www: &Path, vpath: &Path, sock: &Path) -> String {
+    let vdir = vpath.parent().unwrap_or(vpath);
+    format!(
+        "DirectoryIndex {index}\n\
+         <Directory {www}>\n    AllowOverride All\n</Directory>\n\
+         AddType application/x-httpd-fastphp .php\n\
+         Action application/x-httpd-fastphp /php.fcgi\n\
+         Alias /php.fcgi {vp}\n\
+         FastCgiExternalServer {vp} -socket {sock} -pass-header Authorization -max-conns 4\n\
+         <Directory {vd}>\n    Require all granted\n</Directory>\n",
+        www = q(p(www)),
+        vp = q(p(vpath)),
+        sock = q(p(sock)),
+        vd = q(p(vdir)),
+    )
+}
+
+/// Fails with the error-level lines of these vhosts' logs other than the application's own
+/// stderr (FCGI040).
+pub fn only_app_stderr(ctx: &Ctx, ids: &[&str]) -> Result<(), String> {
+    let bad: Vec<String> = ids
+        .iter()
+        .flat_map(|id| crate::check::bad_log_lines(&ctx.vhost(id).error_log, 0))
+        .filter(|l| !l.contains("FCGI040"))
+        .collect();
+    ensure(bad.is_empty(), || {
+        format!("unexpected log lines:\n    {}", bad.join("\n    "))
+    })
+}
 
 fn setup(b: &mut Builder) -> Result<(), String> {
     if !Path::new(DW_CODE).join("doku.php").is_file() {
@@ -121,22 +154,9 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     pool.max_children = 4;
     b.pool(pool);
     // the virtual path's directory is never created
-    let vdir = b.tmp.join("apps/fastcgi");
-    let vpath = vdir.join("php.fcgi");
+    let vpath = b.tmp.join("apps/fastcgi/php.fcgi");
     for (id, name) in [(REWRITE, "dw.test"), (PATHINFO, "dw-pathinfo.test")] {
-        let body = format!(
-            "DirectoryIndex doku.php\n\
-             <Directory {www}>\n    AllowOverride All\n</Directory>\n\
-             AddType application/x-httpd-fastphp .php\n\
-             Action application/x-httpd-fastphp /php.fcgi\n\
-             Alias /php.fcgi {vp}\n\
-             FastCgiExternalServer {vp} -socket {sock} -pass-header Authorization -max-conns 4\n\
-             <Directory {vd}>\n    Require all granted\n</Directory>\n",
-            www = q(p(&www)),
-            vp = q(p(&vpath)),
-            sock = q(p(&sock)),
-            vd = q(p(&vdir)),
-        );
+        let body = recipe_vhost("doku.php", &www, &vpath, &sock);
         let port = b.port()?;
         b.vhost(id, port, name, &www, &body);
     }
@@ -517,16 +537,5 @@ fn static_like(ctx: &Ctx) -> Result<(), String> {
 /// application's own stderr (FCGI040).
 fn logs(ctx: &Ctx) -> Result<(), String> {
     installed(ctx)?;
-    let mut bad = Vec::new();
-    for id in [REWRITE, PATHINFO] {
-        let log: PathBuf = ctx.vhost(id).error_log.clone();
-        for l in crate::check::bad_log_lines(&log, 0) {
-            if !l.contains("FCGI040") {
-                bad.push(l);
-            }
-        }
-    }
-    ensure(bad.is_empty(), || {
-        format!("unexpected log lines:\n    {}", bad.join("\n    "))
-    })
+    only_app_stderr(ctx, &[REWRITE, PATHINFO])
 }
