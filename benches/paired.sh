@@ -27,6 +27,8 @@
 #   POLICY_A=normal|batch POLICY_B=normal|batch: scheduling policy of that side's server (Apache
 #   or nginx, never the backends); batch runs it under `chrt -b 0` (README, *Tuning*). A and B
 #   may then be the same variant.
+#   STATUS=1: load mod_status in the module's variants and print, after each workload, how the
+#   pool's counters (`/server-status?auto`: reuses, releases, backlogged, stalled...) moved.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -55,6 +57,7 @@ KEEP=${KEEP:-0}
 CLIENT_CLOSE=${CLIENT_CLOSE:-0}
 POLICY_A=${POLICY_A:-normal}
 POLICY_B=${POLICY_B:-normal}
+STATUS=${STATUS:-0}
 NULL_BODY=100
 
 log() { printf '%s\n' "$*" >&2; }
@@ -155,6 +158,10 @@ start_instance() {
         case $v in *-b) so=${MOD_FASTCGI_SO_B:-}; [ -f "$so" ] || die "$v needs MOD_FASTCGI_SO_B" ;; esac
         render "$HERE/conf/apache-fcgi.conf.in" "$d/apache/variant.conf" MODULE_SO="$so" FCGI_ROUTE_CONF="FastCgiExternalServer \"$DOCROOT\" $fcgi_fpm $opts
 FastCgiExternalServer \"$DOCROOT/null.php\" $fcgi_null $opts"
+        # (aliased out of the docroot, which is a virtual path: the module would answer it)
+        [ "$STATUS" = 1 ] && printf '%s\n' "LoadModule status_module /usr/lib/apache2/modules/mod_status.so" \
+            "Alias /server-status \"$d/status\"" "<Location /server-status>" "SetHandler server-status" "Require all granted" \
+            "</Location>" >>"$d/apache/variant.conf"
         ;;
     proxy | proxy-reuse | proxy-capped)
         local reuse=on max="" pt_fpm pt_null
@@ -251,7 +258,17 @@ log "paired: php-fpm $PHP_FPM pm=static max_children=$FPM_CHILDREN per instance;
 start_instance A "$A"
 start_instance B "$B"
 sleep 0.5
+# fcgi_status NAME VARIANT: the module's pool counters of that instance (STATUS=1), one line
+fcgi_status() {
+    local port="PORT_$1"
+    [ "$STATUS" = 1 ] || return 0
+    case $2 in fcgi-*) ;; *) return 0 ;; esac
+    # (definition 0: php-fpm; 1: the null backend)
+    curl -s "http://127.0.0.1:${!port}/server-status?auto" | grep -E '^FastCGIServer[01](Requests|Connects|Reuses|Releases|BusyPassed|Backlogged|Stalled|Queued|Failures):' |
+        sed 's/^FastCGIServer0/fpm /; s/^FastCGIServer1/null /' | tr '\n' ' ' || true
+}
 for w in $WORKLOADS; do
+    stat_a=$(fcgi_status A "$A"); stat_b=$(fcgi_status B "$B")
     if [ -z "$(path_of "$w" "$A")" ] || [ -z "$(path_of "$w" "$B")" ]; then log "paired: $w: not applicable to $A/$B, skipped"; continue; fi
     # both servers and backends warm (connections, pools, caches) before the first pair
     for n in A B; do
@@ -270,6 +287,8 @@ for w in $WORKLOADS; do
         $3 == "A" { ra[$2] = $4 } $3 == "B" { rb[$2] = $4 }
         END { for (i = 1; i <= k; i++) printf "%s%.2f", (i > 1 ? " " : ""), (rb[i] > 0 ? ra[i] / rb[i] : 0); print "" }' |
         sed "s/^/paired: $w per-pair A\/B: /" >&2
+    if [ -n "$stat_a" ]; then log "paired: $w pool counters A before: $stat_a"; log "paired: $w pool counters A after:  $(fcgi_status A "$A")"; fi
+    if [ -n "$stat_b" ]; then log "paired: $w pool counters B before: $stat_b"; log "paired: $w pool counters B after:  $(fcgi_status B "$B")"; fi
 done
 
 # summary: per workload, medians of each side and of the per-pair ratios

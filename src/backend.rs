@@ -26,6 +26,9 @@ pub const STALL_AFTER: Duration = Duration::from_millis(20);
 /// looked at: if it still waits in the application's backlog, another process is asked to
 /// give up an application process it holds (`Runtime::ask_release`).
 pub const ASK_AFTER: Duration = Duration::from_millis(1);
+/// A fresh connection still in the backlog this long after its request asked for an
+/// application process asks for another one.
+pub const ASK_AGAIN: Duration = Duration::from_millis(4);
 /// A queued request looks at the slots at least this often even if nobody wakes it.
 const WAIT_RECHECK: Duration = Duration::from_millis(20);
 /// A connection freed while requests queue for `-max-conns` slots goes to the request that has
@@ -870,6 +873,8 @@ impl Runtime {
             client_aborts: get(&st.client_aborts),
             releases: get(&st.releases),
             busy_passed: get(&st.busy_passed),
+            backlogged: get(&st.backlogged),
+            stalled: get(&st.stalled),
         }
     }
 
@@ -954,11 +959,6 @@ pub fn target_text(t: &Target) -> String {
     }
 }
 
-fn ms(d: Duration) -> i32 {
-    // Round up so a sub-millisecond remainder still waits.
-    i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-}
-
 impl Conn {
     fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         match &self.fd {
@@ -1015,7 +1015,7 @@ impl Conn {
                 Ok(()) => return Ok(fd),
                 Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    match sock::poll(fd.as_fd(), false, true, ms(left)).map_err(|e| (e, false))? {
+                    match sock::poll(fd.as_fd(), false, true, left).map_err(|e| (e, false))? {
                         None => return Err((io::Error::from_raw_os_error(libc::ETIMEDOUT), true)),
                         Some(_) => {
                             sock::take_error(fd.as_fd()).map_err(|e| (e, false))?;
@@ -1041,7 +1041,7 @@ impl Conn {
 
     /// Waits for readability (always) and writability (if `write`), up to `timeout`.
     pub fn wait(&self, write: bool, timeout: Duration) -> io::Result<Option<Ready>> {
-        sock::poll(self.fd(), true, write, ms(timeout))
+        sock::poll(self.fd(), true, write, timeout)
     }
 
     /// Non-blocking receive (`WouldBlock` when nothing is available, `Ok(0)` at EOF).

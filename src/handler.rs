@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::backend::{ASK_AFTER, Conn, ConnectError, Runtime, STALL_AFTER};
+use crate::backend::{ASK_AFTER, ASK_AGAIN, Conn, ConnectError, Runtime, STALL_AFTER};
 use crate::config::{AuthPhase, AuthSpec, ServerDef};
 use crate::fcgi::headers::{Feed, Head, HeaderScanner};
 use crate::fcgi::params::ParamsWriter;
@@ -209,8 +209,12 @@ struct Exchange<'r, 'd> {
     /// The kernel said an application process took this fresh connection's request: its
     /// silence is the script's time, not a queue (no stall to watch for).
     taken: bool,
-    /// Whether the fresh connection was looked at after ASK_AFTER.
-    ask_checked: bool,
+    /// When (since the request was sent) the fresh connection is next looked at: ASK_AFTER,
+    /// then every ASK_AGAIN while it waits in the backlog (None: no more looks, the kernel
+    /// cannot tell).
+    next_ask: Option<Duration>,
+    /// Application processes asked for so far (see `Runtime::ask_release`).
+    asks: u32,
     /// Bytes of the request sent on this connection.
     sent_total: u64,
     out: Reused<u8>,
@@ -602,7 +606,8 @@ fn exchange(
             trailing: false,
             stall_marked: false,
             taken: false,
-            ask_checked: false,
+            next_ask: Some(ASK_AFTER),
+            asks: 0,
             sent_total: 0,
             out,
             out_pos: 0,
@@ -1035,15 +1040,24 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 && self.rt.guards_stalls();
             if stall_pending {
                 let since = started.elapsed();
-                if !self.ask_checked && since >= ASK_AFTER {
+                if self.next_ask.is_some_and(|t| since >= t) {
                     // No answer yet: is the request still in the application's backlog
                     // (possibly behind processes held by idle connections elsewhere)?
-                    self.ask_checked = true;
                     match self.conn.request_untouched(self.sent_total) {
-                        // one process of the application is asked for, now
-                        Some(true) => self.rt.ask_release(true),
+                        // One process of the application is asked for, now. Still there
+                        // ASK_AGAIN later: another one (the process freed for us took an older
+                        // connection of the backlog, or the one asked had no idle connection
+                        // left and frees one only when its request ends).
+                        Some(true) => {
+                            if self.asks == 0 {
+                                self.rt.stats().backlogged.fetch_add(1, Ordering::Relaxed);
+                            }
+                            self.rt.ask_release(true);
+                            self.asks += 1;
+                            self.next_ask = Some(since + ASK_AGAIN);
+                        }
                         Some(false) => self.taken = true,
-                        None => {}
+                        None => self.next_ask = None,
                     }
                 }
                 if self.taken {
@@ -1055,13 +1069,13 @@ impl<'r, 'd> Exchange<'r, 'd> {
                         self.taken = true;
                         stall_pending = false;
                     } else {
+                        self.rt.stats().stalled.fetch_add(1, Ordering::Relaxed);
                         self.rt.set_waiting(true);
                         self.stall_marked = true;
                     }
-                } else if !self.ask_checked {
-                    wait = wait.min(ASK_AFTER - since);
                 } else {
-                    wait = wait.min(STALL_AFTER - since);
+                    let next = self.next_ask.map_or(STALL_AFTER, |t| t.min(STALL_AFTER));
+                    wait = wait.min(next.saturating_sub(since));
                 }
             }
             // Nothing to send, nothing to flush, no stall to watch for: a pooled connection

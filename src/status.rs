@@ -31,6 +31,10 @@ pub struct Snapshot {
     pub releases: u64,
     /// Idle connections passed over: their application process was still busy.
     pub busy_passed: u64,
+    /// New connections found waiting in the application's backlog (no process free).
+    pub backlogged: u64,
+    /// Of those, the ones still waiting after 20 ms (pooling stopped until served).
+    pub stalled: u64,
 }
 
 /// One definition as shown: virtual path, address as written, state.
@@ -98,6 +102,8 @@ pub fn render_short(rows: &[Row<'_>]) -> String {
             ("ClientAborts", sn.client_aborts),
             ("Releases", sn.releases),
             ("BusyPassed", sn.busy_passed),
+            ("Backlogged", sn.backlogged),
+            ("Stalled", sn.stalled),
         ] {
             s.push_str(&format!("{k}{name}: {v}\n"));
         }
@@ -140,9 +146,11 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
             sn.client_aborts.to_string(),
             sn.releases.to_string(),
             sn.busy_passed.to_string(),
+            sn.backlogged.to_string(),
+            sn.stalled.to_string(),
         ]
     };
-    const HEAD: [&str; 15] = [
+    const HEAD: [&str; 17] = [
         "Virtual path",
         "Address",
         "Pool",
@@ -158,6 +166,8 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
         "Client aborts",
         "Idle ones released for others",
         "Idle ones passed over (application busy)",
+        "New ones left in the backlog (no application process free)",
+        "Left there over 20 ms",
     ];
     let by_process = |sn: &Snapshot| -> String {
         sn.by_process
@@ -180,7 +190,7 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
             s.push_str("</tr>\n");
             if !row.snap.by_process.is_empty() {
                 s.push_str(&format!(
-                    "<tr><td></td><td colspan=\"14\">open connections by process (pid: count): {}</td></tr>\n",
+                    "<tr><td></td><td colspan=\"16\">open connections by process (pid: count): {}</td></tr>\n",
                     by_process(&row.snap)
                 ));
             }
@@ -231,6 +241,8 @@ mod tests {
                 client_aborts: 2,
                 releases: 3,
                 busy_passed: 4,
+                backlogged: 6,
+                stalled: 1,
             },
         }
     }
@@ -244,6 +256,8 @@ mod tests {
         assert!(out.contains("FastCGIServer0MaxConns: 4\n"));
         assert!(out.contains("FastCGIServer0Releases: 3\n"));
         assert!(out.contains("FastCGIServer0BusyPassed: 4\n"));
+        assert!(out.contains("FastCGIServer0Backlogged: 6\n"));
+        assert!(out.contains("FastCGIServer0Stalled: 1\n"));
         // a newline in a path cannot forge a line
         assert!(out.contains("FastCGIServer1Path: /b?/x.fcgi\n"));
         assert!(out.lines().all(|l| l.starts_with("FastCGIServer")));

@@ -145,14 +145,13 @@ pub struct Ready {
     pub broken: bool,
 }
 
-/// Waits up to `timeout_ms` (-1: forever) for readability and/or writability.
-/// Returns `Ok(None)` on timeout. EINTR is retried by the caller's loop (returned as a timeout
-/// of zero progress is not correct, so it is retried here with the same timeout).
+/// Waits up to `timeout` (to the microsecond) for readability and/or writability.
+/// Returns `Ok(None)` on timeout. EINTR is retried here with the same timeout.
 pub fn poll(
     fd: BorrowedFd<'_>,
     read: bool,
     write: bool,
-    timeout_ms: i32,
+    timeout: std::time::Duration,
 ) -> io::Result<Option<Ready>> {
     let mut events = 0;
     if read {
@@ -166,9 +165,14 @@ pub fn poll(
         events,
         revents: 0,
     };
+    // ppoll: poll counts whole milliseconds, rounded up (a look due in 0.97 ms came after 1.08).
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
     loop {
-        // SAFETY: one valid pollfd, count 1.
-        let rv = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        // SAFETY: one valid pollfd, count 1; a live timespec; no signal mask.
+        let rv = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
         if rv < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -481,6 +485,12 @@ pub struct Stats {
     /// Idle connections found with their application process not back yet (still finishing
     /// the last request, or a script running on after `fastcgi_finish_request()`).
     pub busy_passed: std::sync::atomic::AtomicU64,
+    /// Requests whose new connection was still in the application's listen backlog 1 ms after
+    /// it was sent (no application process free: one was asked for).
+    pub backlogged: std::sync::atomic::AtomicU64,
+    /// Requests still in the backlog after 20 ms (or unknown to the kernel): pooling stopped
+    /// in every child until they were served.
+    pub stalled: std::sync::atomic::AtomicU64,
 }
 
 impl Default for SharedCounters {
