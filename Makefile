@@ -52,12 +52,13 @@ PANIC_SO := target/test-panic/release/libmod_fastcgi.so
 # gives cc/ld for cargo and the C shim; libclang-dev is for bindgen).
 DEB_PACKAGES := apache2 apache2-dev php-fpm libclang-dev curl wrk ca-certificates valgrind \
                 build-essential pkg-config
-# Only for the tests: the real PHP applications of t/apps.rs and t/wordpress.rs (Debian's
-# DokuWiki and WordPress, copied into the test's temp dir; the installed copies are neither
-# served nor changed) and the database server WordPress needs (started by the test under its
-# temp dir; the system's MariaDB service is not used). `php` is named so that WordPress's
-# "libapache2-mod-php | php" is met by php-fpm rather than by installing mod_php.
-TEST_DEB_PACKAGES := php dokuwiki wordpress mariadb-server php-mysql
+# Only for the tests: the real PHP applications of t/apps.rs, t/wordpress.rs and
+# t/phpmyadmin.rs (Debian's DokuWiki, WordPress and phpMyAdmin, copied into the test's temp
+# dir; the installed copies are neither served nor changed) and the database server WordPress
+# and phpMyAdmin need (started by the test under its temp dir; the system's MariaDB service is
+# not used). `php` is named so that WordPress's "libapache2-mod-php | php" is met by php-fpm
+# rather than by installing mod_php.
+TEST_DEB_PACKAGES := php dokuwiki wordpress phpmyadmin mariadb-server php-mysql
 # Debian layout for `make install` (overridable for other layouts).
 LIBEXECDIR   ?= $(shell $(APXS) -q LIBEXECDIR 2>/dev/null || echo /usr/lib/apache2/modules)
 SYSCONFDIR   ?= $(shell $(APXS) -q SYSCONFDIR 2>/dev/null || echo /etc/apache2)

@@ -17,7 +17,7 @@
 //! adds its vhosts (each on its own loopback port) in its `setup`. Output: one
 //! `test <name> ... ok|FAILED: <reason>` line per test and a final `N passed, N failed`.
 //! FILTER selects the tests whose name contains it, or all tests of the suite it names
-//! (`foundation`, `conformance`, `pool`, `direct`, `auth`, `faults`, `hostile`, `apps`, `wordpress`, `stack`,
+//! (`foundation`, `conformance`, `pool`, `direct`, `auth`, `faults`, `hostile`, `apps`, `wordpress`, `phpmyadmin`, `stack`,
 //! `status`, `final`, `selftest`).
 
 #[path = "support/apache.rs"]
@@ -32,6 +32,8 @@ mod fpm;
 mod harness;
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/mariadb.rs"]
+mod mariadb;
 #[path = "support/pool_fcgi.rs"]
 mod pool_fcgi;
 #[path = "support/pool_inst.rs"]
@@ -52,6 +54,7 @@ mod direct;
 mod faults;
 mod foundation;
 mod hostile;
+mod phpmyadmin;
 mod pool;
 mod selftest;
 mod stack;
@@ -70,6 +73,7 @@ fn main() {
         hostile::SUITE,
         apps::SUITE,
         wordpress::SUITE,
+        phpmyadmin::SUITE,
         stack::SUITE,
         status::SUITE,
         foundation::FINAL,

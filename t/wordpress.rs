@@ -17,7 +17,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use crate::apps::{Browser, input_value, only_app_stderr, recipe_vhost};
 use crate::auth::basic;
@@ -25,7 +24,8 @@ use crate::check::{ensure, expect_status, p};
 use crate::fpm::Pool;
 use crate::harness::{Builder, Ctx, Suite, test};
 use crate::http::{Request, Response};
-use crate::procs::{Endpoint, Server};
+use crate::mariadb::{self, run};
+use crate::procs::Endpoint;
 use crate::util;
 
 pub const SUITE: Suite = Suite {
@@ -43,9 +43,6 @@ pub const SUITE: Suite = Suite {
 
 /// Debian's layout.
 const WP_CODE: &str = "/usr/share/wordpress";
-const MARIADBD: &str = "/usr/sbin/mariadbd";
-const MARIADB_INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
-const MARIADB: &str = "/usr/bin/mariadb";
 
 /// `err_`: WordPress 6.1 on PHP 8.2 may write deprecation notices to stderr, which the module
 /// logs at error level (FCGI040); the last test checks this vhost's log itself.
@@ -84,31 +81,13 @@ fn site(ctx: &Ctx) -> Result<&'static Site, String> {
         .map_err(|e| format!("WordPress setup: {e}"))
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{what}: {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
-}
-
-/// Copies WordPress, starts MariaDB, writes the configuration and runs the web installer.
+/// Copies WordPress, creates its database, writes the configuration and runs the web installer.
 fn install(ctx: &Ctx) -> Result<Site, String> {
-    for f in [
-        format!("{WP_CODE}/wp-login.php"),
-        MARIADBD.into(),
-        MARIADB_INSTALL_DB.into(),
-    ] {
-        if !Path::new(&f).exists() {
-            return Err(format!(
-                "{f} is missing: `make deps-test` installs Debian's wordpress, mariadb-server and php-mysql"
-            ));
-        }
+    let f = format!("{WP_CODE}/wp-login.php");
+    if !Path::new(&f).exists() {
+        return Err(format!(
+            "{f} is missing: `make deps-test` installs Debian's wordpress, mariadb-server and php-mysql"
+        ));
     }
     let root = PathBuf::from(ctx.val("wp_root"));
     let www = root.join("www");
@@ -121,44 +100,9 @@ fn install(ctx: &Ctx) -> Result<Site, String> {
         "copy WordPress",
     )?;
 
-    // the database server: a data directory of its own, a unix socket, no TCP
-    let db = root.join("db");
-    let data = db.join("data");
-    util::mkdir_p(&db)?;
-    let sock = db.join("mysqld.sock");
-    run(
-        Command::new(MARIADB_INSTALL_DB)
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", p(&data)))
-            .args([
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--user=root",
-            ]),
-        "mariadb-install-db",
-    )?;
-    let mut cmd = Command::new(MARIADBD);
-    cmd.arg("--no-defaults")
-        .arg(format!("--datadir={}", p(&data)))
-        .arg(format!("--socket={}", p(&sock)))
-        .arg(format!("--pid-file={}", p(&db.join("mysqld.pid"))))
-        .args([
-            "--skip-networking",
-            "--user=root",
-            "--skip-log-bin",
-            "--innodb-buffer-pool-size=16M",
-        ]);
-    let mut server = Server::spawn("mariadbd", cmd, &ctx.tmp.join("logs/mariadbd"))?;
-    let ready = server.wait_ready(&[Endpoint::Unix(sock.clone())], Duration::from_secs(30));
-    ctx.extra.lock().unwrap().push(server);
-    ready?;
-    run(
-        Command::new(MARIADB)
-            .arg("--no-defaults")
-            .arg(format!("--socket={}", p(&sock)))
-            .args(["-uroot", "-e", "CREATE DATABASE wordpress"]),
-        "create the database",
-    )?;
+    // the database (the suites' MariaDB server: unix socket only)
+    let sock = mariadb::socket(ctx)?;
+    mariadb::sql(ctx, "CREATE DATABASE wordpress")?;
 
     // the site's configuration (Debian's wp-config.php looks in /etc/wordpress)
     util::write_file(
@@ -178,7 +122,7 @@ fn install(ctx: &Ctx) -> Result<Site, String> {
              define('WP_DEFAULT_THEME', 'mfcgi');\n\
              if (!defined('ABSPATH')) {{ define('ABSPATH', __DIR__ . '/'); }}\n\
              require_once ABSPATH . 'wp-settings.php';\n",
-            sock = p(&sock)
+            sock = p(sock)
         ),
     )?;
     // the package ships no theme: a minimal one that prints posts and their comments
