@@ -57,8 +57,9 @@ DEB_PACKAGES := apache2 apache2-dev php-fpm libclang-dev curl wrk ca-certificate
 # dir; the installed copies are neither served nor changed) and the database server WordPress
 # and phpMyAdmin need (started by the test under its temp dir; the system's MariaDB service is
 # not used). `php` is named so that WordPress's "libapache2-mod-php | php" is met by php-fpm
-# rather than by installing mod_php.
-TEST_DEB_PACKAGES := php dokuwiki wordpress phpmyadmin mariadb-server php-mysql
+# rather than by installing mod_php; `dbconfig-no-thanks` so that phpMyAdmin's package does not
+# try to make a database in the system's MariaDB when it is installed.
+TEST_DEB_PACKAGES := php dokuwiki wordpress dbconfig-no-thanks phpmyadmin mariadb-server php-mysql
 # Debian layout for `make install` (overridable for other layouts).
 LIBEXECDIR   ?= $(shell $(APXS) -q LIBEXECDIR 2>/dev/null || echo /usr/lib/apache2/modules)
 SYSCONFDIR   ?= $(shell $(APXS) -q SYSCONFDIR 2>/dev/null || echo /etc/apache2)
