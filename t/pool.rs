@@ -16,8 +16,9 @@
 //! * `pool_starvation` – a dedicated Apache (prefork: 16 processes; event/worker: 4 processes)
 //!   and a `pm=static`, `pm.max_children=4` pool with a 5 ms script, 32 clients: with
 //!   `-max-conns 4` no error, no slow request, every process served, never more than 4
-//!   connections; the same load in guard-only mode (`-keep-conn on`, no `-max-conns`) is
-//!   measured and reported.
+//!   connections; the same load in guard-only mode (`-keep-conn on`, no `-max-conns`): no
+//!   error, no slow request, every process served (its connection count and php-fpm's listen
+//!   queue are reported: without a cap they are not bounded).
 //! * `pool_graceful_restart_lingering_child_idle_conns` – after a graceful restart, a child of
 //!   the old generation that is still busy (a slow client) must not keep php-fpm workers bound
 //!   to its idle pooled connections while the new generation's requests wait for one.
@@ -25,7 +26,7 @@
 //!   (crash, OOM killer) must not keep their `-max-conns` slots forever.
 //!
 //! Environment: `MFCGI_STARVATION_SECS` (default 20, as issue #4 asks) – duration of the
-//! `-max-conns` starvation run (the guard-only run, reported but not asserted, lasts at most 10 s);
+//! `-max-conns` starvation run (the guard-only run lasts at most 10 s);
 //! `MFCGI_POOL_RESTARTS` (default 20) – graceful restarts in the fd test.
 //! Every test prints one `pool:` line with its measurements.
 
@@ -1212,7 +1213,7 @@ fn starve_run(
     port: u16,
     fpm_port: u16,
     secs: u64,
-    strict: bool,
+    capped: bool,
     what: &str,
 ) -> StarveRun {
     let access = apache.conf.access_log();
@@ -1306,35 +1307,37 @@ fn starve_run(
             format!("{summary}; over 4 e.g. {:?}", &over[..over.len().min(3)])
         }
     };
+    // The issue's test: zero errors, the slowest request well under 2 s, every process
+    // served; with the cap also its connection count and php-fpm's backlog.
     let mut problems = Vec::new();
-    if strict {
-        if errors > 0 {
-            problems.push(format!(
-                "{errors} errors, e.g. {:?}",
-                first_errors(&outcomes, 4)
-            ));
-        }
-        if slowest >= Duration::from_secs(2) {
-            problems.push(format!("slowest request took {}", ms(slowest)));
-        }
-        let unserved: Vec<u32> = children
-            .iter()
-            .copied()
-            .filter(|c| !pids.contains_key(c))
-            .collect();
-        if !unserved.is_empty() {
-            problems.push(format!(
-                "Apache processes {unserved:?} served no request (per process: {pids:?})"
-            ));
-        }
-        let failing: Vec<(u32, usize)> = pids
-            .iter()
-            .filter(|(_, c)| c.1 > 0)
-            .map(|(p, c)| (*p, c.1))
-            .collect();
-        if !failing.is_empty() {
-            problems.push(format!("non-200 answers per process: {failing:?}"));
-        }
+    if errors > 0 {
+        problems.push(format!(
+            "{errors} errors, e.g. {:?}",
+            first_errors(&outcomes, 4)
+        ));
+    }
+    if slowest >= Duration::from_secs(2) {
+        problems.push(format!("slowest request took {}", ms(slowest)));
+    }
+    let unserved: Vec<u32> = children
+        .iter()
+        .copied()
+        .filter(|c| !pids.contains_key(c))
+        .collect();
+    if !unserved.is_empty() {
+        problems.push(format!(
+            "Apache processes {unserved:?} served no request (per process: {pids:?})"
+        ));
+    }
+    let failing: Vec<(u32, usize)> = pids
+        .iter()
+        .filter(|(_, c)| c.1 > 0)
+        .map(|(p, c)| (*p, c.1))
+        .collect();
+    if !failing.is_empty() {
+        problems.push(format!("non-200 answers per process: {failing:?}"));
+    }
+    if capped {
         // A sample is not an atomic snapshot: the kernel walks its socket table bucket by
         // bucket (a look takes 7-20 ms here with thousands of TIME_WAIT sockets) while
         // connections close and open, so one socket closed and its successor opened during a
@@ -1428,6 +1431,9 @@ fn starvation(ctx: &Ctx) -> Result<(), String> {
     })?;
     ensure(capped.problems.is_empty(), || {
         format!("with -max-conns 4: {}", capped.problems.join("; "))
+    })?;
+    ensure(guard.problems.is_empty(), || {
+        format!("guard only: {}", guard.problems.join("; "))
     })
 }
 
