@@ -16,12 +16,17 @@ pub const SUITE: Suite = Suite {
         test("status_counts_requests_and_reuse", counts),
         test("status_counts_failures", failures),
         test("status_counts_client_aborts", client_aborts),
+        test("status_counts_backlogged_and_stalled", backlogged),
         test("status_binding_cap_hands_connections_over", binding_cap),
         test("status_html_and_notable", html),
     ],
 };
 
 const MAX_CONNS: u32 = 3;
+
+/// A listener that never accepts: connections to it wait in its backlog (kept open for the
+/// whole run).
+static NEVER_ACCEPTS: std::sync::OnceLock<std::net::TcpListener> = std::sync::OnceLock::new();
 
 fn setup(b: &mut Builder) -> Result<(), String> {
     let run = b.tmp.join("run");
@@ -91,6 +96,27 @@ fn setup(b: &mut Builder) -> Result<(), String> {
             ),
         ),
     );
+    // the pool without -max-conns in front of an application that never accepts: requests
+    // wait in its backlog, are counted as such, and end in the idle timeout (504, logged)
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("local_addr: {e}"))?;
+    let _ = NEVER_ACCEPTS.set(listener);
+    let stuck_path = vdir.join("stuck.fcgi");
+    let port = b.port()?;
+    b.vhost(
+        "err_status_stuck",
+        port,
+        "status-stuck.test",
+        &docroot,
+        &chain(
+            &stuck_path,
+            "/stuck.fcgi",
+            &format!("-host {addr} -keep-conn on -idle-timeout 1"),
+        ),
+    );
+    b.set("status_stuck_path", p(&stuck_path));
     // the status page itself, on a docroot no FastCgiExternalServer covers
     let page_root = b.tmp.join("htdocs/status-page");
     util::mkdir_p(&page_root)?;
@@ -194,6 +220,29 @@ fn failures(ctx: &Ctx) -> Result<(), String> {
     )?;
     ensure(after.get("Pool").map(|s| s.as_str()) == Some("off"), || {
         format!("Pool: {:?}", after.get("Pool"))
+    })
+}
+
+/// A request whose new connection is never taken by the application: `Backlogged` (looked at
+/// after 1 ms) and `Stalled` (after 20 ms) count it once each, the idle timeout ends it with a
+/// 504, and it no longer counts as waiting afterwards.
+fn backlogged(ctx: &Ctx) -> Result<(), String> {
+    let path = ctx.val("status_stuck_path");
+    let before = auto(ctx, path)?;
+    let r = ctx.get("err_status_stuck", "/info.php")?;
+    expect_status(&r, 504)?;
+    let after = auto(ctx, path)?;
+    let d = |k: &str| -> Result<u64, String> { Ok(num(&after, k)? - num(&before, k)?) };
+    ensure(
+        d("Requests")? == 1
+            && d("Connects")? == 1
+            && d("Backlogged")? == 1
+            && d("Stalled")? == 1
+            && d("Failures")? == 1,
+        || format!("one request left in the backlog: before {before:?}, after {after:?}"),
+    )?;
+    ensure(num(&after, "Waiting")? == 0, || {
+        format!("still counted as waiting after it ended: {after:?}")
     })
 }
 
