@@ -213,8 +213,8 @@ struct Exchange<'r, 'd> {
     /// then every ASK_AGAIN while it waits in the backlog (None: no more looks, the kernel
     /// cannot tell).
     next_ask: Option<Duration>,
-    /// Application processes asked for so far (see `Runtime::ask_release`).
-    asks: u32,
+    /// An application process was asked for (see `Runtime::ask_release`).
+    asked: bool,
     /// Bytes of the request sent on this connection.
     sent_total: u64,
     out: Reused<u8>,
@@ -607,7 +607,7 @@ fn exchange(
             stall_marked: false,
             taken: false,
             next_ask: Some(ASK_AFTER),
-            asks: 0,
+            asked: false,
             sent_total: 0,
             out,
             out_pos: 0,
@@ -1049,11 +1049,11 @@ impl<'r, 'd> Exchange<'r, 'd> {
                         // connection of the backlog, or the one asked had no idle connection
                         // left and frees one only when its request ends).
                         Some(true) => {
-                            if self.asks == 0 {
+                            if !self.asked {
                                 self.rt.stats().backlogged.fetch_add(1, Ordering::Relaxed);
                             }
                             self.rt.ask_release(true);
-                            self.asks += 1;
+                            self.asked = true;
                             self.next_ask = Some(since + ASK_AGAIN);
                         }
                         Some(false) => self.taken = true,

@@ -235,6 +235,39 @@ impl<'a> Browser<'a> {
         )
     }
 
+    /// Posts a multipart/form-data body: `fields`, then one file (field name, file name,
+    /// content type, bytes), as a browser's upload form sends them.
+    pub fn post_multipart(
+        &mut self,
+        target: &str,
+        fields: &[(&str, &str)],
+        file: (&str, &str, &str, &[u8]),
+    ) -> Result<Response, String> {
+        let boundary = "----mfcgiBoundary7MA4YWxkTrZu0gW";
+        let mut body = Vec::new();
+        for (k, v) in fields {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        let (name, filename, ctype, data) = file;
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: {ctype}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        self.send(Request::post(target, body).header(
+            "Content-Type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        ))
+    }
+
     fn login(&mut self) -> Result<(), String> {
         let form = self.get("/doku.php?id=start&do=login")?;
         expect_status(&form, 200)?;
@@ -418,31 +451,14 @@ fn media(ctx: &Ctx) -> Result<(), String> {
     let mgr = br.get("/doku.php?id=mfcgi:media&do=media&ns=mfcgi")?;
     expect_status(&mgr, 200)?;
     let sectok = input_value(&mgr.text(), "sectok").unwrap_or_default();
-    let boundary = "----mfcgiBoundary7MA4YWxkTrZu0gW";
-    let mut body = Vec::new();
-    for (k, v) in [
-        ("sectok", sectok.as_str()),
-        ("ns", "mfcgi"),
-        ("mediaid", "pic.png"),
-    ] {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"pic.png\"\r\nContent-Type: image/png\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(&png);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let up = br.send(
-        Request::post("/lib/exe/mediamanager.php?ns=mfcgi&tab_files=upload", body).header(
-            "Content-Type",
-            &format!("multipart/form-data; boundary={boundary}"),
-        ),
+    let up = br.post_multipart(
+        "/lib/exe/mediamanager.php?ns=mfcgi&tab_files=upload",
+        &[
+            ("sectok", sectok.as_str()),
+            ("ns", "mfcgi"),
+            ("mediaid", "pic.png"),
+        ],
+        ("upload", "pic.png", "image/png", &png),
     )?;
     expect_status(&up, 200)?;
 

@@ -13,19 +13,18 @@
 //! The database and the copy are made by the first test that needs them; every test can run
 //! alone (`-- phpmyadmin_export`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::apps::{Browser, input_value, only_app_stderr, recipe_vhost};
 use crate::check::{ensure, expect_status, p};
 use crate::fpm::Pool;
 use crate::harness::{Builder, Ctx, Suite, test};
-use crate::http::{Request, Response};
-use crate::mariadb::{self, run};
+use crate::http::Response;
+use crate::mariadb;
 use crate::procs::Endpoint;
-use crate::util;
+use crate::util::{self, run};
 
 pub const SUITE: Suite = Suite {
     name: "phpmyadmin",
@@ -258,36 +257,26 @@ fn imported(ctx: &Ctx) -> Result<(), String> {
 fn import_upload(ctx: &Ctx) -> Result<(), String> {
     let (mut br, token) = login(ctx)?;
     let file = sql_file();
-    let boundary = "----mfcgiPmaBoundary0x5f3759df";
-    let mut body = Vec::new();
-    for (k, v) in [
-        ("token", token.as_str()),
-        ("db", DB),
-        ("import_type", "database"),
-        ("format", "sql"),
-        ("charset_of_file", "utf-8"),
-        ("allow_interrupt", "yes"),
-        ("skip_queries", "0"),
-        ("sql_compatibility", "NONE"),
-        ("sql_no_auto_value_on_zero", "something"),
-    ] {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"import_file\"; filename=\"notes.sql\"\r\nContent-Type: application/sql\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(file.as_bytes());
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let r = br.send(Request::post("/index.php?route=/import", body).header(
-        "Content-Type",
-        &format!("multipart/form-data; boundary={boundary}"),
-    ))?;
+    let r = br.post_multipart(
+        "/index.php?route=/import",
+        &[
+            ("token", token.as_str()),
+            ("db", DB),
+            ("import_type", "database"),
+            ("format", "sql"),
+            ("charset_of_file", "utf-8"),
+            ("allow_interrupt", "yes"),
+            ("skip_queries", "0"),
+            ("sql_compatibility", "NONE"),
+            ("sql_no_auto_value_on_zero", "something"),
+        ],
+        (
+            "import_file",
+            "notes.sql",
+            "application/sql",
+            file.as_bytes(),
+        ),
+    )?;
     expect_status(&r, 200)?;
     ensure(
         r.text().contains("Import has been successfully finished"),
@@ -350,27 +339,11 @@ fn export_as(br: &mut Browser<'_>, token: &str, compression: &str) -> Result<Res
     )
 }
 
-fn gunzip(data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut child = Command::new("gzip")
-        .arg("-dc")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("gzip: {e}"))?;
-    let mut stdin = child.stdin.take().ok_or("gzip: no stdin")?;
-    let input = data.to_vec();
-    let feeder = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().map_err(|e| format!("gzip: {e}"))?;
-    let _ = feeder.join();
-    if !out.status.success() {
-        return Err(format!(
-            "gzip -dc: {} ({})",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(out.stdout)
+/// `gzip -dc` of `data` (written to a file under the temp dir first).
+fn gunzip(ctx: &Ctx, data: &[u8]) -> Result<Vec<u8>, String> {
+    let f = ctx.tmp.join("apps/phpmyadmin/export.sql.gz");
+    util::write_file(&f, data)?;
+    run(Command::new("gzip").arg("-dc").arg(&f), "gzip -dc")
 }
 
 /// Checks an exported SQL dump: the table's definition and every row's text, escaped.
@@ -424,7 +397,7 @@ fn export(ctx: &Ctx) -> Result<(), String> {
             &gz.body[..gz.body.len().min(16)]
         )
     })?;
-    let unpacked = gunzip(&gz.body)?;
+    let unpacked = gunzip(ctx, &gz.body)?;
     let text = String::from_utf8(unpacked).map_err(|e| format!("gunzipped export: {e}"))?;
     check_dump(&text, "gzip export")
 }

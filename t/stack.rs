@@ -143,16 +143,8 @@ fn curl() -> Command {
 }
 
 fn run(mut c: Command) -> Result<Vec<u8>, String> {
-    let out = c.output().map_err(|e| format!("curl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "curl {:?} failed ({}): {}",
-            c.get_args().collect::<Vec<_>>(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(out.stdout)
+    let what = format!("curl {:?}", c.get_args().collect::<Vec<_>>());
+    util::run(&mut c, &what)
 }
 
 /// The HTTP version curl reports for a response, from its `-w '%{http_version}'`.

@@ -24,9 +24,9 @@ use crate::check::{ensure, expect_status, p};
 use crate::fpm::Pool;
 use crate::harness::{Builder, Ctx, Suite, test};
 use crate::http::{Request, Response};
-use crate::mariadb::{self, run};
+use crate::mariadb;
 use crate::procs::Endpoint;
-use crate::util;
+use crate::util::{self, run};
 
 pub const SUITE: Suite = Suite {
     name: "wordpress",

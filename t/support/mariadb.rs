@@ -19,20 +19,6 @@ const MARIADB: &str = "/usr/bin/mariadb";
 
 static SOCKET: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
-/// Runs a command, failing with its output.
-pub fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{what}: {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
-}
-
 /// The server's socket, starting it on first use.
 pub fn socket(ctx: &Ctx) -> Result<&'static Path, String> {
     SOCKET
@@ -44,32 +30,20 @@ pub fn socket(ctx: &Ctx) -> Result<&'static Path, String> {
 
 /// Runs SQL as root (empty password, over the socket).
 pub fn sql(ctx: &Ctx, statements: &str) -> Result<(), String> {
-    let sock = socket(ctx)?;
-    run(
-        Command::new(MARIADB)
-            .arg("--no-defaults")
-            .arg(format!("--socket={}", p(sock)))
-            .args(["-uroot", "-e", statements]),
-        "mariadb",
-    )
+    query(ctx, statements).map(drop)
 }
 
 /// Runs a query as root and returns its output (tab-separated, no column names).
 pub fn query(ctx: &Ctx, statement: &str) -> Result<String, String> {
     let sock = socket(ctx)?;
-    let out = Command::new(MARIADB)
-        .arg("--no-defaults")
-        .arg(format!("--socket={}", p(sock)))
-        .args(["-uroot", "-N", "-B", "-e", statement])
-        .output()
-        .map_err(|e| format!("mariadb: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "mariadb -e {statement:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = util::run(
+        Command::new(MARIADB)
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", p(sock)))
+            .args(["-uroot", "-N", "-B", "-e", statement]),
+        &format!("mariadb -e {statement:?}"),
+    )?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn start(ctx: &Ctx) -> Result<PathBuf, String> {
@@ -84,7 +58,7 @@ fn start(ctx: &Ctx) -> Result<PathBuf, String> {
     let data = db.join("data");
     util::mkdir_p(&db)?;
     let sock = db.join("mysqld.sock");
-    run(
+    util::run(
         Command::new(MARIADB_INSTALL_DB)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", p(&data)))

@@ -118,6 +118,21 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
     Ok(ports)
 }
 
+/// Runs a command to its end: its stdout, or an error naming `what` with the exit status and
+/// what it printed.
+pub fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>, String> {
+    let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out.stdout)
+}
+
 /// Incremental md5 through the `md5sum` command (no crates).
 pub struct Md5 {
     child: Child,
