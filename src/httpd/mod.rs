@@ -698,15 +698,20 @@ unsafe fn read_bucket<'b>(
 /// The first read of an answer goes into a small buffer of its own instead
 /// ([`FIRST_READ`] bytes, copied like any small read): most answers end in it, and a first
 /// read needs no block taken after a separate wait for data.
+///
+/// `repr(C)` with the buffer last: otherwise LLVM merges the zeroed fields around the
+/// uninitialised buffer into one memset of all 4 KiB, for every request.
+#[repr(C)]
 pub struct ShareBuf<'a> {
     block: Option<NonNull<u8>>,
     len: usize,
-    /// The first read: its buffer, whether it was used, and whether the last read is in it.
-    first: [std::mem::MaybeUninit<u8>; FIRST_READ],
-    first_used: bool,
-    in_first: bool,
     alloc: *mut ffi::apr_bucket_alloc_t,
     _l: PhantomData<&'a ()>,
+    /// Whether the first read's buffer was used, and whether the last read is in it.
+    first_used: bool,
+    in_first: bool,
+    /// The first read's buffer.
+    first: std::mem::MaybeUninit<[u8; FIRST_READ]>,
 }
 
 /// Size of the buffer of an answer's first read (see [`ShareBuf`]).
@@ -734,7 +739,7 @@ impl<'a> ShareBuf<'a> {
         Some(ShareBuf {
             block: None,
             len: 0,
-            first: [std::mem::MaybeUninit::uninit(); FIRST_READ],
+            first: std::mem::MaybeUninit::uninit(),
             first_used: false,
             in_first: false,
             alloc: bb.alloc,
@@ -753,7 +758,15 @@ impl<'a> ShareBuf<'a> {
         if !self.first_used {
             self.first_used = true;
             self.in_first = true;
-            let n = read(&mut self.first[..])?;
+            // SAFETY: the array is FIRST_READ bytes owned by self, viewed as possibly
+            // uninitialised bytes.
+            let spare = unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.first.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(),
+                    FIRST_READ,
+                )
+            };
+            let n = read(spare)?;
             self.len = n.min(FIRST_READ);
             return Ok(self.len);
         }
