@@ -30,7 +30,7 @@
 //! `MFCGI_POOL_RESTARTS` (default 20) – graceful restarts in the fd test.
 //! Every test prints one `pool:` line with its measurements.
 
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::thread;
@@ -59,6 +59,7 @@ pub const SUITE: Suite = Suite {
             large_responses_no_stall,
         ),
         test("pool_backend_ignores_keep_conn", backend_ignores_keep_conn),
+        test("pool_ipv6_php_fpm", ipv6_php_fpm),
         test("pool_stale_conn_replay_without_stall", stale_conn_replay),
         test("pool_fpm_max_requests_recycling", fpm_max_requests),
         test(
@@ -89,6 +90,8 @@ pub const SUITE: Suite = Suite {
 struct State {
     relay_reuse: Relay,
     relay_noreuse: Relay,
+    /// On [::1], to php-fpm listening on [::1] only.
+    relay_v6: Relay,
     fake_keep: FakeFcgi,
     fake_close: FakeFcgi,
     fake_delay: FakeFcgi,
@@ -184,6 +187,15 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         "www-data",
         Endpoint::Unix(tail_sock.clone()),
     ));
+    // a pool listening on the IPv6 loopback address only
+    let v6_port = b.port()?;
+    b.pool(Pool::new(
+        "pool_v6",
+        "www-data",
+        "www-data",
+        Endpoint::Tcp6(v6_port),
+    ));
+    b.set("pool_v6_port", v6_port);
     // php-fpm of the reload/restart test: a dedicated master started by the test itself
     let restart_port = b.port()?;
     b.set("pool_restart_port", restart_port);
@@ -193,6 +205,11 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     let st = State {
         relay_reuse: Relay::start(b.port()?, upstream)?,
         relay_noreuse: Relay::start(b.port()?, upstream)?,
+        relay_v6: Relay::start_on(
+            Ipv6Addr::LOCALHOST.into(),
+            b.port()?,
+            SocketAddr::from((Ipv6Addr::LOCALHOST, v6_port)),
+        )?,
         fake_keep: FakeFcgi::start(b.port()?, KeepMode::Honor)?,
         fake_close: FakeFcgi::start(b.port()?, KeepMode::CloseAfterResponse)?,
         fake_delay: FakeFcgi::start(b.port()?, KeepMode::CloseAfterDelay(2))?,
@@ -215,6 +232,34 @@ fn setup(b: &mut Builder) -> Result<(), String> {
                 &fcgi_dir,
                 "pool_noreuse",
                 &format!("127.0.0.1:{}", st.relay_noreuse.port),
+                "-keep-conn off",
+            ),
+        ),
+        // IPv6: through the counting relay, and straight to php-fpm with and without the pool
+        (
+            "pool_v6",
+            php_chain(
+                &fcgi_dir,
+                "pool_v6",
+                &format!("[::1]:{}", st.relay_v6.port),
+                "-max-conns 4",
+            ),
+        ),
+        (
+            "pool_v6_direct",
+            php_chain(
+                &fcgi_dir,
+                "pool_v6_direct",
+                &format!("[::1]:{v6_port}"),
+                "-max-conns 4",
+            ),
+        ),
+        (
+            "pool_v6_off",
+            php_chain(
+                &fcgi_dir,
+                "pool_v6_off",
+                &format!("[::1]:{v6_port}"),
                 "-keep-conn off",
             ),
         ),
@@ -669,6 +714,49 @@ fn reuse_scripted(ctx: &Ctx) -> Result<(), String> {
             pids.len()
         )
     })
+}
+
+/// IPv6 (`-host [::1]:port`): php-fpm listening on the IPv6 loopback address only. Through a
+/// counting relay on [::1], 200 sequential requests open at most one connection per Apache
+/// process; straight to php-fpm, pooled and with one connection per request, every answer is
+/// php-fpm's. (An IPv4-only build of the connector fails all three: nothing listens on
+/// 127.0.0.1 at these ports.)
+fn ipv6_php_fpm(ctx: &Ctx) -> Result<(), String> {
+    let relay = &state().relay_v6;
+    let v = ctx.vhost("pool_v6");
+    let access = ctx.apache_conf.access_log();
+    let log_off = util::file_len(&access);
+    let before = relay.count();
+    sequential(
+        ctx,
+        "pool_v6",
+        200,
+        &|i| Request::get(&format!("/hello.php?run=v6&i={i}")),
+        check_hello,
+    )?;
+    thread::sleep(Duration::from_millis(100));
+    let opened = relay.count() - before;
+    let pids = inst::per_pid(&access, &format!("{}:{}", v.server_name, v.port), log_off);
+    println!(
+        "    pool: IPv6: 200 requests to [::1] served by {} Apache process(es), {opened} backend connection(s) opened",
+        pids.len()
+    );
+    ensure(opened >= 1 && opened <= pids.len(), || {
+        format!(
+            "{opened} backend connections over IPv6 for 200 sequential requests served by {} Apache process(es) {pids:?}",
+            pids.len()
+        )
+    })?;
+    for id in ["pool_v6_direct", "pool_v6_off"] {
+        sequential(
+            ctx,
+            id,
+            50,
+            &|i| Request::get(&format!("/hello.php?run={id}&i={i}")),
+            check_hello,
+        )?;
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------------

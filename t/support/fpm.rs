@@ -32,6 +32,7 @@ impl Pool {
     pub fn render(&self) -> String {
         let listen = match &self.listen {
             Endpoint::Tcp(p) => format!("127.0.0.1:{p}"),
+            Endpoint::Tcp6(p) => format!("[::1]:{p}"),
             Endpoint::Unix(p) => p.to_string_lossy().into_owned(),
         };
         let mut s = format!(
@@ -41,8 +42,10 @@ impl Pool {
             user = self.user,
             group = self.group
         );
-        if matches!(self.listen, Endpoint::Tcp(_)) {
-            s.push_str("listen.allowed_clients = 127.0.0.1\n");
+        match self.listen {
+            Endpoint::Tcp(_) => s.push_str("listen.allowed_clients = 127.0.0.1\n"),
+            Endpoint::Tcp6(_) => s.push_str("listen.allowed_clients = ::1\n"),
+            Endpoint::Unix(_) => {}
         }
         s.push_str(&format!(
             "pm = static\npm.max_children = {}\ncatch_workers_output = yes\ndecorate_workers_output = no\n\

@@ -386,8 +386,8 @@ fn serve_conn(mut s: TcpStream, conn_no: usize, mode: KeepMode, st: &FakeStats) 
 // ------------------------------------------------------------------------------------------
 // counting relay
 
-/// A TCP relay on 127.0.0.1:`port` (0: any) to `upstream` that counts the connections it
-/// accepts.
+/// A TCP relay on 127.0.0.1:`port` (0: any; or another address, [`Relay::start_on`]) to
+/// `upstream` that counts the connections it accepts.
 pub struct Relay {
     pub port: u16,
     pub accepted: Arc<AtomicUsize>,
@@ -395,8 +395,17 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(port: u16, upstream: SocketAddr) -> Result<Relay, String> {
-        let l = TcpListener::bind(("127.0.0.1", port))
-            .map_err(|e| format!("relay bind 127.0.0.1:{port}: {e}"))?;
+        Relay::start_on(std::net::Ipv4Addr::LOCALHOST.into(), port, upstream)
+    }
+
+    /// A relay on `ip`:`port` instead of 127.0.0.1.
+    pub fn start_on(
+        ip: std::net::IpAddr,
+        port: u16,
+        upstream: SocketAddr,
+    ) -> Result<Relay, String> {
+        let at = SocketAddr::new(ip, port);
+        let l = TcpListener::bind(at).map_err(|e| format!("relay bind {at}: {e}"))?;
         let port = l.local_addr().map_err(|e| e.to_string())?.port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let acc = accepted.clone();
@@ -486,7 +495,11 @@ pub fn fcgi_request(
 
 /// php-fpm's status page (`pm.status_path = /fpm-status` in the pool) as key → value.
 pub fn fpm_status(port: u16) -> Result<BTreeMap<String, String>, String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    fpm_status_at(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// [`fpm_status`] of the pool listening on `addr`.
+pub fn fpm_status_at(addr: SocketAddr) -> Result<BTreeMap<String, String>, String> {
     let (out, _) = fcgi_request(
         addr,
         &[
@@ -510,7 +523,7 @@ pub fn fpm_status(port: u16) -> Result<BTreeMap<String, String>, String> {
         }
     }
     if !m.contains_key("accepted conn") {
-        return Err(format!("no status page from 127.0.0.1:{port}: {text:?}"));
+        return Err(format!("no status page from {addr}: {text:?}"));
     }
     Ok(m)
 }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     Tcp(u16),
+    /// A TCP port on the IPv6 loopback address, [::1].
+    Tcp6(u16),
     Unix(PathBuf),
 }
 
@@ -24,6 +26,11 @@ impl Endpoint {
         match self {
             Endpoint::Tcp(p) => TcpStream::connect_timeout(
                 &SocketAddr::from(([127, 0, 0, 1], *p)),
+                Duration::from_millis(200),
+            )
+            .is_ok(),
+            Endpoint::Tcp6(p) => TcpStream::connect_timeout(
+                &SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, *p)),
                 Duration::from_millis(200),
             )
             .is_ok(),
@@ -36,6 +43,7 @@ impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Endpoint::Tcp(p) => write!(f, "127.0.0.1:{p}"),
+            Endpoint::Tcp6(p) => write!(f, "[::1]:{p}"),
             Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
