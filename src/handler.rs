@@ -255,7 +255,13 @@ fn env_name(name: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn redact(name: &[u8]) -> bool {
+/// Variables whose values never go to the log: credentials and cookies, also under the
+/// `REDIRECT_` names an internal redirect gives them (the AddType/Action recipe turns a
+/// rewrite's `[E=HTTP_AUTHORIZATION:...]` into `REDIRECT_HTTP_AUTHORIZATION`).
+fn redact(mut name: &[u8]) -> bool {
+    while let Some(rest) = name.strip_prefix(b"REDIRECT_") {
+        name = rest;
+    }
     matches!(
         name,
         b"HTTP_AUTHORIZATION" | b"HTTP_COOKIE" | b"HTTP_PROXY_AUTHORIZATION" | b"REMOTE_PASSWD"

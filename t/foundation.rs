@@ -8,6 +8,8 @@
 //!   the virtual path.
 //! * `err_stderr`, `err_noconn` – error-provoking vhosts (stderr logging, missing socket).
 //! * `seed1_auth` – like seed 1 but a second virtual path with `-pass-header Authorization`.
+//! * `seed1_trace` – seed 1 with `LogLevel fastcgi:trace3` and a rewrite that copies
+//!   Authorization into the environment (the params trace must redact it).
 //! * `site1`, `site2` – seed config 2, name-based on one port, pools as www-data / nobody.
 //! * `seed3`      – seed config 3 (virtual path is a real directory, `www` symlink to docroot).
 //!
@@ -53,6 +55,10 @@ pub const SUITE: Suite = Suite {
         test("php_redirect_302", php_redirect_302),
         test("head_request", head_request),
         test("pass_header_authorization", pass_header_authorization),
+        test(
+            "params_trace_redacts_credentials",
+            params_trace_redacts_credentials,
+        ),
         test("httpoxy_proxy_header_dropped", httpoxy_proxy_header_dropped),
         test("php_stderr_logged", php_stderr_logged),
         test("connect_failure_503_logged", connect_failure_503_logged),
@@ -233,6 +239,22 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     );
     let pa = b.port()?;
     b.vhost("seed1_auth", pa, "seed1-auth.test", &d1, &auth);
+
+    // seed 1 with the module at trace3 and a rewrite that copies Authorization into the
+    // environment (WordPress's and Symfony's .htaccess do so)
+    let pt = b.port()?;
+    b.vhost(
+        "seed1_trace",
+        pt,
+        "seed1-trace.test",
+        &d1,
+        &format!(
+            "{chain}{grant}LogLevel warn fastcgi:trace3\n\
+             RewriteEngine On\n\
+             RewriteCond %{{HTTP:Authorization}} .+\n\
+             RewriteRule ^ - [E=HTTP_AUTHORIZATION:%0]\n"
+        ),
+    );
 
     // ---- seed 2: multi-user, global FastCgiExternalServer, name-based vhosts on one port.
     // <tmp>/shm exists (the "parent present" case); the virtual files do not.
@@ -844,6 +866,55 @@ fn pass_header_authorization(ctx: &Ctx) -> Result<(), String> {
         ],
     )
     .map_err(|e| format!("without -pass-header: {e}"))
+}
+
+/// `LogLevel fastcgi:trace3` logs the params sent (FCGI051) with credentials and cookies
+/// redacted, also under the `REDIRECT_` name the AddType/Action recipe gives a rewrite's
+/// `[E=HTTP_AUTHORIZATION:...]`; at the default level no params are logged.
+fn params_trace_redacts_credentials(ctx: &Ctx) -> Result<(), String> {
+    // "tracer:trace-pw-5d1f"
+    let b64 = "dHJhY2VyOnRyYWNlLXB3LTVkMWY=";
+    let secrets = [b64, "trace-pw-5d1f", "cookie-secret-7e2a"];
+    let req = || {
+        Request::get("/index.php?tracecheck=1")
+            .header("Authorization", &format!("Basic {b64}"))
+            .header("Cookie", "sid=cookie-secret-7e2a; theme=dark")
+    };
+    let log = ctx.vhost("seed1_trace").error_log.clone();
+    let off = util::file_len(&log);
+    let r = ctx.req("seed1_trace", req())?;
+    expect_status(&r, 200)?;
+    let line = wait_log_line(
+        &log,
+        off,
+        &["FCGI051", "REQUEST_URI=/index.php?tracecheck=1;"],
+        Duration::from_secs(3),
+    )?;
+    for want in [
+        "[fastcgi:trace3]",
+        " REDIRECT_HTTP_AUTHORIZATION=[redacted];",
+        " HTTP_COOKIE=[redacted];",
+        " SCRIPT_FILENAME=",
+    ] {
+        ensure(line.contains(want), || {
+            format!("trace line without {want:?}: {line}")
+        })?;
+    }
+    let text = util::read_from(&log, off);
+    for s in secrets {
+        ensure(!text.contains(s), || {
+            format!("{s:?} in the trace3 log: {text}")
+        })?;
+    }
+    // the same request at the default level: no params in the log
+    let log = ctx.vhost("seed1").error_log.clone();
+    let off = util::file_len(&log);
+    let r = ctx.req("seed1", req())?;
+    expect_status(&r, 200)?;
+    let text = util::read_from(&log, off);
+    ensure(!text.contains("FCGI051"), || {
+        format!("params logged below trace3: {text}")
+    })
 }
 
 fn httpoxy_proxy_header_dropped(ctx: &Ctx) -> Result<(), String> {
