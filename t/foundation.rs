@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::apache::{MODULE_DIR, STOCK_MODULES};
 use crate::check::{ABSENT, bad_log_lines, ensure, expect_status, expect_vars, p};
 use crate::fpm::{Pool, big_piece};
 use crate::harness::{Builder, Ctx, Suite, test};
@@ -64,6 +65,11 @@ pub const SUITE: Suite = Suite {
         test("connect_failure_503_logged", connect_failure_503_logged),
         test("config_rejects_malformed", config_rejects_malformed),
         test("config_accepts_valid", config_accepts_valid),
+        test(
+            "conf_examples_pass_config_test",
+            conf_examples_pass_config_test,
+        ),
+        test("make_install_destdir", make_install_destdir),
         test(
             "load_500_requests_32_concurrent",
             load_500_requests_32_concurrent,
@@ -1218,6 +1224,163 @@ fn config_accepts_valid(ctx: &Ctx) -> Result<(), String> {
         }
     }
     ensure(errs.is_empty(), || errs.join("\n    "))
+}
+
+/// `apache2 -t` of a configuration that loads the stock modules of the test instances and
+/// ours, then includes `include` (and the extra lines).
+fn include_config(ctx: &Ctx, name: &str, so: &Path, include: &str) -> String {
+    let t = p(&ctx.tmp);
+    let mut s = format!(
+        "ServerRoot {t}\nServerName localhost\nPidFile {t}/run/cfgtest-{name}.pid\n\
+         ErrorLog {t}/logs/cfgtest.error.log\n\
+         LoadModule mpm_event_module {MODULE_DIR}/mod_mpm_event.so\n"
+    );
+    for m in STOCK_MODULES {
+        s.push_str(&format!("LoadModule {m}_module {MODULE_DIR}/mod_{m}.so\n"));
+    }
+    if !so.as_os_str().is_empty() {
+        s.push_str(&format!("LoadModule fastcgi_module {}\n", q(p(so))));
+    }
+    s.push_str(&format!("Listen 127.0.0.1:1\n{include}\n"));
+    s
+}
+
+fn syntax_ok(ctx: &Ctx, name: &str, text: &str) -> Result<(), String> {
+    let t = ctx.config_test(name, text)?;
+    ensure(t.ok && t.output.contains("Syntax OK"), || {
+        format!(
+            "{name}: apache2 -t failed (exit {:?}): {}",
+            t.code,
+            t.output.trim().replace('\n', " / ")
+        )
+    })
+}
+
+/// Every Apache configuration in conf-examples/ passes `apache2 -t` with the module, and so
+/// does each commented `FastCgiExternalServer` example of debian/fastcgi.conf once
+/// uncommented (one at a time: they define the same virtual path differently).
+fn conf_examples_pass_config_test(ctx: &Ctx) -> Result<(), String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf-examples");
+    let so = ctx.env.module_so.clone();
+    let mut errs = Vec::new();
+    let mut checked = 0;
+    for f in [
+        "seed1-flush-host.conf",
+        "seed2-multiuser.conf",
+        "seed3-virtual-site.conf",
+        "authorizer.conf",
+        "debian/fastcgi.conf",
+    ] {
+        let name = format!("example-{}", f.replace('/', "-"));
+        let inc = format!("Include {}", q(p(&dir.join(f))));
+        checked += 1;
+        if let Err(e) = syntax_ok(ctx, &name, &include_config(ctx, &name, &so, &inc)) {
+            errs.push(e);
+        }
+    }
+    let deb = util::read_to_string_lossy(&dir.join("debian/fastcgi.conf"));
+    let lines: Vec<&str> = deb.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(directive) = l.trim_start().strip_prefix("#FastCgiExternalServer ") else {
+            continue;
+        };
+        let mut variant = lines.clone();
+        let uncommented = format!("FastCgiExternalServer {directive}");
+        variant[i] = &uncommented;
+        let name = format!("example-debian-fastcgi-line{}", i + 1);
+        checked += 1;
+        if let Err(e) = syntax_ok(
+            ctx,
+            &name,
+            &include_config(ctx, &name, &so, &variant.join("\n")),
+        ) {
+            errs.push(format!("line {}: {uncommented}: {e}", i + 1));
+        }
+    }
+    ensure(checked >= 8, || {
+        format!(
+            "only {checked} configurations found to check in {}",
+            dir.display()
+        )
+    })?;
+    ensure(errs.is_empty(), || errs.join("\n    "))
+}
+
+/// `make install DESTDIR=...` (apxs -i plus Debian's mods-available files) puts the module
+/// where the installed `fastcgi.load` loads it from, and the installed files pass `apache2
+/// -t`; `make uninstall DESTDIR=...` removes them again.
+fn make_install_destdir(ctx: &Ctx) -> Result<(), String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dest = ctx.tmp.join("destdir");
+    util::mkdir_p(&dest)?;
+    // (apxs installs a file under its own name: the harness' module may be libmod_fastcgi.so)
+    let so = &ctx.tmp.join("install-src/mod_fastcgi.so");
+    util::mkdir_p(&ctx.tmp.join("install-src"))?;
+    std::fs::copy(&ctx.env.module_so, so).map_err(|e| format!("copy the module: {e}"))?;
+    let make = |target: &str| -> Result<Vec<u8>, String> {
+        util::run(
+            std::process::Command::new("make")
+                .arg("-s")
+                .arg("-C")
+                .arg(repo)
+                .arg(target)
+                .arg(format!("DESTDIR={}", p(&dest)))
+                .arg(format!("SO={}", p(so))),
+            &format!("make {target} DESTDIR={}", p(&dest)),
+        )
+    };
+    make("install")?;
+    let libexec = String::from_utf8_lossy(&util::run(
+        std::process::Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(repo)
+            .arg("--eval=print-libexecdir: ; @echo $(LIBEXECDIR)")
+            .arg("print-libexecdir"),
+        "make print-libexecdir",
+    )?)
+    .trim()
+    .to_string();
+    let installed = dest
+        .join(libexec.trim_start_matches('/'))
+        .join("mod_fastcgi.so");
+    let load = dest.join("etc/apache2/mods-available/fastcgi.load");
+    let conf = dest.join("etc/apache2/mods-available/fastcgi.conf");
+    for f in [&installed, &load, &conf] {
+        ensure(f.is_file(), || {
+            format!("make install did not create {}", f.display())
+        })?;
+    }
+    ensure(
+        std::fs::read(&installed).ok() == std::fs::read(so).ok(),
+        || format!("{} differs from {}", installed.display(), so.display()),
+    )?;
+    let load_text = util::read_to_string_lossy(&load);
+    let want = format!("LoadModule fastcgi_module {libexec}/mod_fastcgi.so");
+    ensure(load_text.lines().any(|l| l.trim() == want), || {
+        format!("fastcgi.load has no line {want:?}: {load_text}")
+    })?;
+    // the installed files as a2enmod would include them, with the module from DESTDIR
+    let body = format!(
+        "{}\nInclude {}",
+        load_text.replace(
+            &format!("{libexec}/"),
+            &format!("{}/", p(&dest.join(libexec.trim_start_matches('/'))))
+        ),
+        q(p(&conf))
+    );
+    syntax_ok(
+        ctx,
+        "installed-load-conf",
+        &include_config(ctx, "installed-load-conf", Path::new(""), &body),
+    )?;
+    make("uninstall")?;
+    for f in [&installed, &load, &conf] {
+        ensure(!f.exists(), || {
+            format!("make uninstall left {}", f.display())
+        })?;
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------------
