@@ -23,11 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::apache::ApacheConf;
 use crate::apache::{MODULE_DIR, STOCK_MODULES};
 use crate::check::{ABSENT, bad_log_lines, ensure, expect_status, expect_vars, p};
 use crate::fpm::{Pool, big_piece};
 use crate::harness::{Builder, Ctx, Suite, test};
-use crate::http::{Conn, Request, roundtrip_ka};
+use crate::http::{Conn, Request, fetch, roundtrip_ka};
+use crate::pool_inst::{self as inst, Apache};
 use crate::procs::{self, Endpoint};
 use crate::util::{self, Md5, Prng, q};
 
@@ -70,6 +72,7 @@ pub const SUITE: Suite = Suite {
             conf_examples_pass_config_test,
         ),
         test("make_install_destdir", make_install_destdir),
+        test("ipc_dir_relative_sockets", ipc_dir_relative_sockets),
         test(
             "load_500_requests_32_concurrent",
             load_500_requests_32_concurrent,
@@ -125,6 +128,7 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     let fcgi_dir = tmp.join("fastcgi"); // never created
     let vpath = fcgi_dir.join("php5.fcgi");
     b.set("seed1_vpath", p(&vpath));
+    b.set("seed1_docroot", p(&d1));
     let fces = format!(
         "FastCgiExternalServer {} -flush -host 127.0.0.1:{tcp_port}",
         q(p(&vpath))
@@ -1075,6 +1079,11 @@ fn reject_cases() -> Vec<(&'static str, String, Vec<String>)> {
             vec!["-socket or -host option missing".into()],
         ),
         (
+            "ipc_dir_after_definition",
+            format!("FastCgiExternalServer {V} -socket php.sock\nFastCgiIpcDir /tmp/mfcgi-ipc"),
+            vec!["FastCgiIpcDir command must precede static FastCGI server definitions".into()],
+        ),
+        (
             "missing_port",
             format!("FastCgiExternalServer {V} -host 127.0.0.1"),
             vec!["missing port specification".into()],
@@ -1196,9 +1205,13 @@ fn config_rejects_malformed(ctx: &Ctx) -> Result<(), String> {
             errs.push(format!("{name}: accepted (exit {:?}): {out}", t.code));
             continue;
         }
-        if !t.output.contains("FastCgiExternalServer") {
+        // (the message names the directive at fault, one of the case's)
+        if !["FastCgiExternalServer", "FastCgiIpcDir"]
+            .iter()
+            .any(|d| body.contains(d) && t.output.contains(d))
+        {
             errs.push(format!(
-                "{name}: message does not name FastCgiExternalServer: {out}"
+                "{name}: message does not name the directive: {out}"
             ));
         }
         for w in &want {
@@ -1379,6 +1392,51 @@ fn make_install_destdir(ctx: &Ctx) -> Result<(), String> {
         ensure(!f.exists(), || {
             format!("make uninstall left {}", f.display())
         })?;
+    }
+    Ok(())
+}
+
+/// Relative `-socket` paths are taken below `FastCgiIpcDir` when it is set, else below
+/// `<DefaultRuntimeDir>/fastcgi`: one dedicated Apache for each case, the socket there a
+/// symlink to php-fpm's www-data pool, a PHP page served through it.
+fn ipc_dir_relative_sockets(ctx: &Ctx) -> Result<(), String> {
+    let fpm_sock = ctx.tmp.join("run/www-data.sock");
+    let docroot = PathBuf::from(ctx.val("seed1_docroot"));
+    let vdir = ctx.tmp.join("ipc-vpaths"); // never created
+    for (name, set) in [("ipcdir_set", true), ("ipcdir_default", false)] {
+        let root = ctx.tmp.join(format!("apache-{name}"));
+        let mut conf = ApacheConf::new(&root, &ctx.env.mpm, &ctx.env.module_so);
+        let sockdir = if set {
+            ctx.tmp.join("ipc-dir")
+        } else {
+            conf.run_dir.join("apache/fastcgi")
+        };
+        util::mkdir_p(&sockdir)?;
+        symlink(&fpm_sock, sockdir.join("php.sock")).map_err(|e| format!("symlink: {e}"))?;
+        if set {
+            conf.global
+                .push(format!("FastCgiIpcDir {}", q(p(&sockdir))));
+        }
+        let vpath = vdir.join(format!("{name}.fcgi"));
+        let body = format!(
+            "AddType application/x-httpd-fastphp5 .php\n\
+             Action application/x-httpd-fastphp5 /php5.fcgi\n\
+             Alias /php5.fcgi {vp}\n\
+             FastCgiExternalServer {vp} -socket php.sock\n\
+             <Directory {d}>\n    Require all granted\n</Directory>\n",
+            vp = q(p(&vpath)),
+            d = q(format!("{}/", p(&vdir))),
+        );
+        let port = util::free_ports(1)?[0];
+        let v = inst::vhost(&conf, name, port, &docroot, &body);
+        let host = v.server_name.clone();
+        conf.add_vhost(v);
+        let mut apache = Apache::start(ctx, name, conf, &ctx.env.mpm, 1, 2)?;
+        let r = fetch(port, Request::get("/index.php").host(&host).close());
+        apache.stop();
+        let r = r.map_err(|e| format!("{name}: {e}"))?;
+        expect_status(&r, 200).map_err(|e| format!("{name}: {e}"))?;
+        expect_vars(&r, &[("MARKER", "mfcgi-info")]).map_err(|e| format!("{name}: {e}"))?;
     }
     Ok(())
 }
