@@ -678,15 +678,29 @@ unsafe extern "C" fn handler(r: *mut ffi::request_rec) -> c_int {
             return ffi::DECLINED;
         };
         let Some((def, rt)) = sh.registry.lookup(name) else {
+            // The handler was set by the configuration (AddHandler/SetHandler fastcgi-script)
+            // for a file no definition serves: mod_fastcgi ran it as a dynamic application.
+            // Never decline: the default handler would send the script's source.
+            if !req.file_exists() {
+                crate::rlog!(
+                    &req,
+                    INFO,
+                    0,
+                    91,
+                    "FastCGI: handler fastcgi-script: \"{}\" does not exist and no FastCgiExternalServer serves it",
+                    crate::httpd::log::escape(name)
+                );
+                return ffi::HTTP_NOT_FOUND;
+            }
             crate::rlog!(
                 &req,
-                INFO,
+                ERR,
                 0,
                 90,
-                "FastCGI: no FastCgiExternalServer serves \"{}\" (dynamic FastCGI applications are not supported); declining",
+                "FastCGI: handler fastcgi-script: no FastCgiExternalServer serves \"{}\", and dynamic FastCGI applications are not supported (run it under its own process manager and define it with FastCgiExternalServer)",
                 crate::httpd::log::escape(name)
             );
-            return ffi::DECLINED;
+            return ffi::HTTP_INTERNAL_SERVER_ERROR;
         };
         crate::handler::handle(&mut req, def, rt)
     })

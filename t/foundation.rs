@@ -55,6 +55,10 @@ pub const SUITE: Suite = Suite {
         test("big_response_bounded_rss", big_response_bounded_rss),
         test("set_cookie_headers", set_cookie_headers),
         test("php_404_passthrough", php_404_passthrough),
+        test(
+            "handler_without_server_never_sends_the_file",
+            handler_without_server_never_sends_the_file,
+        ),
         test("php_redirect_302", php_redirect_302),
         test("head_request", head_request),
         test("pass_header_authorization", pass_header_authorization),
@@ -235,6 +239,22 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     );
     let pm = b.port()?;
     b.vhost("err_noconn", pm, "err-noconn.test", &d1, &missing);
+
+    // the handler fastcgi-script given by the configuration to files no definition serves
+    // (mod_fastcgi's dynamic applications)
+    let dd = b.docroot("dynamic")?;
+    util::write_file(&dd.join("app.fcgi"), "#!/bin/sh\necho DYNAMIC-SOURCE-1\n")?;
+    util::write_file(&dd.join("notes.txt"), "DYNAMIC-SOURCE-2\n")?;
+    util::write_file(&dd.join("plain.html"), "static page\n")?;
+    b.set("dynamic_docroot", p(&dd));
+    let pd = b.port()?;
+    b.vhost(
+        "err_dynamic",
+        pd,
+        "err-dynamic.test",
+        &dd,
+        "AddHandler fastcgi-script .fcgi\n<Files \"notes.txt\">\n    SetHandler fastcgi-script\n</Files>\n",
+    );
 
     // seed 1 with -pass-header Authorization on a second virtual path
     let auth_vpath = fcgi_dir.join("php5-auth.fcgi");
@@ -792,6 +812,37 @@ fn set_cookie_headers(ctx: &Ctx) -> Result<(), String> {
     ensure(r.text() == "cookies set\n", || {
         format!("body: {}", r.summary())
     })
+}
+
+/// `AddHandler fastcgi-script .fcgi` / `SetHandler fastcgi-script` on files no
+/// FastCgiExternalServer serves: mod_fastcgi ran them as dynamic applications, which this
+/// module does not; the file must not be sent as it is (its source) but answered 500 with one
+/// `FCGI090` line, or 404 when it does not exist.
+fn handler_without_server_never_sends_the_file(ctx: &Ctx) -> Result<(), String> {
+    let id = "err_dynamic";
+    let log = ctx.vhost(id).error_log.clone();
+    let r = ctx.get(id, "/plain.html")?;
+    expect_status(&r, 200).map_err(|e| format!("control /plain.html: {e}"))?;
+    for path in ["/app.fcgi", "/notes.txt"] {
+        let off = util::file_len(&log);
+        let r = ctx.get(id, path)?;
+        expect_status(&r, 500).map_err(|e| format!("{path}: {e}"))?;
+        ensure(!r.text().contains("DYNAMIC-SOURCE"), || {
+            format!("{path}: the file's contents were sent: {}", r.summary())
+        })?;
+        let file = format!("{}{path}", ctx.val("dynamic_docroot"));
+        let line = wait_log_line(
+            &log,
+            off,
+            &["FCGI090", "handler fastcgi-script", &format!("\"{file}\"")],
+            Duration::from_secs(3),
+        )?;
+        ensure(line.contains("[fastcgi:error]"), || {
+            format!("{path}: not an error-level line: {line}")
+        })?;
+    }
+    let r = ctx.get(id, "/missing.fcgi")?;
+    expect_status(&r, 404)
 }
 
 fn php_404_passthrough(ctx: &Ctx) -> Result<(), String> {

@@ -250,6 +250,10 @@ impl<'a> Request<'a> {
         // SAFETY: pool string or NULL.
         unsafe { cbytes(self.raw().path_info) }
     }
+    /// Whether the directory walk found a file (of any type) at `r->filename`.
+    pub fn file_exists(&self) -> bool {
+        self.raw().finfo.filetype != ffi::apr_filetype_e_APR_NOFILE
+    }
     pub fn handler(&self) -> Option<&'a [u8]> {
         // SAFETY: static or pool string, or NULL.
         unsafe { cbytes(self.raw().handler) }
