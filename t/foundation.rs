@@ -1130,6 +1130,19 @@ fn reject_cases() -> Vec<(&'static str, String, Vec<String>)> {
             vec!["-socket or -host option missing".into()],
         ),
         (
+            "fastcgi_server_unsupported",
+            "FastCgiServer /tmp/mfcgi-cfg/app.fcgi -processes 2".to_string(),
+            vec![
+                "FastCgiServer is not supported".into(),
+                "use FastCgiExternalServer".into(),
+            ],
+        ),
+        (
+            "appclass_unsupported",
+            "AppClass /tmp/mfcgi-cfg/app.fcgi".to_string(),
+            vec!["AppClass is not supported".into()],
+        ),
+        (
             "ipc_dir_after_definition",
             format!("FastCgiExternalServer {V} -socket php.sock\nFastCgiIpcDir /tmp/mfcgi-ipc"),
             vec!["FastCgiIpcDir command must precede static FastCGI server definitions".into()],
@@ -1210,6 +1223,21 @@ fn accept_cases() -> Vec<(&'static str, String)> {
     vec![
         ("baseline_without_directive", String::new()),
         (
+            "external_app_class_alias",
+            format!("ExternalAppClass {V} -host 127.0.0.1:9000 -flush"),
+        ),
+        (
+            "dynamic_app_tuning_ignored",
+            "FastCgiConfig -maxProcesses 5 -idle-timeout 60\nFCGIConfig -restart".to_string(),
+        ),
+        (
+            "wrapper_and_suexec",
+            format!(
+                "FastCgiWrapper On\nFastCgiSuexec /usr/lib/apache2/suexec\n\
+                 FastCgiExternalServer {V} -host 127.0.0.1:9000 -user www-data -group www-data"
+            ),
+        ),
+        (
             "socket_does_not_exist",
             format!("FastCgiExternalServer {V} -socket /nonexistent/dir/php-fpm.sock"),
         ),
@@ -1257,9 +1285,14 @@ fn config_rejects_malformed(ctx: &Ctx) -> Result<(), String> {
             continue;
         }
         // (the message names the directive at fault, one of the case's)
-        if !["FastCgiExternalServer", "FastCgiIpcDir"]
-            .iter()
-            .any(|d| body.contains(d) && t.output.contains(d))
+        if ![
+            "FastCgiExternalServer",
+            "FastCgiIpcDir",
+            "FastCgiServer",
+            "AppClass",
+        ]
+        .iter()
+        .any(|d| body.contains(d) && t.output.contains(d))
         {
             errs.push(format!(
                 "{name}: message does not name the directive: {out}"
