@@ -665,6 +665,10 @@ impl Runtime {
                 if w > 0 {
                     cnt.waiting.fetch_sub(w, Ordering::AcqRel);
                 }
+                let s = o.stalls.swap(0, Ordering::AcqRel);
+                if s > 0 {
+                    cnt.stalls.fetch_sub(s, Ordering::AcqRel);
+                }
                 o.idle.store(0, Ordering::Release);
                 o.release.store(0, Ordering::Release);
             }
@@ -697,6 +701,10 @@ impl Runtime {
             if w > 0 {
                 self.counters().waiting.fetch_sub(w, Ordering::AcqRel);
             }
+            let s = o.stalls.swap(0, Ordering::AcqRel);
+            if s > 0 {
+                self.counters().stalls.fetch_sub(s, Ordering::AcqRel);
+            }
             o.idle.store(0, Ordering::Release);
             o.release.store(0, Ordering::Release);
             o.pid.store(0, Ordering::Release);
@@ -719,7 +727,11 @@ impl Runtime {
             return;
         }
         let cnt = self.counters();
+        // While a request waits in the application's backlog, the application process of
+        // this connection must go back to accepting (closed below), even before requests
+        // queued for a slot: they would get a process the application does not have.
         if cnt.queued.load(Ordering::Acquire) > 0
+            && cnt.stalls.load(Ordering::Acquire) == 0
             && let Some((_, _, oldest)) = self.oldest_queued(None)
         {
             // Requests wait for a -max-conns slot: the connection is for the one that has
@@ -814,16 +826,24 @@ impl Runtime {
         drop(closing);
     }
 
-    /// Whether a fresh connection's silence should count as waiting (STALL_AFTER): only without
-    /// -max-conns — with it, a new connection is only opened when the application has a free
-    /// process, so silence means a slow script, not a queue.
+    /// Whether a fresh connection's silence is looked into (ASK_AFTER, STALL_AFTER): whenever
+    /// connections are pooled. Also with -max-conns: a cap at `pm.max_children` does not mean
+    /// the application has that many processes — php-fpm's `pm = ondemand` and `dynamic` start
+    /// them as connections wait (ondemand at most one per second), so a new connection can
+    /// wait in the backlog while every running process is held by a pooled one. The kernel
+    /// tells that apart from a slow script (`request_untouched`).
     pub fn guards_stalls(&self) -> bool {
-        self.keep_conn && self.max_conns == 0
+        self.keep_conn
     }
 
     /// Marks or unmarks a request waiting on a fresh connection (see STALL_AFTER).
     pub fn set_waiting(&self, on: bool) {
-        self.add_waiting(if on { 1 } else { u32::MAX });
+        let n = if on { 1 } else { u32::MAX };
+        self.add_waiting(n);
+        self.counters().stalls.fetch_add(n, Ordering::AcqRel);
+        if let Some(o) = self.owner_entry() {
+            o.stalls.fetch_add(n, Ordering::AcqRel);
+        }
     }
 
     /// Called after a connection was pooled: wakes a resting reaper (one load otherwise).

@@ -62,6 +62,7 @@ pub const SUITE: Suite = Suite {
         test("pool_ipv6_php_fpm", ipv6_php_fpm),
         test("pool_stale_conn_replay_without_stall", stale_conn_replay),
         test("pool_fpm_max_requests_recycling", fpm_max_requests),
+        test("pool_fpm_ondemand", fpm_ondemand),
         test(
             "pool_fpm_reload_and_restart_under_load",
             fpm_reload_and_restart,
@@ -177,6 +178,16 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     pool_port(b, "pool_starve_guard", &[status])?;
     pool_port(b, "pool_fd", &[status])?;
     pool_port(b, "pool_edge", &[status])?;
+    // pm = ondemand (no worker until a connection waits; idle workers stopped after 1 s)
+    let ondemand_port = b.port()?;
+    let mut od = tcp_pool(
+        "pool_ondemand",
+        ondemand_port,
+        &["pm.process_idle_timeout = 1s", status],
+    );
+    od.pm = "ondemand";
+    b.pool(od);
+    b.set("pool_ondemand_port", ondemand_port);
     // its own workers: an idle connection of another definition holds one of pool_reuse's
     let large_port = pool_port(b, "pool_large", &[])?;
     let tail_port = pool_port(b, "pool_tail_tcp", &[])?;
@@ -286,6 +297,15 @@ fn setup(b: &mut Builder) -> Result<(), String> {
             "pool_tail_unix",
             php_chain(&fcgi_dir, "pool_tail_unix", "", "-max-conns 4")
                 .replace("-host  ", &format!("-socket {} ", q(p(&tail_sock)))),
+        ),
+        (
+            "pool_ondemand",
+            php_chain(
+                &fcgi_dir,
+                "pool_ondemand",
+                &format!("127.0.0.1:{ondemand_port}"),
+                "-max-conns 4",
+            ),
         ),
         (
             "pool_maxreq",
@@ -938,6 +958,56 @@ fn fpm_max_requests(ctx: &Ctx) -> Result<(), String> {
         )
     })?;
     let slow = slow_requests(ctx, "pool_maxreq", access_off, SLOW);
+    ensure(slow.is_empty(), || {
+        format!(
+            "{} requests took Apache over {}: {:?}",
+            slow.len(),
+            ms(SLOW),
+            &slow[..slow.len().min(6)]
+        )
+    })?;
+    ensure(errs.is_empty(), || format!("error log lines: {errs:?}"))
+}
+
+/// php-fpm with `pm = ondemand`, as hosting setups with one pool per site user often run it:
+/// it starts a worker only when a connection waits in its backlog and stops workers idle for
+/// `pm.process_idle_timeout` (1 s here), closing the connections the pool keeps (`-max-conns
+/// 4`, pool idle timeout 5 s). Load from 8 clients, a pause of 2.5 s in which php-fpm stops
+/// every worker, then sequential requests and load again: no request may fail or take over
+/// SLOW, and nothing but notices may be logged.
+fn fpm_ondemand(ctx: &Ctx) -> Result<(), String> {
+    let v = ctx.vhost("pool_ondemand");
+    let port: u16 = ctx.val("pool_ondemand_port").parse().unwrap();
+    let log_off = util::file_len(&v.error_log);
+    let access_off = util::file_len(&ctx.apache_conf.access_log());
+    let host = v.server_name.clone();
+    let make: MakeReq =
+        Arc::new(move |t, n| Request::get(&format!("/sleep.php?ms=2&t={t}&n={n}")).host(&host));
+    let mut report = Vec::new();
+    let mut failed = Vec::new();
+    for round in 0..2 {
+        let load = Load::start(v.port, 8, true, make.clone(), Arc::new(check_slept));
+        thread::sleep(Duration::from_secs(2));
+        let outcomes = load.finish();
+        report.push(load_report(&outcomes, 2.0));
+        failed.extend(first_errors(&outcomes, 5));
+        // php-fpm stops the idle workers; the pool still holds their connections
+        thread::sleep(Duration::from_millis(2500));
+        fpm_status(port)?;
+        sequential(
+            ctx,
+            "pool_ondemand",
+            20,
+            &|i| Request::get(&format!("/hello.php?run=ondemand{round}&i={i}")),
+            check_hello,
+        )
+        .map_err(|e| format!("after php-fpm stopped its idle workers: {e}"))?;
+    }
+    thread::sleep(Duration::from_millis(100));
+    let errs = module_errors(&v.error_log, log_off);
+    println!("    pool: pm=ondemand: {}", report.join("; "));
+    ensure(failed.is_empty(), || format!("requests failed: {failed:?}"))?;
+    let slow = slow_requests(ctx, "pool_ondemand", access_off, SLOW);
     ensure(slow.is_empty(), || {
         format!(
             "{} requests took Apache over {}: {:?}",

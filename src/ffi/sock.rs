@@ -283,6 +283,8 @@ pub struct Owner {
     pub open: std::sync::atomic::AtomicU32,
     /// This process's share of `SharedCounters::waiting` (given back if it dies).
     pub waiting: std::sync::atomic::AtomicU32,
+    /// This process's share of `SharedCounters::stalls` (given back if it dies).
+    pub stalls: std::sync::atomic::AtomicU32,
     /// Idle (pooled) connections this process holds.
     pub idle: std::sync::atomic::AtomicU32,
     /// Idle connections other processes asked this one to close (each request that needs an
@@ -449,6 +451,10 @@ pub struct SharedCounters {
     /// connection slot under -max-conns, or a fresh connection not yet answered). While
     /// non-zero, nobody keeps idle connections: they would hold application processes.
     pub waiting: std::sync::atomic::AtomicU32,
+    /// Of `waiting`, the requests whose fresh connection is still in the application's
+    /// backlog after STALL_AFTER: connections then go back to the application instead of to
+    /// requests queued for a `-max-conns` slot.
+    pub stalls: std::sync::atomic::AtomicU32,
     /// Per-process shares of `open`.
     pub owners: [Owner; MAX_OWNERS],
     /// One past the highest entry of `owners` ever claimed (scans stop there).
@@ -498,6 +504,7 @@ impl Default for SharedCounters {
         SharedCounters {
             open: Default::default(),
             waiting: Default::default(),
+            stalls: Default::default(),
             owners: std::array::from_fn(|_| Owner::default()),
             owners_hi: Default::default(),
             queued: Default::default(),

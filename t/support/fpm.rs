@@ -13,6 +13,8 @@ pub struct Pool {
     pub group: String,
     pub listen: Endpoint,
     pub max_children: u32,
+    /// `pm` (static, dynamic, ondemand); the other `pm.*` settings it needs go in `extra`.
+    pub pm: &'static str,
     /// Extra pool lines (`php_admin_value[...] = ...`, ...).
     pub extra: Vec<String>,
 }
@@ -25,6 +27,7 @@ impl Pool {
             group: group.to_string(),
             listen,
             max_children: 4,
+            pm: "static",
             extra: Vec::new(),
         }
     }
@@ -48,10 +51,10 @@ impl Pool {
             Endpoint::Unix(_) => {}
         }
         s.push_str(&format!(
-            "pm = static\npm.max_children = {}\ncatch_workers_output = yes\ndecorate_workers_output = no\n\
+            "pm = {}\npm.max_children = {}\ncatch_workers_output = yes\ndecorate_workers_output = no\n\
              php_admin_value[post_max_size] = 200M\nphp_admin_value[upload_max_filesize] = 200M\n\
              php_admin_value[memory_limit] = 512M\nphp_admin_flag[log_errors] = on\n",
-            self.max_children
+            self.pm, self.max_children
         ));
         for e in &self.extra {
             s.push_str(e);
