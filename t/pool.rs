@@ -481,6 +481,20 @@ fn load_report(outcomes: &[Outcome], secs: f64) -> String {
 /// No request against an instant backend should take this long.
 const SLOW: Duration = Duration::from_secs(2);
 
+/// Fails with the first of them if Apache took SLOW or more to serve requests of `id` (see
+/// `slow_requests`).
+fn no_slow_requests(ctx: &Ctx, id: &str, from: u64) -> Result<(), String> {
+    let slow = slow_requests(ctx, id, from, SLOW);
+    ensure(slow.is_empty(), || {
+        format!(
+            "{} requests took Apache over {}: {:?}",
+            slow.len(),
+            ms(SLOW),
+            &slow[..slow.len().min(6)]
+        )
+    })
+}
+
 /// Requests of a vhost that Apache took `limit` or more to serve (`%D` in the access log: the
 /// time a client waits for a prefork child to be spawned does not count).
 fn slow_requests(ctx: &Ctx, id: &str, from: u64, limit: Duration) -> Vec<String> {
@@ -957,15 +971,7 @@ fn fpm_max_requests(ctx: &Ctx) -> Result<(), String> {
             outcomes.iter().filter(|o| o.error.is_some()).count()
         )
     })?;
-    let slow = slow_requests(ctx, "pool_maxreq", access_off, SLOW);
-    ensure(slow.is_empty(), || {
-        format!(
-            "{} requests took Apache over {}: {:?}",
-            slow.len(),
-            ms(SLOW),
-            &slow[..slow.len().min(6)]
-        )
-    })?;
+    no_slow_requests(ctx, "pool_maxreq", access_off)?;
     ensure(errs.is_empty(), || format!("error log lines: {errs:?}"))
 }
 
@@ -1007,15 +1013,7 @@ fn fpm_ondemand(ctx: &Ctx) -> Result<(), String> {
     let errs = module_errors(&v.error_log, log_off);
     println!("    pool: pm=ondemand: {}", report.join("; "));
     ensure(failed.is_empty(), || format!("requests failed: {failed:?}"))?;
-    let slow = slow_requests(ctx, "pool_ondemand", access_off, SLOW);
-    ensure(slow.is_empty(), || {
-        format!(
-            "{} requests took Apache over {}: {:?}",
-            slow.len(),
-            ms(SLOW),
-            &slow[..slow.len().min(6)]
-        )
-    })?;
+    no_slow_requests(ctx, "pool_ondemand", access_off)?;
     ensure(errs.is_empty(), || format!("error log lines: {errs:?}"))
 }
 
