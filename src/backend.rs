@@ -21,11 +21,22 @@ use crate::ffi::sock::{self, Ready, SharedCounters};
 
 /// A fresh connection whose request has had no answer for this long counts as waiting (unless
 /// the kernel says an application process took it).
-pub const STALL_AFTER: Duration = Duration::from_millis(20);
+const STALL_AFTER: Duration = Duration::from_millis(20);
 /// Without -max-conns, a fresh connection whose request has had no answer for this long is
 /// looked at: if it still waits in the application's backlog, another process is asked to
 /// give up an application process it holds (`Runtime::ask_release`).
-pub const ASK_AFTER: Duration = Duration::from_millis(1);
+const ASK_AFTER: Duration = Duration::from_millis(1);
+/// ASK_AFTER with -max-conns. A cap at `pm.max_children` leaves a free application process
+/// for every connection opened under it, unless the application has not started that many
+/// yet (php-fpm `ondemand`, `dynamic`: it starts them over seconds). The free process may
+/// still need a few milliseconds to get the CPU when it is loaded, and asking other processes
+/// to close connections then only makes them reconnect, opening more fresh connections that
+/// wait the same way: with the 1 ms of the uncapped pool, hello.php at 32 clients on one CPU
+/// (`pm = static` 50, -max-conns 50) opened a connection for 24-62% of its requests instead of
+/// 0.1%. A wait this long means the application is short of processes.
+const ASK_AFTER_CAPPED: Duration = Duration::from_millis(20);
+/// STALL_AFTER with -max-conns (see ASK_AFTER_CAPPED).
+const STALL_AFTER_CAPPED: Duration = Duration::from_millis(100);
 /// A fresh connection still in the backlog this long after its request asked for an
 /// application process asks for another one.
 pub const ASK_AGAIN: Duration = Duration::from_millis(4);
@@ -834,6 +845,25 @@ impl Runtime {
     /// tells that apart from a slow script (`request_untouched`).
     pub fn guards_stalls(&self) -> bool {
         self.keep_conn
+    }
+
+    /// When a fresh connection still silent is first looked at (ASK_AFTER, ASK_AFTER_CAPPED).
+    pub fn ask_after(&self) -> Duration {
+        if self.max_conns > 0 {
+            ASK_AFTER_CAPPED
+        } else {
+            ASK_AFTER
+        }
+    }
+
+    /// When a fresh connection still silent and not taken counts as stalled (STALL_AFTER,
+    /// STALL_AFTER_CAPPED).
+    pub fn stall_after(&self) -> Duration {
+        if self.max_conns > 0 {
+            STALL_AFTER_CAPPED
+        } else {
+            STALL_AFTER
+        }
     }
 
     /// Marks or unmarks a request waiting on a fresh connection (see STALL_AFTER).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::backend::{ASK_AFTER, ASK_AGAIN, Conn, ConnectError, Runtime, STALL_AFTER};
+use crate::backend::{ASK_AGAIN, Conn, ConnectError, Runtime};
 use crate::config::{AuthPhase, AuthSpec, ServerDef};
 use crate::fcgi::headers::{Feed, Head, HeaderScanner};
 use crate::fcgi::params::ParamsWriter;
@@ -209,9 +209,9 @@ struct Exchange<'r, 'd> {
     /// The kernel said an application process took this fresh connection's request: its
     /// silence is the script's time, not a queue (no stall to watch for).
     taken: bool,
-    /// When (since the request was sent) the fresh connection is next looked at: ASK_AFTER,
-    /// then every ASK_AGAIN while it waits in the backlog (None: no more looks, the kernel
-    /// cannot tell).
+    /// When (since the request was sent) the fresh connection is next looked at:
+    /// `Runtime::ask_after()`, then every ASK_AGAIN while it waits in the backlog (None: no
+    /// more looks, the kernel cannot tell).
     next_ask: Option<Duration>,
     /// An application process was asked for (see `Runtime::ask_release`).
     asked: bool,
@@ -612,7 +612,7 @@ fn exchange(
             trailing: false,
             stall_marked: false,
             taken: false,
-            next_ask: Some(ASK_AFTER),
+            next_ask: Some(rt.ask_after()),
             asked: false,
             sent_total: 0,
             out,
@@ -1068,8 +1068,8 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 }
                 if self.taken {
                     stall_pending = false;
-                } else if since >= STALL_AFTER {
-                    // Still not taken (or the kernel cannot tell) after STALL_AFTER: tell
+                } else if since >= self.rt.stall_after() {
+                    // Still not taken (or the kernel cannot tell) after stall_after(): tell
                     // every child to stop keeping idle connections until we are served.
                     if self.conn.request_untouched(self.sent_total) == Some(false) {
                         self.taken = true;
@@ -1080,7 +1080,8 @@ impl<'r, 'd> Exchange<'r, 'd> {
                         self.stall_marked = true;
                     }
                 } else {
-                    let next = self.next_ask.map_or(STALL_AFTER, |t| t.min(STALL_AFTER));
+                    let stall = self.rt.stall_after();
+                    let next = self.next_ask.map_or(stall, |t| t.min(stall));
                     wait = wait.min(next.saturating_sub(since));
                 }
             }

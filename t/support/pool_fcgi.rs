@@ -175,6 +175,10 @@ pub enum KeepMode {
     /// request completely and closes without answering (what a php-fpm worker that is stopped
     /// while idle on a kept connection can look like).
     CloseOnNextRequest,
+    /// Keeps connections as `Honor` does, but takes new ones from its listen backlog only
+    /// every this many milliseconds: an application whose free process needs a moment to get
+    /// the CPU (a loaded or stolen-from CPU), so a new connection waits up to that long.
+    HonorAcceptingLate(u64),
 }
 
 #[derive(Debug, Default)]
@@ -325,11 +329,24 @@ impl FakeFcgi {
         thread::Builder::new()
             .name(format!("fake-fcgi-{port}"))
             .spawn(move || {
-                for conn in l.incoming() {
-                    let Ok(s) = conn else { continue };
+                let serve = |s: TcpStream| {
                     let conn_no = st.accepted.fetch_add(1, Ordering::SeqCst) + 1;
                     let st = st.clone();
                     let _ = thread::Builder::new().spawn(move || serve_conn(s, conn_no, mode, &st));
+                };
+                if let KeepMode::HonorAcceptingLate(ms) = mode {
+                    let _ = l.set_nonblocking(true);
+                    loop {
+                        thread::sleep(Duration::from_millis(ms));
+                        while let Ok((s, _)) = l.accept() {
+                            let _ = s.set_nonblocking(false);
+                            serve(s);
+                        }
+                    }
+                }
+                for conn in l.incoming() {
+                    let Ok(s) = conn else { continue };
+                    serve(s);
                 }
             })
             .map_err(|e| e.to_string())?;
@@ -372,7 +389,7 @@ fn serve_conn(mut s: TcpStream, conn_no: usize, mode: KeepMode, st: &FakeStats) 
         st.answered.fetch_add(1, Ordering::SeqCst);
         st.max_per_conn.fetch_max(seq, Ordering::SeqCst);
         match mode {
-            KeepMode::Honor if req.keep => continue,
+            KeepMode::Honor | KeepMode::HonorAcceptingLate(_) if req.keep => continue,
             KeepMode::CloseOnNextRequest => continue,
             KeepMode::CloseAfterDelay(ms) => {
                 thread::sleep(Duration::from_millis(ms));
