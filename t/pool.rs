@@ -899,7 +899,7 @@ fn fake_cases(ctx: &Ctx, cases: &[(&str, &FakeFcgi, &str)]) -> Result<(), String
             let host = v.server_name.clone();
             Arc::new(move |t, n| make(t, n).host(&host))
         };
-        let load = Load::start(v.port, 24, true, make, check);
+        let load = Load::start(v.port, 8, true, make, check);
         thread::sleep(Duration::from_millis(1500));
         let outcomes = load.finish();
         thread::sleep(Duration::from_millis(100));
