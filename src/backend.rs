@@ -667,21 +667,7 @@ impl Runtime {
                 .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                let n = o.open.swap(0, Ordering::AcqRel);
-                if n > 0 {
-                    cnt.open.fetch_sub(n, Ordering::AcqRel);
-                    self.slot_released();
-                }
-                let w = o.waiting.swap(0, Ordering::AcqRel);
-                if w > 0 {
-                    cnt.waiting.fetch_sub(w, Ordering::AcqRel);
-                }
-                let s = o.stalls.swap(0, Ordering::AcqRel);
-                if s > 0 {
-                    cnt.stalls.fetch_sub(s, Ordering::AcqRel);
-                }
-                o.idle.store(0, Ordering::Release);
-                o.release.store(0, Ordering::Release);
+                self.give_back_shares(o);
             }
         }
         for w in &cnt.queue {
@@ -703,23 +689,31 @@ impl Runtime {
     fn release_owner(&self) {
         let i = self.owner.swap(NO_OWNER, Ordering::AcqRel);
         if let Some(o) = self.counters().owners.get(i) {
-            let n = o.open.swap(0, Ordering::AcqRel);
-            if n > 0 {
-                self.counters().open.fetch_sub(n, Ordering::AcqRel);
-                self.slot_released();
-            }
-            let w = o.waiting.swap(0, Ordering::AcqRel);
-            if w > 0 {
-                self.counters().waiting.fetch_sub(w, Ordering::AcqRel);
-            }
-            let s = o.stalls.swap(0, Ordering::AcqRel);
-            if s > 0 {
-                self.counters().stalls.fetch_sub(s, Ordering::AcqRel);
-            }
-            o.idle.store(0, Ordering::Release);
-            o.release.store(0, Ordering::Release);
+            self.give_back_shares(o);
             o.pid.store(0, Ordering::Release);
         }
+    }
+
+    /// Takes an owner entry's shares (open connections, waiting and stalled requests) out of
+    /// the instance-wide totals and clears its idle count and release requests: the process
+    /// is gone or leaving.
+    fn give_back_shares(&self, o: &sock::Owner) {
+        let cnt = self.counters();
+        let n = o.open.swap(0, Ordering::AcqRel);
+        if n > 0 {
+            cnt.open.fetch_sub(n, Ordering::AcqRel);
+            self.slot_released();
+        }
+        let w = o.waiting.swap(0, Ordering::AcqRel);
+        if w > 0 {
+            cnt.waiting.fetch_sub(w, Ordering::AcqRel);
+        }
+        let s = o.stalls.swap(0, Ordering::AcqRel);
+        if s > 0 {
+            cnt.stalls.fetch_sub(s, Ordering::AcqRel);
+        }
+        o.idle.store(0, Ordering::Release);
+        o.release.store(0, Ordering::Release);
     }
 
     /// The child is stopping: close idle connections and pool nothing more, so the old

@@ -452,8 +452,8 @@ pub struct SharedCounters {
     /// non-zero, nobody keeps idle connections: they would hold application processes.
     pub waiting: std::sync::atomic::AtomicU32,
     /// Of `waiting`, the requests whose fresh connection is still in the application's
-    /// backlog after STALL_AFTER: connections then go back to the application instead of to
-    /// requests queued for a `-max-conns` slot.
+    /// backlog after `Runtime::stall_after()`: connections then go back to the application
+    /// instead of to requests queued for a `-max-conns` slot.
     pub stalls: std::sync::atomic::AtomicU32,
     /// Per-process shares of `open`.
     pub owners: [Owner; MAX_OWNERS],
