@@ -48,6 +48,7 @@ pub const SUITE: Suite = Suite {
             "seed1_directory_sections_apply",
             seed1_directory_sections_apply,
         ),
+        test("seed1_accept_path_info_off", seed1_accept_path_info_off),
         test("seed2_multi_user_pools", seed2_multi_user_pools),
         test("seed3_symlinked_site_dir", seed3_symlinked_site_dir),
         test("query_string_bytes", query_string_bytes),
@@ -215,6 +216,21 @@ fn setup(b: &mut Builder) -> Result<(), String> {
             &format!("{chain}{dirs}"),
         );
     }
+
+    // `AcceptPathInfo Off` on a script's directory and on the virtual path's own directory
+    let nopi = format!(
+        "<Directory {fd}>\n    Require all granted\n    AcceptPathInfo Off\n</Directory>\n\
+         <Directory {sub}>\n    AcceptPathInfo Off\n</Directory>\n",
+        sub = q(p(&d1.join("sub")))
+    );
+    let pn = b.port()?;
+    b.vhost(
+        "seed1_pathinfo_off",
+        pn,
+        "seed1-pathinfo-off.test",
+        &d1,
+        &format!("{chain}{nopi}"),
+    );
 
     // Vhosts whose error logs are expected to contain errors (id prefix `err_`):
     // the seed 1 chain, and the same chain pointing at a socket that does not exist.
@@ -483,6 +499,46 @@ fn seed1_directory_sections_apply(ctx: &Ctx) -> Result<(), String> {
         }
     }
     ensure(errs.is_empty(), || errs.join(" | "))
+}
+
+/// `AcceptPathInfo Off` refuses a trailing path after the script (404, as mod_php and mod_cgi
+/// do; mod_fastcgi ignored it): through `Action`, the script's own directory decides, not the
+/// virtual path's (Off there must not break the recipe); a request for the virtual path itself
+/// is judged by the virtual path's directory.
+fn seed1_accept_path_info_off(ctx: &Ctx) -> Result<(), String> {
+    let id = "seed1_pathinfo_off";
+    let log = &ctx.vhost(id).error_log;
+    let from = util::file_len(log);
+    let mut errs = Vec::new();
+    for (target, want, path_info) in [
+        ("/sub/info.php", 200, None),
+        ("/sub/info.php/extra", 404, None),
+        ("/info.php/extra", 200, Some("/extra")),
+        ("/php5.fcgi/info.php", 404, None),
+    ] {
+        let r = ctx.get(id, target)?;
+        let reached_php = r.text().contains("MARKER=mfcgi-info");
+        if r.status != want || reached_php != (want == 200) {
+            errs.push(format!("{target}: want {want}, got {}", r.summary()));
+        } else if let Some(pi) = path_info
+            && let Err(e) = expect_vars(&r, &[("PATH_INFO", pi)])
+        {
+            errs.push(format!("{target}: {e}"));
+        }
+    }
+    // the same request where AcceptPathInfo is left alone
+    let r = ctx.get("seed1", "/sub/info.php/extra")?;
+    if r.status != 200 {
+        errs.push(format!("seed1 /sub/info.php/extra: {}", r.summary()));
+    }
+    ensure(errs.is_empty(), || errs.join(" | "))?;
+    wait_log_line(
+        log,
+        from,
+        &["FCGI064", "AcceptPathInfo Off", "\"/extra\"", "php5.fcgi"],
+        Duration::from_secs(5),
+    )
+    .map(|_| ())
 }
 
 // ------------------------------------------------------------------------------------------

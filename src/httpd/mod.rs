@@ -272,6 +272,30 @@ impl<'a> Request<'a> {
                 .notes()
                 .is_some_and(|n| n.get(c"mod_rewrite_rewritten").is_none())
     }
+    /// The trailing path that `AcceptPathInfo Off` refuses for this response, if any. When
+    /// mod_actions passed a request for a script to the application (`Action`: the script's
+    /// request is `r->prev`, and its URI became this request's path info), the setting and the
+    /// trailing path are the script's, as with mod_php or mod_cgi serving that script; otherwise
+    /// they are this request's own (the application's URL requested directly, as with mod_cgi).
+    pub fn refused_path_info(&self) -> Option<&'a [u8]> {
+        let reject = |r: &ffi::request_rec| -> Option<&'a [u8]> {
+            if r.used_path_info != ffi::AP_REQ_REJECT_PATH_INFO {
+                return None;
+            }
+            // SAFETY: pool string or NULL, live for the request (and its redirects).
+            unsafe { cbytes(r.path_info) }.filter(|p| !p.is_empty())
+        };
+        let r = self.raw();
+        // SAFETY: r->prev is NULL or the live request this one was redirected from.
+        if let Some(prev) = unsafe { r.prev.as_ref() } {
+            // SAFETY: pool strings or NULL.
+            let prev_uri = unsafe { cbytes(prev.uri) };
+            if prev_uri.is_some() && self.path_info() == prev_uri {
+                return reject(prev);
+            }
+        }
+        reject(r)
+    }
     fn notes(&self) -> Option<Table<'a>> {
         // SAFETY: r->notes is a live table for the request (or NULL).
         unsafe { Table::from_ptr(self.raw().notes) }
