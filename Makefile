@@ -3,7 +3,8 @@
 #   make [build]      cargo build --release + target/release/mod_fastcgi.so
 #   make deps         install missing Debian packages (apt-get; root only)
 #   make test         deps, build, unit tests, clippy, integration tests per MPM (MPMS="event prefork worker"),
-#                     valgrind check, 60 s of fuzzing per target
+#                     httpd-tests' PHP tests (test-httpd), valgrind check, 60 s of fuzzing per target
+#   make test-httpd   httpd's own test framework over PHP through the module (t/httpd-tests.sh)
 #   make demo         private Apache + php-fpm on 127.0.0.1:$(DEMO_PORT) (scripts/demo.sh)
 #   make demo-stop    stop the demo servers (by PID)
 #   make install      install the module (apxs -i) + Debian mods-available files
@@ -107,7 +108,19 @@ deps:
 	  echo "ERROR: cargo not found in PATH or $$HOME/.cargo/bin; install Rust with rustup." >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------
-test: deps deps-test build unit lint integration check-valgrind fuzz-ci
+test: deps deps-test build unit lint integration test-httpd check-valgrind fuzz-ci
+
+# httpd's own test framework (Debian's copy of httpd-tests, fetched with apt-get source) over
+# PHP served through the module and php-fpm (t/httpd-tests.sh): event with the pool, prefork
+# with one connection per request.
+test-httpd: build
+	@failed=""; \
+	for run in "event 1" "prefork 0"; do \
+	  set -- $$run; \
+	  MPM=$$1 POOL=$$2 MOD_FASTCGI_SO="$${MOD_FASTCGI_SO:-$(CURDIR)/$(SO_BUILT)}" \
+	    timeout -k 30 600 bash t/httpd-tests.sh </dev/null || failed="$$failed $$1"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "httpd-tests failed for MPM(s):$$failed" >&2; exit 1; fi
 
 deps-test: deps
 	@$(call install_debs,$(TEST_DEB_PACKAGES))
