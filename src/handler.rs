@@ -408,18 +408,18 @@ fn exchange(
     // `AcceptPathInfo Off` refuses a trailing path after the script, as mod_php, mod_cgi and
     // mod_fcgid do (mod_fastcgi ignored it). The request was not served: nothing is logged
     // above info, like any other 404.
-    if auth.is_none() {
-        if let Some(extra) = r.refused_path_info() {
-            rlog!(
-                r,
-                INFO,
-                0,
-                64,
-                "FastCGI: AcceptPathInfo Off refuses the trailing path \"{}\" (server \"{server}\")",
-                crate::httpd::log::escape(extra)
-            );
-            return rc(ffi::HTTP_NOT_FOUND);
-        }
+    if auth.is_none()
+        && let Some(extra) = r.refused_path_info()
+    {
+        rlog!(
+            r,
+            INFO,
+            0,
+            64,
+            "FastCGI: AcceptPathInfo Off refuses the trailing path \"{}\" (server \"{server}\")",
+            crate::httpd::log::escape(extra)
+        );
+        return rc(ffi::HTTP_NOT_FOUND);
     }
 
     // 1. The request body: validate framing first (nothing is opened for a bad request).
