@@ -3,6 +3,7 @@
  * module (static library linked into the cdylib, symbols hidden by rustc). */
 #include "httpd.h"
 #include "http_protocol.h"
+#include "http_core.h"
 #include "util_filter.h"
 #include "apr_buckets.h"
 
@@ -32,3 +33,10 @@ apr_bucket *fcgi_shim_bucket_share(apr_bucket *owner, apr_size_t start, apr_size
     return c;
 }
 void fcgi_shim_bucket_destroy(apr_bucket *e) { apr_bucket_destroy(e); }
+/* CGIPassAuth of a request's directory configuration: a bit-field of core_dir_config, read
+ * here so that its layout is the compiler's business. AP_CGI_PASS_AUTH_UNSET without one. */
+int fcgi_shim_cgi_pass_auth(request_rec *r)
+{
+    core_dir_config *c = r && r->per_dir_config ? ap_get_core_module_config(r->per_dir_config) : NULL;
+    return c ? (int)c->cgi_pass_auth : AP_CGI_PASS_AUTH_UNSET;
+}

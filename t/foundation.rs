@@ -49,6 +49,7 @@ pub const SUITE: Suite = Suite {
             seed1_directory_sections_apply,
         ),
         test("seed1_accept_path_info_off", seed1_accept_path_info_off),
+        test("seed1_cgi_pass_auth", seed1_cgi_pass_auth),
         test("seed2_multi_user_pools", seed2_multi_user_pools),
         test("seed3_symlinked_site_dir", seed3_symlinked_site_dir),
         test("query_string_bytes", query_string_bytes),
@@ -230,6 +231,21 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         "seed1-pathinfo-off.test",
         &d1,
         &format!("{chain}{nopi}"),
+    );
+
+    // `CGIPassAuth On` on a script's directory only
+    let passauth = format!(
+        "<Directory {fd}>\n    Require all granted\n</Directory>\n\
+         <Directory {sub}>\n    CGIPassAuth On\n</Directory>\n",
+        sub = q(p(&d1.join("sub")))
+    );
+    let pa = b.port()?;
+    b.vhost(
+        "seed1_passauth",
+        pa,
+        "seed1-passauth.test",
+        &d1,
+        &format!("{chain}{passauth}"),
     );
 
     // Vhosts whose error logs are expected to contain errors (id prefix `err_`):
@@ -539,6 +555,36 @@ fn seed1_accept_path_info_off(ctx: &Ctx) -> Result<(), String> {
         Duration::from_secs(5),
     )
     .map(|_| ())
+}
+
+/// `CGIPassAuth On` on a script's directory passes the client's credentials to that script
+/// (`PHP_AUTH_USER`), as with mod_php or mod_proxy_fcgi, although under `Action` the request
+/// the module serves is the virtual path's; scripts elsewhere still do not get them.
+fn seed1_cgi_pass_auth(ctx: &Ctx) -> Result<(), String> {
+    let mut errs = Vec::new();
+    for (target, pass) in [("/sub/info.php", true), ("/info.php", false)] {
+        let req = Request::get(target).header("Authorization", "Basic Zm9vOmJhcg==");
+        let r = ctx.req("seed1_passauth", req)?;
+        let want = if pass {
+            [
+                ("MARKER", "mfcgi-info"),
+                ("PHP_AUTH_USER", "foo"),
+                ("PHP_AUTH_PW", "bar"),
+                ("HAS_HTTP_AUTHORIZATION", "1"),
+            ]
+        } else {
+            [
+                ("MARKER", "mfcgi-info"),
+                ("PHP_AUTH_USER", ABSENT),
+                ("PHP_AUTH_PW", ABSENT),
+                ("HAS_HTTP_AUTHORIZATION", "0"),
+            ]
+        };
+        if let Err(e) = expect_status(&r, 200).and_then(|_| expect_vars(&r, &want)) {
+            errs.push(format!("{target}: {e}"));
+        }
+    }
+    ensure(errs.is_empty(), || errs.join(" | "))
 }
 
 // ------------------------------------------------------------------------------------------

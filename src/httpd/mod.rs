@@ -3,7 +3,7 @@
 //! `ffi`); the rest of the module is written against these types.
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::marker::PhantomData;
-use std::ptr::{NonNull, null, null_mut};
+use std::ptr::{self, NonNull, null, null_mut};
 use std::time::Duration;
 
 use crate::ffi;
@@ -272,29 +272,32 @@ impl<'a> Request<'a> {
                 .notes()
                 .is_some_and(|n| n.get(c"mod_rewrite_rewritten").is_none())
     }
-    /// The trailing path that `AcceptPathInfo Off` refuses for this response, if any. When
+    /// The request whose directory configuration governs the script this response runs. When
     /// mod_actions passed a request for a script to the application (`Action`: the script's
-    /// request is `r->prev`, and its URI became this request's path info), the setting and the
-    /// trailing path are the script's, as with mod_php or mod_cgi serving that script; otherwise
-    /// they are this request's own (the application's URL requested directly, as with mod_cgi).
-    pub fn refused_path_info(&self) -> Option<&'a [u8]> {
-        let reject = |r: &ffi::request_rec| -> Option<&'a [u8]> {
-            if r.used_path_info != ffi::AP_REQ_REJECT_PATH_INFO {
-                return None;
-            }
-            // SAFETY: pool string or NULL, live for the request (and its redirects).
-            unsafe { cbytes(r.path_info) }.filter(|p| !p.is_empty())
-        };
+    /// request is `r->prev`, and its URI became this request's path info), that is the
+    /// script's request, as it is with mod_php or mod_cgi serving that script; otherwise it is
+    /// this request (the application's URL requested directly, as with mod_cgi).
+    fn script_request(&self) -> &ffi::request_rec {
         let r = self.raw();
         // SAFETY: r->prev is NULL or the live request this one was redirected from.
         if let Some(prev) = unsafe { r.prev.as_ref() } {
             // SAFETY: pool strings or NULL.
             let prev_uri = unsafe { cbytes(prev.uri) };
             if prev_uri.is_some() && self.path_info() == prev_uri {
-                return reject(prev);
+                return prev;
             }
         }
-        reject(r)
+        r
+    }
+    /// The trailing path that `AcceptPathInfo Off` refuses for this response, if any: the
+    /// setting and the trailing path are those of the script's request (`script_request`).
+    pub fn refused_path_info(&self) -> Option<&'a [u8]> {
+        let r = self.script_request();
+        if r.used_path_info != ffi::AP_REQ_REJECT_PATH_INFO {
+            return None;
+        }
+        // SAFETY: pool string or NULL, live for the request (and its redirects).
+        unsafe { cbytes::<'a>(r.path_info) }.filter(|p| !p.is_empty())
     }
     fn notes(&self) -> Option<Table<'a>> {
         // SAFETY: r->notes is a live table for the request (or NULL).
@@ -327,6 +330,27 @@ impl<'a> Request<'a> {
         unsafe {
             ffi::ap_add_common_vars(self.as_ptr());
             ffi::ap_add_cgi_vars(self.as_ptr());
+        }
+        // `CGIPassAuth On` where the script is (its <Directory> or .htaccess) passes the
+        // credentials as it does for mod_php or mod_proxy_fcgi; httpd only looked at this
+        // request's own configuration, the virtual path's under mod_actions.
+        let script = self.script_request();
+        let on = |r: &ffi::request_rec| {
+            // SAFETY: a live request (this one or the one it was redirected from); the shim
+            // only reads its directory configuration.
+            let v = unsafe { ffi::fcgi_shim_cgi_pass_auth(ptr::from_ref(r).cast_mut()) };
+            v == ffi::AP_CGI_PASS_AUTH_ON
+        };
+        if !ptr::eq(script, self.raw()) && on(script) && !on(self.raw()) {
+            let (hin, env) = (self.headers_in(), self.subprocess_env());
+            for (h, var) in [
+                (c"Authorization", &b"HTTP_AUTHORIZATION"[..]),
+                (c"Proxy-Authorization", b"HTTP_PROXY_AUTHORIZATION"),
+            ] {
+                if let Some(v) = hin.get(h) {
+                    env.set(var, v);
+                }
+            }
         }
     }
     /// The CGI environment an application in the AUTHORIZER role gets (as mod_fastcgi sends
