@@ -49,7 +49,10 @@ pub const SUITE: Suite = Suite {
             seed1_directory_sections_apply,
         ),
         test("seed1_accept_path_info_off", seed1_accept_path_info_off),
-        test("seed1_cgi_pass_auth", seed1_cgi_pass_auth),
+        test(
+            "seed1_script_directory_settings",
+            seed1_script_directory_settings,
+        ),
         test("seed2_multi_user_pools", seed2_multi_user_pools),
         test("seed3_symlinked_site_dir", seed3_symlinked_site_dir),
         test("query_string_bytes", query_string_bytes),
@@ -233,19 +236,20 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         &format!("{chain}{nopi}"),
     );
 
-    // `CGIPassAuth On` on a script's directory only
-    let passauth = format!(
-        "<Directory {fd}>\n    Require all granted\n</Directory>\n\
-         <Directory {sub}>\n    CGIPassAuth On\n</Directory>\n",
+    // `CGIPassAuth On` and `SetEnv` on a script's directory only, and one variable set on the
+    // virtual path's directory as well
+    let scriptdir = format!(
+        "<Directory {fd}>\n    Require all granted\n    SetEnv MFCGI_BOTH_VAR vpath\n</Directory>\n\
+         <Directory {sub}>\n    CGIPassAuth On\n    SetEnv MFCGI_DIR_VAR sub\n    SetEnv MFCGI_BOTH_VAR sub\n</Directory>\n",
         sub = q(p(&d1.join("sub")))
     );
-    let pa = b.port()?;
+    let psd = b.port()?;
     b.vhost(
-        "seed1_passauth",
-        pa,
-        "seed1-passauth.test",
+        "seed1_scriptdir",
+        psd,
+        "seed1-scriptdir.test",
         &d1,
-        &format!("{chain}{passauth}"),
+        &format!("{chain}{scriptdir}"),
     );
 
     // Vhosts whose error logs are expected to contain errors (id prefix `err_`):
@@ -557,29 +561,29 @@ fn seed1_accept_path_info_off(ctx: &Ctx) -> Result<(), String> {
     .map(|_| ())
 }
 
-/// `CGIPassAuth On` on a script's directory passes the client's credentials to that script
-/// (`PHP_AUTH_USER`), as with mod_php or mod_proxy_fcgi, although under `Action` the request
-/// the module serves is the virtual path's; scripts elsewhere still do not get them.
-fn seed1_cgi_pass_auth(ctx: &Ctx) -> Result<(), String> {
+/// What a script's directory says reaches the script although under `Action` the request the
+/// module serves is the virtual path's (as with mod_php or mod_proxy_fcgi): `CGIPassAuth On`
+/// passes the client's credentials (`PHP_AUTH_USER`), `SetEnv` variables arrive under their own
+/// names (besides mod_fastcgi's `REDIRECT_…` copies), and what the virtual path's directory
+/// sets itself wins. Scripts elsewhere get none of it; mod_actions' HANDLER is not renamed back.
+fn seed1_script_directory_settings(ctx: &Ctx) -> Result<(), String> {
     let mut errs = Vec::new();
-    for (target, pass) in [("/sub/info.php", true), ("/info.php", false)] {
+    for (target, sub) in [("/sub/info.php", true), ("/info.php", false)] {
         let req = Request::get(target).header("Authorization", "Basic Zm9vOmJhcg==");
-        let r = ctx.req("seed1_passauth", req)?;
-        let want = if pass {
-            [
-                ("MARKER", "mfcgi-info"),
-                ("PHP_AUTH_USER", "foo"),
-                ("PHP_AUTH_PW", "bar"),
-                ("HAS_HTTP_AUTHORIZATION", "1"),
-            ]
-        } else {
-            [
-                ("MARKER", "mfcgi-info"),
-                ("PHP_AUTH_USER", ABSENT),
-                ("PHP_AUTH_PW", ABSENT),
-                ("HAS_HTTP_AUTHORIZATION", "0"),
-            ]
-        };
+        let r = ctx.req("seed1_scriptdir", req)?;
+        let yes = |v| if sub { v } else { ABSENT };
+        let want = [
+            ("MARKER", "mfcgi-info"),
+            ("PHP_AUTH_USER", yes("foo")),
+            ("PHP_AUTH_PW", yes("bar")),
+            ("HAS_HTTP_AUTHORIZATION", if sub { "1" } else { "0" }),
+            ("MFCGI_DIR_VAR", yes("sub")),
+            ("REDIRECT_MFCGI_DIR_VAR", yes("sub")),
+            ("MFCGI_BOTH_VAR", "vpath"),
+            ("HANDLER", ABSENT),
+            ("REDIRECT_HANDLER", "application/x-httpd-fastphp5"),
+            ("REDIRECT_STATUS", "200"),
+        ];
         if let Err(e) = expect_status(&r, 200).and_then(|_| expect_vars(&r, &want)) {
             errs.push(format!("{target}: {e}"));
         }

@@ -135,6 +135,10 @@ impl<'a> Table<'a> {
     }
     /// Calls `f` for every entry in order (entries with a NULL key are skipped).
     pub fn for_each(&self, mut f: impl FnMut(&'a [u8], &'a [u8])) {
+        self.for_each_entry(|k, v| f(k.to_bytes(), v));
+    }
+    /// As `for_each`, with the key as the C string it is.
+    pub fn for_each_entry(&self, mut f: impl FnMut(&'a CStr, &'a [u8])) {
         // SAFETY: live table; apr_table_elts returns its array header whose `elts` holds
         // `nelts` apr_table_entry_t, each with pool-owned strings.
         unsafe {
@@ -145,8 +149,8 @@ impl<'a> Table<'a> {
             let n = usize::try_from((*arr).nelts).unwrap_or(0);
             let ents = std::slice::from_raw_parts((*arr).elts.cast::<ffi::apr_table_entry_t>(), n);
             for e in ents {
-                if let Some(k) = cbytes(e.key) {
-                    f(k, cbytes(e.val).unwrap_or(b""));
+                if !e.key.is_null() {
+                    f(CStr::from_ptr(e.key), cbytes(e.val).unwrap_or(b""));
                 }
             }
         }
@@ -341,8 +345,12 @@ impl<'a> Request<'a> {
             let v = unsafe { ffi::fcgi_shim_cgi_pass_auth(ptr::from_ref(r).cast_mut()) };
             v == ffi::AP_CGI_PASS_AUTH_ON
         };
-        if !ptr::eq(script, self.raw()) && on(script) && !on(self.raw()) {
-            let (hin, env) = (self.headers_in(), self.subprocess_env());
+        if ptr::eq(script, self.raw()) {
+            return;
+        }
+        let env = self.subprocess_env();
+        if on(script) && !on(self.raw()) {
+            let hin = self.headers_in();
             for (h, var) in [
                 (c"Authorization", &b"HTTP_AUTHORIZATION"[..]),
                 (c"Proxy-Authorization", b"HTTP_PROXY_AUTHORIZATION"),
@@ -351,6 +359,20 @@ impl<'a> Request<'a> {
                     env.set(var, v);
                 }
             }
+        }
+        // The script's environment (`SetEnv`/`SetEnvIf` in its <Directory> or .htaccess,
+        // mod_rewrite's `E=`) under its own names, as mod_php and mod_proxy_fcgi pass it:
+        // the redirect to the virtual path renamed it all `REDIRECT_…` (kept as well), and the
+        // virtual path's directory sets none of it again. What this request set itself wins;
+        // mod_actions' own HANDLER and older redirects' `REDIRECT_…` stay as they are.
+        // SAFETY: the script's request is live; its subprocess_env is a table or NULL.
+        if let Some(senv) = unsafe { Table::from_ptr(script.subprocess_env) } {
+            senv.for_each_entry(|k, v| {
+                let b = k.to_bytes();
+                if b != b"HANDLER" && !b.starts_with(b"REDIRECT_") && env.get(k).is_none() {
+                    env.set(b, v);
+                }
+            });
         }
     }
     /// The CGI environment an application in the AUTHORIZER role gets (as mod_fastcgi sends
