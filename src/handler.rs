@@ -239,6 +239,11 @@ struct Exchange<'r, 'd> {
     ended: bool,
     /// The header block of an authorizer's answer (Mode::Auth).
     answer: Option<AuthAnswer>,
+    /// The application's Content-Length, kept because of `ap_trust_cgilike_cl`.
+    declared: Option<u64>,
+    /// Body bytes taken for the client (Mode::Body), and the ones past `declared` dropped.
+    body_seen: u64,
+    excess: u64,
 }
 
 /// Turns an environment name into a CGI variable name (as ap_create_environment does).
@@ -648,6 +653,9 @@ fn exchange(
             unflushed: false,
             stderr: Vec::new(),
             ended: false,
+            declared: None,
+            body_seen: 0,
+            excess: 0,
         };
         let result = x.run(r, &server);
         x.flush_stderr(r, &server);
@@ -961,8 +969,9 @@ fn is_peer_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EPIPE) | Some(libc::ECONNRESET))
 }
 
-/// Applies a response header block to the request; returns how the body is to be handled.
-fn apply_head(r: &mut Request<'_>, head: &Head<'_>) -> Mode {
+/// Applies a response header block to the request; returns how the body is to be handled and
+/// the body length the application declared, when it is kept (`ap_trust_cgilike_cl`).
+fn apply_head(r: &mut Request<'_>, head: &Head<'_>, server: &str) -> (Mode, Option<u64>) {
     if let Some(code) = head.status {
         r.set_status(code, head.status_line.as_deref());
     }
@@ -981,12 +990,22 @@ fn apply_head(r: &mut Request<'_>, head: &Head<'_>) -> Mode {
             }
         }
     }
+    // The application's Content-Length is dropped (CVE-2024-24795 class: httpd frames the
+    // body it actually gets) unless the request carries `ap_trust_cgilike_cl`, httpd's own
+    // switch for mod_cgi and mod_proxy_fcgi since 2.4.59. Kept, it is enforced: the body is
+    // cut at that length and a shorter body fails the response (see `Exchange::complete`).
+    let trust = r.subprocess_env().get(c"ap_trust_cgilike_cl").is_some();
+    let mut lengths: Vec<Vec<u8>> = Vec::new();
     let (out, err_out) = (r.headers_out(), r.err_headers_out());
     head.for_each_header(|name, value| {
-        if name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"transfer-encoding")
-        {
-            // Not trusted (CVE-2024-24795 class): httpd frames the body it actually gets.
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if trust {
+                lengths.push(value.to_vec());
+            }
+            return;
+        }
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Never trusted: the FastCGI records frame the body.
             return;
         }
         if name.eq_ignore_ascii_case(b"set-cookie") {
@@ -995,7 +1014,23 @@ fn apply_head(r: &mut Request<'_>, head: &Head<'_>) -> Mode {
             out.add(name, value);
         }
     });
-    mode
+    let mut declared = None;
+    match crate::fcgi::headers::declared_length(lengths.iter().map(Vec::as_slice)) {
+        Ok(Some(n)) if mode == Mode::Body => {
+            out.set(b"Content-Length", n.to_string().as_bytes());
+            declared = Some(n);
+        }
+        Ok(_) => {}
+        Err(bad) => rlog!(
+            r,
+            WARNING,
+            0,
+            36,
+            "FastCGI: server \"{server}\" sent an invalid or conflicting Content-Length \"{}\"; it is not passed on",
+            crate::fcgi::headers::escape_lossy(&bad)
+        ),
+    }
+    (mode, declared)
 }
 
 impl<'r, 'd> Exchange<'r, 'd> {
@@ -1364,7 +1399,11 @@ impl<'r, 'd> Exchange<'r, 'd> {
                             head.for_each_header(|n, v| a.headers.push((n.to_vec(), v.to_vec())));
                             Mode::Auth
                         }
-                        (Ok(head), None) => apply_head(r, &head),
+                        (Ok(head), None) => {
+                            let (mode, declared) = apply_head(r, &head, server);
+                            self.declared = declared;
+                            mode
+                        }
                         (Err(e), _) => return Err(self.header_error(r, &e.to_string(), server)),
                     };
                     self.mode = mode;
@@ -1397,6 +1436,22 @@ impl<'r, 'd> Exchange<'r, 'd> {
             return;
         }
         if matches!(self.mode, Mode::Body | Mode::Nph) {
+            let mut d = d;
+            if self.mode == Mode::Body {
+                if let Some(n) = self.declared {
+                    // Never more than the Content-Length passed on: the rest would be read by
+                    // the client as the start of the next response.
+                    let room = usize::try_from(n - self.body_seen).unwrap_or(usize::MAX);
+                    if d.len() > room {
+                        self.excess += (d.len() - room) as u64;
+                        d = &d[..room];
+                        if d.is_empty() {
+                            return;
+                        }
+                    }
+                }
+                self.body_seen += d.len() as u64;
+            }
             let (base, len) = self.read_span;
             let at = d.as_ptr() as usize;
             if at >= base && at + d.len() <= base + len {
@@ -1610,6 +1665,37 @@ impl<'r, 'd> Exchange<'r, 'd> {
         self.unmark_stall();
         if self.mode == Mode::Headers {
             self.log_incomplete_headers(r, &server);
+            return self.fail(r, Fail::Status(ffi::HTTP_BAD_GATEWAY));
+        }
+        if self.excess > 0 {
+            rlog!(
+                r,
+                WARNING,
+                0,
+                35,
+                "FastCGI: server \"{server}\" sent {} bytes more than its Content-Length ({}); they were not sent to the client",
+                self.excess,
+                self.declared.unwrap_or(0)
+            );
+        }
+        if let Some(n) = self.declared
+            && self.mode == Mode::Body
+            && self.body_seen < n
+            && !r.header_only()
+            && !matches!(r.status(), 204 | 304)
+        {
+            rlog!(
+                r,
+                ERR,
+                0,
+                34,
+                "FastCGI: comm with server \"{server}\" aborted: the response ended after {} of the {n} bytes its Content-Length announced",
+                self.body_seen
+            );
+            if self.sent_any {
+                // The response has begun: what did arrive goes out before the abort.
+                let _ = r.pass(&mut self.bb);
+            }
             return self.fail(r, Fail::Status(ffi::HTTP_BAD_GATEWAY));
         }
         let reusable = self.reusable();

@@ -17,7 +17,7 @@ use std::process::Command;
 use crate::check::{ensure, expect_status, p};
 use crate::fpm::Pool;
 use crate::harness::{Builder, Ctx, Suite, test};
-use crate::http::{Request, Response};
+use crate::http::{Framing, Request, Response};
 use crate::procs::Endpoint;
 use crate::util::{self, q};
 
@@ -156,7 +156,15 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     // the virtual path's directory is never created
     let vpath = b.tmp.join("apps/fastcgi/php.fcgi");
     for (id, name) in [(REWRITE, "dw.test"), (PATHINFO, "dw-pathinfo.test")] {
-        let body = recipe_vhost("doku.php", &www, &vpath, &sock);
+        let mut body = recipe_vhost("doku.php", &www, &vpath, &sock);
+        if id == REWRITE {
+            // downloads keep the length fetch.php declares (httpd's ap_trust_cgilike_cl),
+            // set where the script lives, as sites do for their download scripts
+            body.push_str(&format!(
+                "<Directory {}>\n    SetEnv ap_trust_cgilike_cl 1\n</Directory>\n",
+                q(p(&www.join("lib/exe")))
+            ));
+        }
         let port = b.port()?;
         b.vhost(id, port, name, &www, &body);
     }
@@ -473,6 +481,31 @@ fn media(ctx: &Ctx) -> Result<(), String> {
             got.body == png
         )
     })?;
+    // ap_trust_cgilike_cl on lib/exe (this vhost only): fetch.php's Content-Length frames
+    // the download; without it (the PATH_INFO vhost) httpd frames the body itself
+    ensure(
+        got.framing == Framing::ContentLength(png.len() as u64),
+        || {
+            format!(
+                "download with ap_trust_cgilike_cl: want Content-Length {}, got {:?}",
+                png.len(),
+                got.framing
+            )
+        },
+    )?;
+    let plain = Browser::new(ctx, PATHINFO).get("/lib/exe/fetch.php?media=mfcgi:pic.png")?;
+    ensure(
+        plain.status == 200 && plain.body == png && plain.framing == Framing::Chunked,
+        || {
+            format!(
+                "download without ap_trust_cgilike_cl: want {} bytes, chunked: {} ({} bytes, {:?})",
+                png.len(),
+                plain.status,
+                plain.body.len(),
+                plain.framing
+            )
+        },
+    )?;
     let etag = got.header("ETag").unwrap_or("").to_string();
     let lm = got.header("Last-Modified").unwrap_or("").to_string();
     ensure(!etag.is_empty() && !lm.is_empty(), || {
@@ -505,6 +538,13 @@ fn media(ctx: &Ctx) -> Result<(), String> {
     })?;
     ensure(h.header("Content-Type") == Some("image/png"), || {
         format!("HEAD Content-Type {:?}", h.header("Content-Type"))
+    })?;
+    let want = png.len().to_string();
+    ensure(h.headers_all("Content-Length") == [want.as_str()], || {
+        format!(
+            "HEAD with ap_trust_cgilike_cl: want Content-Length {want}: {}",
+            h.summary()
+        )
     })
 }
 

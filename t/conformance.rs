@@ -22,7 +22,7 @@ use crate::fakefcgi::{
 };
 use crate::fpm::Pool;
 use crate::harness::{Builder, Ctx, Suite, test};
-use crate::http::{Conn, Request, Response};
+use crate::http::{Conn, Framing, Request, Response};
 use crate::procs::Endpoint;
 use crate::scenario::{AppSite, Logs, add_app_site, expect_aborted, host, late, ms, vpath};
 use crate::util::{self, q};
@@ -129,6 +129,14 @@ pub const SUITE: Suite = Suite {
             backend_framing_headers_not_trusted,
         ),
         test(
+            "conformance_trusted_content_length_php",
+            trusted_content_length_php,
+        ),
+        test(
+            "conformance_trusted_content_length_checked",
+            trusted_content_length_checked,
+        ),
+        test(
             "conformance_stderr_logged_line_by_line",
             stderr_logged_line_by_line,
         ),
@@ -207,6 +215,28 @@ fn backend(id: &str) -> Arc<Backend> {
 
 const OK_BODY: &[u8] = b"OK\n";
 const TEXT: &[u8] = b"Content-Type: text/plain\r\n\r\n";
+
+/// `length.php?n=N[&say=M]`: declares `Content-Length: N` and sends M bytes (N by default) in
+/// two halves 150 ms apart, so the response is streamed (not framed by httpd at its end).
+const LENGTH_PHP: &str = r#"<?php
+while (ob_get_level()) { ob_end_flush(); }
+$n = (int)($_GET['n'] ?? 0);
+$say = isset($_GET['say']) ? (int)$_GET['say'] : $n;
+header('Content-Type: application/octet-stream');
+header("Content-Length: $n");
+$half = intdiv($say, 2);
+echo str_repeat('a', $half);
+flush();
+usleep(150000);
+echo str_repeat('b', $say - $half);
+"#;
+
+/// What length.php sends when told to say `say` bytes.
+fn length_php_body(say: usize) -> Vec<u8> {
+    let mut b = vec![b'a'; say / 2];
+    b.resize(say, b'b');
+    b
+}
 
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
@@ -461,6 +491,12 @@ fn setup(b: &mut Builder) -> Result<(), String> {
             ]
         }),
         ("err_cf_status", "", "", player),
+        (
+            "err_cf_trust_cl",
+            "",
+            "SetEnv ap_trust_cgilike_cl 1",
+            player,
+        ),
         ("err_cf_malformed", "", "", player),
         ("err_cf_stderr", "", "", |_| {
             let mut long = b"long:".to_vec();
@@ -720,16 +756,23 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         Endpoint::Tcp(fpm_port),
     ));
     let docroot = b.docroot("conformance")?;
+    // length.php: the same script where the application's Content-Length is not trusted (the
+    // document root) and where httpd's switch `ap_trust_cgilike_cl` says it is (cl/).
+    util::write_file(&docroot.join("length.php"), LENGTH_PHP)?;
+    util::write_file(&docroot.join("cl/length.php"), LENGTH_PHP)?;
     let vdir = b.tmp.join("cf-fcgi");
     let vpath = vdir.join("php.fcgi");
+    b.set("cf_php.vpath", p(&vpath));
     let body = format!(
         "AddType application/x-httpd-fastphp5 .php\n\
          Action application/x-httpd-fastphp5 /php.fcgi\n\
          Alias /php.fcgi {vp}\n\
          FastCgiExternalServer {vp} -host 127.0.0.1:{fpm_port}\n\
-         <Directory {vd}>\n    Require all granted\n</Directory>\n",
+         <Directory {vd}>\n    Require all granted\n</Directory>\n\
+         <Directory {cl}>\n    SetEnv ap_trust_cgilike_cl 1\n</Directory>\n",
         vp = q(p(&vpath)),
         vd = q(p(&vdir)),
+        cl = q(p(&docroot.join("cl"))),
     );
     let port = b.port()?;
     b.vhost("cf_php", port, "cf-php.test", &docroot, &body);
@@ -1875,6 +1918,222 @@ fn backend_framing_headers_not_trusted(ctx: &Ctx) -> Result<(), String> {
         })?;
     }
     logs.expect_no_errors()
+}
+
+/// The application's Content-Length through php-fpm: dropped by default (httpd frames the
+/// body), kept where httpd's `ap_trust_cgilike_cl` is set (as mod_cgi and mod_proxy_fcgi do),
+/// and then held to: a longer body is cut at it, a shorter one aborts the response.
+fn trusted_content_length_php(ctx: &Ctx) -> Result<(), String> {
+    let id = "cf_php";
+    let vp = vpath(ctx, id);
+    let h = host(ctx, id);
+    let n = 100_000usize;
+    let logs = Logs::mark(ctx, id);
+    // not trusted: streamed, so chunked
+    let (r, _c) = get_keepalive(ctx, id, &format!("/length.php?n={n}"))?;
+    ensure(
+        r.status == 200 && r.body == length_php_body(n) && r.framing == Framing::Chunked,
+        || {
+            format!(
+                "untrusted Content-Length: want a chunked body of {n} bytes: {}",
+                r.summary()
+            )
+        },
+    )?;
+    // trusted: the application's length frames the response; the connection stays usable
+    let mut c = ctx.connect(id)?;
+    let r = c
+        .roundtrip(&Request::get(&format!("/cl/length.php?n={n}")).host(&h))
+        .map_err(|e| format!("trusted: {e}"))?;
+    ensure(
+        r.status == 200
+            && r.body == length_php_body(n)
+            && r.framing == Framing::ContentLength(n as u64)
+            && r.headers_all("Content-Length") == [n.to_string().as_str()]
+            && r.header("Transfer-Encoding").is_none(),
+        || {
+            format!(
+                "trusted Content-Length: want {n} bytes framed by it: {}",
+                r.summary()
+            )
+        },
+    )?;
+    let r = c
+        .roundtrip(&Request::head(&format!("/cl/length.php?n={n}")).host(&h))
+        .map_err(|e| format!("trusted HEAD: {e}"))?;
+    ensure(
+        r.status == 200 && r.headers_all("Content-Length") == [n.to_string().as_str()],
+        || {
+            format!(
+                "HEAD: want the application's Content-Length {n}: {}",
+                r.summary()
+            )
+        },
+    )?;
+    // longer than declared: cut at the declared length, the next response on the same
+    // connection is intact
+    let r = c
+        .roundtrip(&Request::get("/cl/length.php?n=1000&say=5000").host(&h))
+        .map_err(|e| format!("longer body: {e}"))?;
+    ensure(
+        r.status == 200
+            && r.framing == Framing::ContentLength(1000)
+            && r.body == length_php_body(5000)[..1000],
+        || {
+            format!(
+                "body longer than its Content-Length: want the first 1000 bytes: {}",
+                r.summary()
+            )
+        },
+    )?;
+    let r = c
+        .roundtrip(&Request::get("/cl/length.php?n=10").host(&h).close())
+        .map_err(|e| format!("request after the longer body: {e}"))?;
+    ensure(r.status == 200 && r.body == length_php_body(10), || {
+        format!("next request on the connection: {}", r.summary())
+    })?;
+    logs.wait_for(
+        &[
+            "[fastcgi:warn]",
+            &format!("server \"{vp}\" sent 4000 bytes more than its Content-Length (1000)"),
+        ],
+        Duration::from_secs(3),
+    )?;
+    logs.expect_no_errors()?;
+    // shorter than declared, after part of it was sent: visibly aborted, one error line
+    let logs = Logs::mark(ctx, id);
+    let (r, mut c) = get_keepalive(ctx, id, &format!("/cl/length.php?n={n}&say=60000"))?;
+    ensure(r.framing == Framing::ContentLength(n as u64), || {
+        format!(
+            "short body: want the declared length in the head: {}",
+            r.summary()
+        )
+    })?;
+    expect_aborted(&r, &mut c, &length_php_body(60000))?;
+    logs.expect_one_error(&[&format!(
+        "FastCGI: comm with server \"{vp}\" aborted: the response ended after 60000 of the {n} bytes its Content-Length announced"
+    )])?;
+    Ok(())
+}
+
+/// Kept Content-Length values that cannot be used, and the statuses without a body, through a
+/// scripted application where `ap_trust_cgilike_cl` is set.
+fn trusted_content_length_checked(ctx: &Ctx) -> Result<(), String> {
+    let id = "err_cf_trust_cl";
+    let vp = vpath(ctx, id);
+    let h = host(ctx, id);
+    let body20: &[u8] = b"0123456789abcdefghij";
+    // exact, in records of 7 bytes (header block split too)
+    let logs = Logs::mark(ctx, id);
+    let out = cat(&[
+        b"Content-Type: text/plain\r\nContent-Length: 20\r\n\r\n",
+        body20,
+    ]);
+    let mut c = ctx.connect(id)?;
+    let r = c
+        .roundtrip(&Request::get(&play_target(&out, 7)).host(&h))
+        .map_err(|e| format!("exact: {e}"))?;
+    ensure(
+        r.status == 200 && r.body == body20 && r.framing == Framing::ContentLength(20),
+        || format!("exact Content-Length in 7-byte records: {}", r.summary()),
+    )?;
+    // 304 and HEAD: no body, the declared length stays
+    let out304 = b"Status: 304 Not Modified\r\nContent-Length: 20\r\nETag: \"x\"\r\n\r\n";
+    let r = c
+        .roundtrip(&Request::get(&play_target(out304, 0)).host(&h))
+        .map_err(|e| format!("304: {e}"))?;
+    ensure(r.status == 304 && r.body.is_empty(), || {
+        format!("304 with a Content-Length: {}", r.summary())
+    })?;
+    let head_only = b"Content-Type: text/plain\r\nContent-Length: 20\r\n\r\n";
+    let r = c
+        .roundtrip(&Request::head(&play_target(head_only, 0)).host(&h))
+        .map_err(|e| format!("HEAD: {e}"))?;
+    ensure(
+        r.status == 200 && r.headers_all("Content-Length") == ["20"],
+        || format!("HEAD answered with headers only: {}", r.summary()),
+    )?;
+    let r = c
+        .roundtrip(&Request::get("/app/ok?ok").host(&h).close())
+        .map_err(|e| format!("after 304 and HEAD: {e}"))?;
+    ensure(r.status == 200 && r.body == OK_BODY, || {
+        format!("next request on the connection: {}", r.summary())
+    })?;
+    logs.expect_no_errors()?;
+    ensure(!logs.text().contains("FCGI03"), || {
+        format!("unexpected Content-Length lines:\n{}", logs.text())
+    })?;
+    // values that cannot be used: not passed on, the body framed by httpd, one warning each
+    for (v, shown) in [
+        ("abc", "abc"),
+        ("-5", "-5"),
+        ("20, 21", "21"),
+        ("99999999999999999999", "99999999999999999999"),
+    ] {
+        let logs = Logs::mark(ctx, id);
+        let out = cat(&[
+            format!("Content-Type: text/plain\r\nContent-Length: {v}\r\n\r\n").as_bytes(),
+            body20,
+        ]);
+        let mut c = ctx.connect(id)?;
+        let r = c
+            .roundtrip(&Request::get(&play_target(&out, 0)).host(&h))
+            .map_err(|e| format!("Content-Length {v:?}: {e}"))?;
+        let cls = r.headers_all("Content-Length");
+        ensure(
+            r.status == 200 && r.body == body20 && r.complete && (cls.is_empty() || cls == ["20"]),
+            || {
+                format!(
+                    "Content-Length {v:?}: want the body framed by httpd: {}",
+                    r.summary()
+                )
+            },
+        )?;
+        let r2 = c
+            .roundtrip(&Request::get("/app/ok?ok").host(&h).close())
+            .map_err(|e| format!("Content-Length {v:?}: next request: {e}"))?;
+        ensure(r2.status == 200 && r2.body == OK_BODY, || {
+            format!(
+                "Content-Length {v:?}: next request on the connection: {}",
+                r2.summary()
+            )
+        })?;
+        logs.wait_for(
+            &[
+                "[fastcgi:warn]",
+                &format!(
+                    "server \"{vp}\" sent an invalid or conflicting Content-Length \"{shown}\""
+                ),
+            ],
+            Duration::from_secs(3),
+        )
+        .map_err(|e| format!("Content-Length {v:?}: {e}"))?;
+        logs.expect_no_errors()?;
+    }
+    // shorter: 502 when the end came before anything was handed to httpd, else the response
+    // is aborted after the 20 bytes (which of the two depends on how the records arrived);
+    // never presented as complete
+    let logs = Logs::mark(ctx, id);
+    let out = cat(&[
+        b"Content-Type: text/plain\r\nContent-Length: 100\r\n\r\n",
+        body20,
+    ]);
+    let (r, mut c) = get_keepalive(ctx, id, &play_target(&out, 0))?;
+    if r.status == 502 {
+        ensure(!r.text().contains("0123456789"), || {
+            format!(
+                "Content-Length 100 with 20 bytes: the body leaked into the 502: {}",
+                r.summary()
+            )
+        })?;
+    } else {
+        expect_aborted(&r, &mut c, body20)
+            .map_err(|e| format!("Content-Length 100 with 20 bytes: want 502 or an abort: {e}"))?;
+    }
+    logs.expect_one_error(&[&format!(
+        "FastCGI: comm with server \"{vp}\" aborted: the response ended after 20 of the 100 bytes its Content-Length announced"
+    )])?;
+    after_fault(ctx, id, &logs)
 }
 
 fn stderr_logged_line_by_line(ctx: &Ctx) -> Result<(), String> {

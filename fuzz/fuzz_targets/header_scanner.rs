@@ -1,6 +1,8 @@
 //! Header block scanner: arbitrary bytes fed whole and split at arbitrary
 //! points must agree (end position, body, parse result); parse never panics and
 //! never accepts a header containing CR, LF, NUL or another control byte.
+//! The Content-Length values of an accepted block are combined by `declared_length`,
+//! checked against a plain reference (decimal, equal, at most i64::MAX).
 //!
 //! Input layout: byte 0 = split seed and limit selector, rest = STDOUT stream.
 #![no_main]
@@ -11,7 +13,9 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../src/fcgi/mod.rs"]
 mod fcgi;
 
-use fcgi::headers::{DEFAULT_MAX_HEADER_BLOCK, Feed, HeaderError, HeaderScanner, ResponseHead};
+use fcgi::headers::{
+    DEFAULT_MAX_HEADER_BLOCK, Feed, HeaderError, HeaderScanner, ResponseHead, declared_length,
+};
 
 /// Chunk lengths from a seed: a small xorshift generator.
 fn chunk_lens(seed: u8, total: usize) -> Vec<usize> {
@@ -90,6 +94,34 @@ fn run(max: usize, input: &[u8], lens: &[usize]) -> Outcome {
     }
 }
 
+/// What `declared_length` must answer, computed another way: every comma-separated element
+/// of every value, trimmed of spaces and tabs, is a non-empty run of digits whose value (via
+/// u128, leading zeros allowed) fits in an i64, and all are equal.
+fn reference_length(values: &[&[u8]]) -> Option<Option<u64>> {
+    let mut all = Vec::new();
+    for v in values {
+        for e in v.split(|&c| c == b',') {
+            let e = e.trim_ascii();
+            if e.is_empty() || !e.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let digits = e.iter().skip_while(|&&c| c == b'0').count();
+            if digits > 19 {
+                return None;
+            }
+            let n: u128 = std::str::from_utf8(e).ok()?.parse().ok()?;
+            if n > i64::MAX as u128 {
+                return None;
+            }
+            all.push(n as u64);
+        }
+    }
+    if all.windows(2).any(|w| w[0] != w[1]) {
+        return None;
+    }
+    Some(all.first().copied())
+}
+
 fn clean(bytes: &[u8]) -> bool {
     !bytes.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
 }
@@ -141,6 +173,16 @@ fuzz_target!(|data: &[u8]| {
             {
                 assert!(clean(v));
             }
+            let lengths: Vec<&[u8]> = head
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
+                .map(|(_, v)| v.as_slice())
+                .collect();
+            assert_eq!(
+                declared_length(lengths.iter().copied()).ok(),
+                reference_length(&lengths)
+            );
             assert_eq!(head.status.is_some(), head.status_line.is_some());
             if let (Some(code), Some(line)) = (head.status, &head.status_line) {
                 assert!((100..=999).contains(&code));

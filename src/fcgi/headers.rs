@@ -137,6 +137,39 @@ impl<'a> Head<'a> {
     }
 }
 
+/// Combines the `Content-Length` values of a response (one per header line, in order) into
+/// the length they declare, as RFC 9110 (8.6) allows a recipient to: every line, and every
+/// element of a comma-separated list, must be a decimal number (optional spaces or tabs
+/// around it) and all must be equal. `Ok(None)` when there is no value; `Err` with the first
+/// offending value when a value is not a number, does not fit in 63 bits, or differs from
+/// another.
+pub fn declared_length<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<u64>, Vec<u8>> {
+    let mut found: Option<u64> = None;
+    for line in values {
+        for element in line.split(|&c| c == b',') {
+            let v = element.trim_ascii();
+            let bad = || v.iter().take(MAX_ERROR_BYTES).copied().collect::<Vec<u8>>();
+            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+                return Err(bad());
+            }
+            let n = v
+                .iter()
+                .try_fold(0u64, |n, &d| {
+                    n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                })
+                .filter(|&n| n <= i64::MAX as u64)
+                .ok_or_else(bad)?;
+            match found {
+                Some(m) if m != n => return Err(bad()),
+                _ => found = Some(n),
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Incremental finder of the end of the header block; keeps only the block
 /// (at most `max_len` bytes), scans each chunk in place before copying it and
 /// never rescans bytes already examined.
@@ -810,6 +843,34 @@ Status: 404 Not Found\r\nContent-type: text/html; charset=UTF-8\r\nContent-Lengt
             scan(b"Status: xx\nStatus: 200\n\n", &[], 100),
             Err(HeaderError::InvalidStatus(b"xx".to_vec()))
         );
+    }
+
+    #[test]
+    fn declared_length_values() {
+        let d = |v: &[&[u8]]| declared_length(v.iter().copied());
+        assert_eq!(d(&[]), Ok(None));
+        assert_eq!(d(&[b"0"]), Ok(Some(0)));
+        assert_eq!(d(&[b" 3000000\t"]), Ok(Some(3_000_000)));
+        assert_eq!(d(&[b"42", b"42"]), Ok(Some(42)));
+        assert_eq!(d(&[b"42, 42"]), Ok(Some(42)));
+        assert_eq!(d(&[b"007"]), Ok(Some(7)));
+        assert_eq!(d(&[b"9223372036854775807"]), Ok(Some(i64::MAX as u64)));
+        assert_eq!(
+            d(&[b"9223372036854775808"]),
+            Err(b"9223372036854775808".to_vec())
+        );
+        assert_eq!(
+            d(&[b"99999999999999999999999"]),
+            Err(b"99999999999999999999999".to_vec())
+        );
+        assert_eq!(d(&[b"42", b"43"]), Err(b"43".to_vec()));
+        assert_eq!(d(&[b"42, 43"]), Err(b"43".to_vec()));
+        assert_eq!(d(&[b""]), Err(b"".to_vec()));
+        assert_eq!(d(&[b"42,"]), Err(b"".to_vec()));
+        assert_eq!(d(&[b"-1"]), Err(b"-1".to_vec()));
+        assert_eq!(d(&[b"+1"]), Err(b"+1".to_vec()));
+        assert_eq!(d(&[b"1 2"]), Err(b"1 2".to_vec()));
+        assert_eq!(d(&[b"0x10"]), Err(b"0x10".to_vec()));
     }
 
     #[test]

@@ -412,6 +412,9 @@ impl<'a> Request<'a> {
             env.set(b"PATH_INFO", pi);
         }
     }
+    pub fn status(&self) -> c_int {
+        self.raw().status
+    }
     pub fn set_status(&mut self, status: u16, status_line: Option<&[u8]>) {
         let line = status_line
             .map(|l| self.pool().strdup(l) as *const c_char)
