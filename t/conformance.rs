@@ -776,6 +776,10 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     );
     let port = b.port()?;
     b.vhost("cf_php", port, "cf-php.test", &docroot, &body);
+    // the same site, for the cases that log an error on purpose
+    b.set("err_cf_php.vpath", p(&vpath));
+    let port = b.port()?;
+    b.vhost("err_cf_php", port, "err-cf-php.test", &docroot, &body);
     Ok(())
 }
 
@@ -2001,6 +2005,8 @@ fn trusted_content_length_php(ctx: &Ctx) -> Result<(), String> {
     )?;
     logs.expect_no_errors()?;
     // shorter than declared, after part of it was sent: visibly aborted, one error line
+    let id = "err_cf_php";
+    let vp = vpath(ctx, id);
     let logs = Logs::mark(ctx, id);
     let (r, mut c) = get_keepalive(ctx, id, &format!("/cl/length.php?n={n}&say=60000"))?;
     ensure(r.framing == Framing::ContentLength(n as u64), || {

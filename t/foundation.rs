@@ -53,6 +53,7 @@ pub const SUITE: Suite = Suite {
             "seed1_script_directory_settings",
             seed1_script_directory_settings,
         ),
+        test("seed1_fpm_status_and_ping", seed1_fpm_status_and_ping),
         test("seed2_multi_user_pools", seed2_multi_user_pools),
         test("seed3_symlinked_site_dir", seed3_symlinked_site_dir),
         test("query_string_bytes", query_string_bytes),
@@ -105,12 +106,11 @@ fn setup(b: &mut Builder) -> Result<(), String> {
 
     // php-fpm pools
     let tcp_port = b.port()?;
-    b.pool(Pool::new(
-        "seed1",
-        "www-data",
-        "www-data",
-        Endpoint::Tcp(tcp_port),
-    ));
+    let mut seed1_pool = Pool::new("seed1", "www-data", "www-data", Endpoint::Tcp(tcp_port));
+    // php-fpm's own status and ping pages, reached through the module (fpm_status_and_ping)
+    seed1_pool.extra.push("pm.status_path = /fpm-status".into());
+    seed1_pool.extra.push("ping.path = /fpm-ping".into());
+    b.pool(seed1_pool);
     let nogroup = util::primary_group("nobody").unwrap_or_else(|| "nogroup".into());
     b.pool(Pool::new(
         "www-data",
@@ -250,6 +250,25 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         "seed1-scriptdir.test",
         &d1,
         &format!("{chain}{scriptdir}"),
+    );
+
+    // php-fpm's status and ping pages: URLs with no file behind them, sent to the virtual
+    // path by `Action ... virtual` (the recipe of conf-examples/seed1-flush-host.conf)
+    let status_pages = format!(
+        "<Directory {fd}>\n    Require all granted\n</Directory>\n\
+         <LocationMatch \"^/fpm-(status|ping)$\">\n\
+         \x20   Require local\n\
+         \x20   SetHandler php-fpm-status\n\
+         \x20   Action php-fpm-status /php5.fcgi virtual\n\
+         </LocationMatch>\n"
+    );
+    let pst = b.port()?;
+    b.vhost(
+        "seed1_fpmstatus",
+        pst,
+        "seed1-fpmstatus.test",
+        &d1,
+        &format!("{chain}{status_pages}"),
     );
 
     // Vhosts whose error logs are expected to contain errors (id prefix `err_`):
@@ -559,6 +578,49 @@ fn seed1_accept_path_info_off(ctx: &Ctx) -> Result<(), String> {
         Duration::from_secs(5),
     )
     .map(|_| ())
+}
+
+/// php-fpm's own status and ping pages (`pm.status_path`, `ping.path`) through the module:
+/// URLs with no file behind them, routed to the virtual path by `Action ... virtual`; php-fpm
+/// answers them when the request's script name is the page's path.
+fn seed1_fpm_status_and_ping(ctx: &Ctx) -> Result<(), String> {
+    let id = "seed1_fpmstatus";
+    let logs = crate::scenario::Logs::mark(ctx, id);
+    let r = ctx.get(id, "/fpm-ping")?;
+    ensure(r.status == 200 && r.body == b"pong", || {
+        format!("/fpm-ping: want php-fpm's pong: {}", r.summary())
+    })?;
+    let r = ctx.get(id, "/fpm-status?json")?;
+    let text = r.text();
+    ensure(
+        r.status == 200
+            && r.header("Content-Type")
+                .is_some_and(|t| t.starts_with("application/json"))
+            && text.contains("\"pool\":\"seed1\"")
+            && text.contains("\"accepted conn\":"),
+        || {
+            format!(
+                "/fpm-status?json: want the seed1 pool's status: {}",
+                r.summary()
+            )
+        },
+    )?;
+    let r = ctx.get(id, "/fpm-status?full")?;
+    let text = r.text();
+    ensure(
+        r.status == 200
+            && text.contains("pool:")
+            && text.contains("seed1")
+            && text.contains("\nstate:"),
+        || format!("/fpm-status?full: {}", r.summary()),
+    )?;
+    // the other pages of the vhost are unchanged
+    let r = ctx.get(id, "/index.php")?;
+    ensure(
+        r.status == 200 && r.kv().get("SITE").map(String::as_str) == Some("seed1"),
+        || format!("a PHP page on the same vhost: {}", r.summary()),
+    )?;
+    logs.expect_no_errors()
 }
 
 /// What a script's directory says reaches the script although under `Action` the request the
