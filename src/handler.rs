@@ -58,8 +58,11 @@ impl Drop for Scanner {
 /// its header) straight from httpd's buckets (see `InPlace`); a spooled body is copied into
 /// the send buffer in pieces of this size.
 const BODY_STEP: usize = 16 * 1024 - record::HEADER_LEN;
-/// Largest PARAMS record content.
-const PARAMS_RECORD: usize = 16 * 1024;
+/// Largest PARAMS record content: the protocol's maximum. php-fpm decodes each PARAMS record
+/// on its own, so a variable has to fit in one record; this lets one of up to 64 KiB through
+/// (a Cookie merged from HTTP/2 crumbs, a Kerberos token under a raised
+/// LimitRequestFieldSize), as mod_proxy_fcgi does. Records are as long as their pairs need.
+const PARAMS_RECORD: usize = 65535;
 /// Longest header block accepted from the application.
 pub const MAX_HEADER_BLOCK: usize = 128 * 1024;
 /// Without -flush, data handed to httpd is flushed after this much application silence.

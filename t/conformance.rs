@@ -128,6 +128,7 @@ pub const SUITE: Suite = Suite {
             "conformance_backend_framing_headers_not_trusted",
             backend_framing_headers_not_trusted,
         ),
+        test("conformance_big_cookie_reaches_php", big_cookie_reaches_php),
         test(
             "conformance_trusted_content_length_php",
             trusted_content_length_php,
@@ -760,6 +761,12 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     // document root) and where httpd's switch `ap_trust_cgilike_cl` says it is (cl/).
     util::write_file(&docroot.join("length.php"), LENGTH_PHP)?;
     util::write_file(&docroot.join("cl/length.php"), LENGTH_PHP)?;
+    util::write_file(
+        &docroot.join("cookie.php"),
+        "<?php\n$c = $_SERVER['HTTP_COOKIE'] ?? '';\n\
+         echo 'COOKIE_LEN=', strlen($c), \"\\n\", 'COOKIE_MD5=', md5($c), \"\\n\",\n\
+         \x20    'BIG_LEN=', strlen($_COOKIE['big'] ?? ''), \"\\n\";\n",
+    )?;
     let vdir = b.tmp.join("cf-fcgi");
     let vpath = vdir.join("php.fcgi");
     b.set("cf_php.vpath", p(&vpath));
@@ -769,7 +776,8 @@ fn setup(b: &mut Builder) -> Result<(), String> {
          Alias /php.fcgi {vp}\n\
          FastCgiExternalServer {vp} -host 127.0.0.1:{fpm_port}\n\
          <Directory {vd}>\n    Require all granted\n</Directory>\n\
-         <Directory {cl}>\n    SetEnv ap_trust_cgilike_cl 1\n</Directory>\n",
+         <Directory {cl}>\n    SetEnv ap_trust_cgilike_cl 1\n</Directory>\n\
+         LimitRequestFieldSize 65536\n",
         vp = q(p(&vpath)),
         vd = q(p(&vdir)),
         cl = q(p(&docroot.join("cl"))),
@@ -1921,6 +1929,43 @@ fn backend_framing_headers_not_trusted(ctx: &Ctx) -> Result<(), String> {
             format!("{name}: next request on the connection: {}", r2.summary())
         })?;
     }
+    logs.expect_no_errors()
+}
+
+/// A Cookie header of 40 KB (LimitRequestFieldSize raised, as sites with large session or
+/// Kerberos tokens do; an HTTP/2 request's cookie crumbs merged by httpd grow as large) reaches
+/// PHP whole: php-fpm takes a variable of up to 64 KiB in one PARAMS record.
+fn big_cookie_reaches_php(ctx: &Ctx) -> Result<(), String> {
+    let id = "cf_php";
+    let logs = Logs::mark(ctx, id);
+    let cookie = format!("small=1; big={}; last=2", "c".repeat(40_000));
+    let mut c = ctx.connect(id)?;
+    let r = c
+        .roundtrip(
+            &Request::get("/cookie.php")
+                .host(&host(ctx, id))
+                .header("Cookie", &cookie)
+                .close(),
+        )
+        .map_err(|e| format!("GET with a 40 KB cookie: {e}"))?;
+    let kv = r.kv();
+    let want_md5 = util::md5_hex(cookie.as_bytes())?;
+    ensure(
+        r.status == 200
+            && kv.get("COOKIE_LEN") == Some(&cookie.len().to_string())
+            && kv.get("COOKIE_MD5") == Some(&want_md5)
+            && kv.get("BIG_LEN").map(String::as_str) == Some("40000"),
+        || {
+            format!(
+                "want HTTP_COOKIE of {} bytes (md5 {want_md5}) and $_COOKIE['big'] of 40000: {}",
+                cookie.len(),
+                r.summary()
+            )
+        },
+    )?;
+    ensure(!logs.text().contains("FCGI050"), || {
+        format!("the cookie was skipped:\n{}", logs.text())
+    })?;
     logs.expect_no_errors()
 }
 
