@@ -60,8 +60,8 @@ impl Drop for Scanner {
 const BODY_STEP: usize = 16 * 1024 - record::HEADER_LEN;
 /// Largest PARAMS record content: the protocol's maximum. php-fpm decodes each PARAMS record
 /// on its own, so a variable has to fit in one record; this lets one of up to 64 KiB through
-/// (a Cookie merged from HTTP/2 crumbs, a Kerberos token under a raised
-/// LimitRequestFieldSize), as mod_proxy_fcgi does. Records are as long as their pairs need.
+/// (large cookies or Kerberos tokens under a raised LimitRequestFieldSize), as
+/// mod_proxy_fcgi does. Records are as long as their pairs need.
 const PARAMS_RECORD: usize = 65535;
 /// Longest header block accepted from the application.
 pub const MAX_HEADER_BLOCK: usize = 128 * 1024;

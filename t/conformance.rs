@@ -1933,8 +1933,8 @@ fn backend_framing_headers_not_trusted(ctx: &Ctx) -> Result<(), String> {
 }
 
 /// A Cookie header of 40 KB (LimitRequestFieldSize raised, as sites with large session or
-/// Kerberos tokens do; an HTTP/2 request's cookie crumbs merged by httpd grow as large) reaches
-/// PHP whole: php-fpm takes a variable of up to 64 KiB in one PARAMS record.
+/// Kerberos tokens do) reaches PHP whole: php-fpm takes a variable of up to 64 KiB in one
+/// PARAMS record.
 fn big_cookie_reaches_php(ctx: &Ctx) -> Result<(), String> {
     let id = "cf_php";
     let logs = Logs::mark(ctx, id);
