@@ -244,6 +244,8 @@ struct Exchange<'r, 'd> {
     answer: Option<AuthAnswer>,
     /// The application's Content-Length, kept because of `ap_trust_cgilike_cl`.
     declared: Option<u64>,
+    /// Flush after every read: `-flush`, or `X-Accel-Buffering: no` from the application.
+    flush_each: bool,
     /// Body bytes taken for the client (Mode::Body), and the ones past `declared` dropped.
     body_seen: u64,
     excess: u64,
@@ -657,6 +659,7 @@ fn exchange(
             stderr: Vec::new(),
             ended: false,
             declared: None,
+            flush_each: def.flush,
             body_seen: 0,
             excess: 0,
         };
@@ -972,9 +975,18 @@ fn is_peer_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EPIPE) | Some(libc::ECONNRESET))
 }
 
-/// Applies a response header block to the request; returns how the body is to be handled and
-/// the body length the application declared, when it is kept (`ap_trust_cgilike_cl`).
-fn apply_head(r: &mut Request<'_>, head: &Head<'_>, server: &str) -> (Mode, Option<u64>) {
+/// What `apply_head` found in a response header block.
+struct Applied {
+    /// How the body is to be handled.
+    mode: Mode,
+    /// The body length the application declared, when it is kept (`ap_trust_cgilike_cl`).
+    declared: Option<u64>,
+    /// `X-Accel-Buffering: no`: the application asks for its output unbuffered.
+    unbuffered: bool,
+}
+
+/// Applies a response header block to the request.
+fn apply_head(r: &mut Request<'_>, head: &Head<'_>, server: &str) -> Applied {
     if let Some(code) = head.status {
         r.set_status(code, head.status_line.as_deref());
     }
@@ -999,8 +1011,15 @@ fn apply_head(r: &mut Request<'_>, head: &Head<'_>, server: &str) -> (Mode, Opti
     // cut at that length and a shorter body fails the response (see `Exchange::complete`).
     let trust = r.subprocess_env().get(c"ap_trust_cgilike_cl").is_some();
     let mut lengths: Vec<Vec<u8>> = Vec::new();
+    let mut unbuffered = false;
     let (out, err_out) = (r.headers_out(), r.err_headers_out());
     head.for_each_header(|name, value| {
+        // nginx's per-response switch, which frameworks send with streamed responses
+        // (server-sent events, progress output): flush every piece, as -flush does. The header
+        // itself goes on to the client, as every other one.
+        if name.eq_ignore_ascii_case(b"x-accel-buffering") {
+            unbuffered = value.trim_ascii().eq_ignore_ascii_case(b"no");
+        }
         if name.eq_ignore_ascii_case(b"content-length") {
             if trust {
                 lengths.push(value.to_vec());
@@ -1033,7 +1052,11 @@ fn apply_head(r: &mut Request<'_>, head: &Head<'_>, server: &str) -> (Mode, Opti
             crate::fcgi::headers::escape_lossy(&bad)
         ),
     }
-    (mode, declared)
+    Applied {
+        mode,
+        declared,
+        unbuffered,
+    }
 }
 
 impl<'r, 'd> Exchange<'r, 'd> {
@@ -1208,7 +1231,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
                         // the end of stream: one write, and httpd can frame it with a
                         // Content-Length instead of chunks.
                         if !self.bb.is_empty() && !self.ended {
-                            if self.def.flush {
+                            if self.flush_each {
                                 self.bb.push_flush();
                                 self.unflushed = false;
                             } else {
@@ -1403,9 +1426,12 @@ impl<'r, 'd> Exchange<'r, 'd> {
                             Mode::Auth
                         }
                         (Ok(head), None) => {
-                            let (mode, declared) = apply_head(r, &head, server);
-                            self.declared = declared;
-                            mode
+                            let applied = apply_head(r, &head, server);
+                            self.declared = applied.declared;
+                            if applied.unbuffered {
+                                self.flush_each = true;
+                            }
+                            applied.mode
                         }
                         (Err(e), _) => return Err(self.header_error(r, &e.to_string(), server)),
                     };

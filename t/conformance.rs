@@ -37,6 +37,10 @@ pub const SUITE: Suite = Suite {
             flush_option_streams_each_piece,
         ),
         test(
+            "conformance_x_accel_buffering_no_streams_each_piece",
+            x_accel_buffering_no_streams_each_piece,
+        ),
+        test(
             "conformance_no_flush_holds_data_at_most_100ms",
             no_flush_holds_data_at_most_100ms,
         ),
@@ -373,6 +377,20 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         // (vhost id, FastCgiExternalServer options, extra vhost lines, script)
         ("cf_play", "", "", player),
         ("cf_flush", "-flush", "", two_chunks),
+        // no -flush: the application asks for unbuffered output itself (nginx's header)
+        ("cf_unbuffered", "", "", |_| {
+            vec![
+                Action::WaitStdin,
+                Action::Stdout(
+                    b"Content-Type: text/plain\r\nX-Accel-Buffering: no\r\n\r\nfirst-chunk\n"
+                        .to_vec(),
+                ),
+                Action::Sleep(300),
+                Action::Stdout(b"second-chunk\n".to_vec()),
+                Action::StdoutEnd,
+                end(),
+            ]
+        }),
         ("cf_noflush", "", "", |r| {
             if r.query() == "stream" {
                 // 40 KiB in 2 KiB records every 50 ms: never 100 ms of silence
@@ -978,20 +996,32 @@ fn two_chunk_arrivals(ctx: &Ctx, id: &str) -> Result<(Duration, Duration), Strin
 }
 
 fn flush_option_streams_each_piece(ctx: &Ctx) -> Result<(), String> {
-    let (first, second) = two_chunk_arrivals(ctx, "cf_flush")?;
+    expect_streamed(ctx, "cf_flush", "-flush")
+}
+
+/// `X-Accel-Buffering: no` from the application streams its output as `-flush` does, on a
+/// server defined without `-flush` (where the first piece would be held up to 100 ms).
+fn x_accel_buffering_no_streams_each_piece(ctx: &Ctx) -> Result<(), String> {
+    expect_streamed(ctx, "cf_unbuffered", "X-Accel-Buffering: no")
+}
+
+/// The two chunks of vhost `id` reach the client as they leave the application: the first
+/// passed and flushed after the read that brought it (no 100 ms hold), the second 300 ms later.
+fn expect_streamed(ctx: &Ctx, id: &str, what: &str) -> Result<(), String> {
+    let (first, second) = two_chunk_arrivals(ctx, id)?;
     if std::env::var_os("MFCGI_VERBOSE").is_some() {
         println!(
-            "    -flush: first chunk at {} ms, second at {} ms",
+            "    {what}: first chunk at {} ms, second at {} ms",
             ms(first),
             ms(second)
         );
     }
-    // -flush: passed and flushed after the read that brought it, no 100 ms hold (under
-    // valgrind only the gap below tells: its first run of new code paths alone can take longer)
+    // (under valgrind only the gap below tells: its first run of new code paths alone can
+    // take longer)
     let max_first = ctx.scaled(Duration::from_millis(80), Duration::from_millis(250));
     ensure(first < max_first, || {
         format!(
-            "with -flush the first chunk arrived after {} ms (want < {} ms: no holding)",
+            "with {what} the first chunk arrived after {} ms (want < {} ms: no holding)",
             ms(first),
             ms(max_first)
         )
