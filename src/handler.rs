@@ -985,15 +985,36 @@ struct Applied {
     unbuffered: bool,
 }
 
+/// A header block whose Status is 1xx (but 101): its headers go out as that interim
+/// response (PHP's `header('Status: 103 Early Hints')` with `Link` headers), and the response
+/// goes on as a 200 with the same headers and the body that follows. CGI has one header block
+/// per response, so a 1xx cannot be the final status: sent as one, the client would read the
+/// body as the next response.
+fn send_interim(r: &mut Request<'_>, head: &Head<'_>, code: u16) {
+    let line = head.status_line.as_deref();
+    r.send_interim(code, line, |t| {
+        head.for_each_header(|name, value| {
+            let framing = name.eq_ignore_ascii_case(b"content-length")
+                || name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"set-cookie");
+            if !framing {
+                t.add(name, value);
+            }
+        });
+    });
+}
+
 /// Applies a response header block to the request.
 fn apply_head(r: &mut Request<'_>, head: &Head<'_>, server: &str) -> Applied {
-    if let Some(code) = head.status {
+    // A 1xx was sent as an interim response (send_interim): the final status is 200.
+    let final_status = head.status.filter(|&c| c >= 200);
+    if let Some(code) = final_status {
         r.set_status(code, head.status_line.as_deref());
     }
     if let Some(ct) = &head.content_type {
         r.set_content_type(ct);
     }
-    let plain = head.status.is_none() || head.status == Some(200);
+    let plain = final_status.is_none() || final_status == Some(200);
     let mut mode = Mode::Body;
     if let Some(loc) = &head.location {
         if plain && loc.starts_with(b"/") {
@@ -1426,6 +1447,16 @@ impl<'r, 'd> Exchange<'r, 'd> {
                             Mode::Auth
                         }
                         (Ok(head), None) => {
+                            if let Some(code @ 100..=199) = head.status {
+                                if code == 101 {
+                                    return Err(self.header_error(
+                                        r,
+                                        "Status 101 (a protocol switch) cannot be answered through FastCGI",
+                                        server,
+                                    ));
+                                }
+                                send_interim(r, &head, code);
+                            }
                             let applied = apply_head(r, &head, server);
                             self.declared = applied.declared;
                             if applied.unbuffered {

@@ -114,6 +114,7 @@ pub const SUITE: Suite = Suite {
         test("conformance_status_valid_used", status_valid_used),
         test("conformance_status_missing_200", status_missing_200),
         test("conformance_status_invalid_502", status_invalid_502),
+        test("conformance_status_1xx_interim", status_1xx_interim),
         test(
             "conformance_location_path_internal_redirect_get",
             location_path_internal_redirect_get,
@@ -779,6 +780,11 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     // document root) and where httpd's switch `ap_trust_cgilike_cl` says it is (cl/).
     util::write_file(&docroot.join("length.php"), LENGTH_PHP)?;
     util::write_file(&docroot.join("cl/length.php"), LENGTH_PHP)?;
+    util::write_file(
+        &docroot.join("early-hints.php"),
+        "<?php\nheader('Status: 103 Early Hints');\n\
+         header('Link: </a.css>; rel=preload; as=style');\necho \"page after hints\\n\";\n",
+    )?;
     util::write_file(
         &docroot.join("cookie.php"),
         "<?php\n$c = $_SERVER['HTTP_COOKIE'] ?? '';\n\
@@ -1661,6 +1667,63 @@ fn status_valid_used(ctx: &Ctx) -> Result<(), String> {
     logs.expect_no_errors()
 }
 
+/// A 1xx Status (PHP's `header('Status: 103 Early Hints')` with `Link` headers) goes out as
+/// an interim response with the block's headers, and the response goes on as a 200 with the
+/// same headers and the body; sent as the final status it left the client reading the body as
+/// the next response. A 100 only goes to a client that expects one.
+fn status_1xx_interim(ctx: &Ctx) -> Result<(), String> {
+    let id = "cf_play";
+    let logs = Logs::mark(ctx, id);
+    let mut c = ctx.connect(id)?;
+    let h = host(ctx, id);
+    for (status, interim) in [("103 Early Hints", vec![103u16]), ("100", vec![])] {
+        let out = format!(
+            "Status: {status}\r\nLink: </a.css>; rel=preload; as=style\r\nContent-Type: text/plain\r\n\r\napp body"
+        );
+        let r = c
+            .roundtrip(&Request::get(&play_target(out.as_bytes(), 0)).host(&h))
+            .map_err(|e| format!("Status: {status}: {e}"))?;
+        ensure(
+            r.interim == interim
+                && r.status == 200
+                && r.body == b"app body"
+                && r.header("Link") == Some("</a.css>; rel=preload; as=style")
+                && r.header("Content-Type") == Some("text/plain"),
+            || {
+                format!(
+                    "Status: {status}: want interim {interim:?} then 200 with the body and the Link header: interim {:?}, {}",
+                    r.interim,
+                    r.summary()
+                )
+            },
+        )?;
+    }
+    // the same through php-fpm
+    let id = "cf_php";
+    let r = c_php_early_hints(ctx, id)?;
+    ensure(
+        r.interim == [103] && r.status == 200 && r.body == b"page after hints\n",
+        || format!("PHP early hints: interim {:?}, {}", r.interim, r.summary()),
+    )?;
+    let r = c
+        .roundtrip(&Request::get("/app/ok?ok").host(&h).close())
+        .map_err(|e| format!("next request on the connection: {e}"))?;
+    ensure(r.status == 200 && r.body == OK_BODY, || {
+        format!("next request on the connection: {}", r.summary())
+    })?;
+    logs.expect_no_errors()
+}
+
+fn c_php_early_hints(ctx: &Ctx, id: &str) -> Result<Response, String> {
+    let mut c = ctx.connect(id)?;
+    c.roundtrip(
+        &Request::get("/early-hints.php")
+            .host(&host(ctx, id))
+            .close(),
+    )
+    .map_err(|e| format!("PHP early hints: {e}"))
+}
+
 fn status_missing_200(ctx: &Ctx) -> Result<(), String> {
     let r = ctx.get(
         "cf_play",
@@ -1687,6 +1750,8 @@ fn status_invalid_502(ctx: &Ctx) -> Result<(), String> {
         "0",
         "",
         "+200",
+        // a protocol switch cannot be answered through FastCGI (other 1xx: status_1xx_interim)
+        "101 Switching Protocols",
     ] {
         let logs = Logs::mark(ctx, id);
         let r = ctx.get(

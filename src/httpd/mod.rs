@@ -415,6 +415,35 @@ impl<'a> Request<'a> {
     pub fn status(&self) -> c_int {
         self.raw().status
     }
+    /// Sends an interim (1xx) response with the headers `fill` puts in the table it is given;
+    /// the request's own status, status line and headers_out are left as they were. httpd
+    /// sends nothing to an HTTP/1.0 client, and a 100 only to a client that expects one.
+    pub fn send_interim(
+        &mut self,
+        status: u16,
+        status_line: Option<&[u8]>,
+        fill: impl FnOnce(Table<'a>),
+    ) {
+        let (old_status, old_line, old_out) = {
+            let r = self.raw();
+            (r.status, r.status_line, r.headers_out)
+        };
+        // SAFETY: a new table in the request pool, live as long as the request.
+        let interim = unsafe { ffi::apr_table_make(self.pool().as_ptr(), 8) };
+        if interim.is_null() {
+            return;
+        }
+        self.raw_mut().headers_out = interim;
+        fill(self.headers_out());
+        self.set_status(status, status_line);
+        // SAFETY: live request with a 1xx status; httpd writes the interim response to the
+        // connection's output filters and clears the (interim) headers_out.
+        unsafe { ffi::ap_send_interim_response(self.as_ptr(), 1) };
+        let r = self.raw_mut();
+        r.status = old_status;
+        r.status_line = old_line;
+        r.headers_out = old_out;
+    }
     pub fn set_status(&mut self, status: u16, status_line: Option<&[u8]>) {
         let line = status_line
             .map(|l| self.pool().strdup(l) as *const c_char)
