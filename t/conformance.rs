@@ -781,6 +781,10 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     util::write_file(&docroot.join("length.php"), LENGTH_PHP)?;
     util::write_file(&docroot.join("cl/length.php"), LENGTH_PHP)?;
     util::write_file(
+        &docroot.join("ssi/hints.shtml"),
+        "before\n<!--#include virtual=\"/early-hints.php\" -->after\n",
+    )?;
+    util::write_file(
         &docroot.join("early-hints.php"),
         "<?php\nheader('Status: 103 Early Hints');\n\
          header('Link: </a.css>; rel=preload; as=style');\necho \"page after hints\\n\";\n",
@@ -801,10 +805,12 @@ fn setup(b: &mut Builder) -> Result<(), String> {
          FastCgiExternalServer {vp} -host 127.0.0.1:{fpm_port}\n\
          <Directory {vd}>\n    Require all granted\n</Directory>\n\
          <Directory {cl}>\n    SetEnv ap_trust_cgilike_cl 1\n</Directory>\n\
+         <Directory {ssi}>\n    Options +Includes\n    AddOutputFilter INCLUDES .shtml\n</Directory>\n\
          LimitRequestFieldSize 65536\n",
         vp = q(p(&vpath)),
         vd = q(p(&vdir)),
         cl = q(p(&docroot.join("cl"))),
+        ssi = q(p(&docroot.join("ssi"))),
     );
     let port = b.port()?;
     b.vhost("cf_php", port, "cf-php.test", &docroot, &body);
@@ -1700,10 +1706,23 @@ fn status_1xx_interim(ctx: &Ctx) -> Result<(), String> {
     }
     // the same through php-fpm
     let id = "cf_php";
-    let r = c_php_early_hints(ctx, id)?;
+    let r = c_php_early_hints(ctx, id, "/early-hints.php")?;
     ensure(
         r.interim == [103] && r.status == 200 && r.body == b"page after hints\n",
         || format!("PHP early hints: interim {:?}, {}", r.interim, r.summary()),
+    )?;
+    // included by mod_include (a subrequest): no interim response inside a response that has
+    // begun, the script's output in place
+    let r = c_php_early_hints(ctx, id, "/ssi/hints.shtml")?;
+    ensure(
+        r.interim.is_empty() && r.status == 200 && r.body == b"before\npage after hints\nafter\n",
+        || {
+            format!(
+                "early hints in a subrequest: interim {:?}, {}",
+                r.interim,
+                r.summary()
+            )
+        },
     )?;
     let r = c
         .roundtrip(&Request::get("/app/ok?ok").host(&h).close())
@@ -1714,14 +1733,10 @@ fn status_1xx_interim(ctx: &Ctx) -> Result<(), String> {
     logs.expect_no_errors()
 }
 
-fn c_php_early_hints(ctx: &Ctx, id: &str) -> Result<Response, String> {
+fn c_php_early_hints(ctx: &Ctx, id: &str, target: &str) -> Result<Response, String> {
     let mut c = ctx.connect(id)?;
-    c.roundtrip(
-        &Request::get("/early-hints.php")
-            .host(&host(ctx, id))
-            .close(),
-    )
-    .map_err(|e| format!("PHP early hints: {e}"))
+    c.roundtrip(&Request::get(target).host(&host(ctx, id)).close())
+        .map_err(|e| format!("GET {target}: {e}"))
 }
 
 fn status_missing_200(ctx: &Ctx) -> Result<(), String> {

@@ -418,12 +418,17 @@ impl<'a> Request<'a> {
     /// Sends an interim (1xx) response with the headers `fill` puts in the table it is given;
     /// the request's own status, status line and headers_out are left as they were. httpd
     /// sends nothing to an HTTP/1.0 client, and a 100 only to a client that expects one.
+    /// Nothing is sent for a subrequest (mod_include's `virtual`, ...): its output goes into a
+    /// response that has begun, where an interim response would corrupt it.
     pub fn send_interim(
         &mut self,
         status: u16,
         status_line: Option<&[u8]>,
         fill: impl FnOnce(Table<'a>),
     ) {
+        if !self.raw().main.is_null() {
+            return;
+        }
         let (old_status, old_line, old_out) = {
             let r = self.raw();
             (r.status, r.status_line, r.headers_out)

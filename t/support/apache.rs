@@ -30,6 +30,7 @@ pub const STOCK_MODULES: &[&str] = &[
     "rewrite",
     "headers",
     "status",
+    "include",
 ];
 
 #[derive(Debug, Clone)]
