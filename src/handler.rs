@@ -246,7 +246,7 @@ struct Exchange<'r, 'd> {
     declared: Option<u64>,
     /// Flush after every read: `-flush`, or `X-Accel-Buffering: no` from the application.
     flush_each: bool,
-    /// Body bytes taken for the client (Mode::Body), and the ones past `declared` dropped.
+    /// With `declared`: body bytes taken for the client, and the ones past it dropped.
     body_seen: u64,
     excess: u64,
 }
@@ -1497,17 +1497,15 @@ impl<'r, 'd> Exchange<'r, 'd> {
         }
         if matches!(self.mode, Mode::Body | Mode::Nph) {
             let mut d = d;
-            if self.mode == Mode::Body {
-                if let Some(n) = self.declared {
-                    // Never more than the Content-Length passed on: the rest would be read by
-                    // the client as the start of the next response.
-                    let room = usize::try_from(n - self.body_seen).unwrap_or(usize::MAX);
-                    if d.len() > room {
-                        self.excess += (d.len() - room) as u64;
-                        d = &d[..room];
-                        if d.is_empty() {
-                            return;
-                        }
+            // (`declared` is only ever set for Mode::Body.) Never more than the Content-Length
+            // passed on: the rest would be read by the client as the start of the next response.
+            if let Some(n) = self.declared {
+                let room = usize::try_from(n - self.body_seen).unwrap_or(usize::MAX);
+                if d.len() > room {
+                    self.excess += (d.len() - room) as u64;
+                    d = &d[..room];
+                    if d.is_empty() {
+                        return;
                     }
                 }
                 self.body_seen += d.len() as u64;
@@ -1739,7 +1737,6 @@ impl<'r, 'd> Exchange<'r, 'd> {
             );
         }
         if let Some(n) = self.declared
-            && self.mode == Mode::Body
             && self.body_seen < n
             && !r.header_only()
             && !matches!(r.status(), 204 | 304)

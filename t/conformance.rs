@@ -892,6 +892,17 @@ fn play_target(out: &[u8], split: usize) -> String {
     t
 }
 
+/// A normal request on the same client connection after `what` is served: the previous
+/// response left no bytes behind (no framing desync) and the connection open.
+fn next_request_ok(c: &mut Conn, h: &str, what: &str) -> Result<(), String> {
+    let r = c
+        .roundtrip(&Request::get("/app/ok?ok").host(h).close())
+        .map_err(|e| format!("{what}: next request on the connection: {e}"))?;
+    ensure(r.status == 200 && r.body == OK_BODY, || {
+        format!("{what}: next request on the connection: {}", r.summary())
+    })
+}
+
 /// Raw bytes of a whole exchange (request sent, everything read until the server closes).
 fn raw_exchange(port: u16, req: &[u8]) -> Result<Vec<u8>, String> {
     let mut s = TcpStream::connect_timeout(
@@ -1706,12 +1717,7 @@ fn status_1xx_interim(ctx: &Ctx) -> Result<(), String> {
     }
     // the connection stays usable (asked at once: under valgrind the requests below outlast
     // the keep-alive timeout)
-    let r = c
-        .roundtrip(&Request::get("/app/ok?ok").host(&h).close())
-        .map_err(|e| format!("next request on the connection: {e}"))?;
-    ensure(r.status == 200 && r.body == OK_BODY, || {
-        format!("next request on the connection: {}", r.summary())
-    })?;
+    next_request_ok(&mut c, &h, "after the 1xx responses")?;
     // the same through php-fpm
     let id = "cf_php";
     let php_logs = Logs::mark(ctx, id);
@@ -2036,12 +2042,7 @@ fn backend_framing_headers_not_trusted(ctx: &Ctx) -> Result<(), String> {
                 && !(cls.len() == 1 && tes.len() == 1),
             || format!("{name}: framing headers {:?}", r.headers),
         )?;
-        let r2 = c
-            .roundtrip(&Request::get("/app/ok?ok").host(&h).close())
-            .map_err(|e| format!("{name}: next request: {e}"))?;
-        ensure(r2.status == 200 && r2.body == OK_BODY, || {
-            format!("{name}: next request on the connection: {}", r2.summary())
-        })?;
+        next_request_ok(&mut c, &h, name)?;
     }
     logs.expect_no_errors()
 }
@@ -2218,12 +2219,7 @@ fn trusted_content_length_checked(ctx: &Ctx) -> Result<(), String> {
         r.status == 200 && r.headers_all("Content-Length") == ["20"],
         || format!("HEAD answered with headers only: {}", r.summary()),
     )?;
-    let r = c
-        .roundtrip(&Request::get("/app/ok?ok").host(&h).close())
-        .map_err(|e| format!("after 304 and HEAD: {e}"))?;
-    ensure(r.status == 200 && r.body == OK_BODY, || {
-        format!("next request on the connection: {}", r.summary())
-    })?;
+    next_request_ok(&mut c, &h, "after 304 and HEAD")?;
     logs.expect_no_errors()?;
     ensure(!logs.text().contains("FCGI03"), || {
         format!("unexpected Content-Length lines:\n{}", logs.text())
@@ -2254,15 +2250,7 @@ fn trusted_content_length_checked(ctx: &Ctx) -> Result<(), String> {
                 )
             },
         )?;
-        let r2 = c
-            .roundtrip(&Request::get("/app/ok?ok").host(&h).close())
-            .map_err(|e| format!("Content-Length {v:?}: next request: {e}"))?;
-        ensure(r2.status == 200 && r2.body == OK_BODY, || {
-            format!(
-                "Content-Length {v:?}: next request on the connection: {}",
-                r2.summary()
-            )
-        })?;
+        next_request_ok(&mut c, &h, &format!("Content-Length {v:?}"))?;
         logs.wait_for(
             &[
                 "[fastcgi:warn]",
