@@ -27,6 +27,8 @@
 #   POLICY_A=normal|batch POLICY_B=normal|batch: scheduling policy of that side's server (Apache
 #   or nginx, never the backends); batch runs it under `chrt -b 0` (README, *Tuning*). A and B
 #   may then be the same variant.
+#   NULL_MODE=epoll|threads: how the null backend serves (benches/null-backend: one epoll thread,
+#   or one thread per connection like php-fpm's process per connection).
 #   STATUS=1: load mod_status in the module's variants and print, after each workload, how the
 #   pool's counters (`/server-status?auto`: reuses, releases, backlogged, stalled...) moved.
 set -euo pipefail
@@ -59,6 +61,7 @@ POLICY_A=${POLICY_A:-normal}
 POLICY_B=${POLICY_B:-normal}
 STATUS=${STATUS:-0}
 NULL_BODY=100
+NULL_MODE=${NULL_MODE:-epoll}
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "paired: ERROR: $*"; exit 1; }
@@ -140,7 +143,7 @@ start_instance() {
     spawn "$d/logs/php-fpm.out" "$PHP_FPM" -F -y "$d/php-fpm.conf"
     local fpm_pid=$SPAWNED
     wait_port "$([ "$TRANSPORT" = unix ] && echo "$fpm_addr" || echo "$fpm")" "$SPAWNED" || die "php-fpm of $n did not start"
-    spawn "$d/logs/null.out" "$NULL_BIN" --listen "$([ "$TRANSPORT" = unix ] && echo "unix:$null_addr" || echo "$null_addr")" --body-size "$NULL_BODY"
+    spawn "$d/logs/null.out" "$NULL_BIN" --listen "$([ "$TRANSPORT" = unix ] && echo "unix:$null_addr" || echo "$null_addr")" --body-size "$NULL_BODY" --mode "$NULL_MODE"
     wait_port "$([ "$TRANSPORT" = unix ] && echo "$null_addr" || echo "$null")" "$SPAWNED" || die "null backend of $n did not start"
     [ "$TRANSPORT" = unix ] && chmod 666 "$null_addr"
     if [ "$v" = fpm-direct ]; then

@@ -17,7 +17,8 @@
 #   1mib          GET of a 1 MiB PHP response
 #   post256k      POST of 256 KiB to a PHP script that reads it (no static variant)
 #   null          GET against benches/null-backend (answers at once, 100-byte body): the cost
-#                 of the connector itself
+#                 of the connector itself (NULL_MODE=epoll: one thread over all connections,
+#                 the default; threads: one per connection, as php-fpm has a process each)
 #
 # Everything runs privately under a temp dir on 127.0.0.1 (never the system services). The
 # server under test, php-fpm and the null backend are pinned to CPU 0, wrk to CPU 1. Each run
@@ -82,6 +83,7 @@ if [ "$PERF" = 1 ]; then
 fi
 NO_INSTALL=${NO_INSTALL:-0}
 NULL_BODY=100
+NULL_MODE=${NULL_MODE:-epoll}
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "bench: ERROR: $*"; exit 1; }
@@ -202,7 +204,7 @@ render "$HERE/conf/php-fpm.conf.in" "$RUN/php-fpm.conf" RUN="$RUN" FPM_LISTEN="$
 spawn "$RUN/logs/php-fpm.out" "$PHP_FPM" -F -y "$RUN/php-fpm.conf"
 FPM_PID=$SPAWNED; PIDS+=("$FPM_PID")
 if [ "$TRANSPORT" = unix ]; then null_listen="unix:$(backend_addr null)"; else null_listen=$(backend_addr null); fi
-spawn "$RUN/logs/null.out" "$NULL_BIN" --listen "$null_listen" --body-size "$NULL_BODY"
+spawn "$RUN/logs/null.out" "$NULL_BIN" --listen "$null_listen" --body-size "$NULL_BODY" --mode "$NULL_MODE"
 NULL_PID=$SPAWNED; PIDS+=("$NULL_PID")
 fpm_wait=$FPM_PORT; null_wait=$NULL_PORT
 if [ "$TRANSPORT" = unix ]; then fpm_wait=$(backend_addr fpm); null_wait=$(backend_addr null); fi
