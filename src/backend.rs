@@ -262,13 +262,19 @@ impl Runtime {
         }) {
             return true;
         }
+        self.in_use() > held
+    }
+
+    /// Connections to this application open and not idle, in every process (owner entries
+    /// mirror their process's idle count; a process without an entry counts as all in use).
+    fn in_use(&self) -> usize {
         let cnt = self.counters();
         let hi = (cnt.owners_hi.load(Ordering::Acquire) as usize).min(cnt.owners.len());
         let idle: usize = cnt.owners[..hi]
             .iter()
             .map(|o| o.idle.load(Ordering::Acquire) as usize)
             .sum();
-        cnt.open.load(Ordering::Acquire) as usize > idle + held
+        (cnt.open.load(Ordering::Acquire) as usize).saturating_sub(idle)
     }
 
     /// A connection for one request: a pooled one if `pooled` allows and one is alive, else a
@@ -841,9 +847,16 @@ impl Runtime {
         self.keep_conn
     }
 
-    /// When a fresh connection still silent is first looked at (ASK_AFTER, ASK_AFTER_CAPPED).
+    /// When a fresh connection still silent is first looked at: ASK_AFTER, or with -max-conns
+    /// ASK_AFTER_CAPPED unless this request is the only one in flight to the application (in
+    /// any process). ASK_AFTER_CAPPED's wait is for a free process that has to get a CPU
+    /// loaded by other requests; a request alone (a sequential client whose requests land on
+    /// different children) has none to wait behind, so its silence after ASK_AFTER means a
+    /// process held idle by another child — where the application has fewer processes than
+    /// -max-conns (a single-process FastCGI application, a php-fpm pool smaller than the
+    /// cap) it waited ASK_AFTER_CAPPED for every such request.
     pub fn ask_after(&self) -> Duration {
-        if self.max_conns > 0 {
+        if self.max_conns > 0 && self.in_use() > 1 {
             ASK_AFTER_CAPPED
         } else {
             ASK_AFTER

@@ -27,6 +27,9 @@
 //!   to its idle pooled connections while the new generation's requests wait for one.
 //! * `pool_killed_child_releases_its_slots` – a child killed while it holds pooled connections
 //!   (crash, OOM killer) must not keep their `-max-conns` slots forever.
+//! * `pool_capped_above_app_capacity_sequential` – `-max-conns 4` in front of php-fpm with one
+//!   worker: a sequential client whose requests land on different Apache processes must not
+//!   wait the loaded-CPU delay (ASK_AFTER_CAPPED) behind the worker another process holds idle.
 //!
 //! Environment: `MFCGI_STARVATION_SECS` (default 20, as issue #4 asks) – duration of the
 //! `-max-conns` starvation run (the guard-only run lasts at most 10 s);
@@ -90,6 +93,10 @@ pub const SUITE: Suite = Suite {
         test(
             "pool_killed_child_releases_its_slots",
             killed_child_releases_slots,
+        ),
+        test(
+            "pool_capped_above_app_capacity_sequential",
+            capped_above_capacity_sequential,
         ),
     ],
 };
@@ -196,6 +203,11 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     od.pm = "ondemand";
     b.pool(od);
     b.set("pool_ondemand_port", ondemand_port);
+    // one worker only, under a cap of 4 (an application smaller than -max-conns)
+    let single_port = b.port()?;
+    let mut single = tcp_pool("pool_single", single_port, &[]);
+    single.max_children = 1;
+    b.pool(single);
     // its own workers: an idle connection of another definition holds one of pool_reuse's
     let large_port = pool_port(b, "pool_large", &[])?;
     let tail_port = pool_port(b, "pool_tail_tcp", &[])?;
@@ -367,6 +379,15 @@ fn setup(b: &mut Builder) -> Result<(), String> {
                 &fcgi_dir,
                 "pool_fake_next",
                 st.fake_next.port,
+                "-max-conns 4",
+            ),
+        ),
+        (
+            "pool_single",
+            php_chain(
+                &fcgi_dir,
+                "pool_single",
+                &format!("127.0.0.1:{single_port}"),
                 "-max-conns 4",
             ),
         ),
@@ -1084,6 +1105,83 @@ fn capped_keeps_connections(ctx: &Ctx) -> Result<(), String> {
     ensure(opened <= limit, || {
         format!(
             "{opened} connections opened for {answered} requests (at most {limit} expected): the pool reconnects"
+        )
+    })?;
+    ensure(errs.is_empty(), || format!("error log lines: {errs:?}"))
+}
+
+/// `-max-conns 4` in front of a php-fpm pool with one worker, one client sending one request
+/// at a time, each on a new connection, so that they land on either Apache process. The
+/// process that served a request keeps its connection, and with it php-fpm's only worker;
+/// a request served by another process opens a new connection that waits in php-fpm's backlog
+/// until the first process gives its connection up. Asked for at once (the request is the only
+/// one in flight, so no loaded CPU explains the silence), that takes a millisecond or two;
+/// the build before waited ASK_AFTER_CAPPED (20 ms) for each such request first. Of the
+/// requests served by another process than the one before, at most a tenth may take 15 ms or
+/// more (Apache's `%D`).
+fn capped_above_capacity_sequential(ctx: &Ctx) -> Result<(), String> {
+    let id = "pool_single";
+    let v = ctx.vhost(id);
+    let log_off = util::file_len(&v.error_log);
+    let access_off = util::file_len(&ctx.apache_conf.access_log());
+    let slow_at = Duration::from_millis(15);
+    let (mut switched, mut slow) = (0usize, Vec::new());
+    let mut served = 0;
+    for i in 0..200 {
+        let req = Request::get(&format!("/hello.php?single={i}")).host(&v.server_name);
+        let r = crate::http::fetch(v.port, req).map_err(|e| format!("request {i}: {e}"))?;
+        expect_status(&r, 200).map_err(|e| format!("request {i}: {e}"))?;
+        check_hello(&Request::get("/"), &r).map_err(|e| format!("request {i}: {e}"))?;
+        served += 1;
+        if switched >= 30 {
+            break;
+        }
+        if i % 10 == 9 {
+            thread::sleep(Duration::from_millis(50)); // let the access log catch up
+            let log = inst::served(
+                &ctx.apache_conf.access_log(),
+                &format!("{}:{}", v.server_name, v.port),
+                access_off,
+            );
+            switched = log.windows(2).filter(|w| w[0].pid != w[1].pid).count();
+        }
+    }
+    thread::sleep(Duration::from_millis(100));
+    let log = inst::served(
+        &ctx.apache_conf.access_log(),
+        &format!("{}:{}", v.server_name, v.port),
+        access_off,
+    );
+    switched = 0;
+    for w in log.windows(2) {
+        if w[0].pid != w[1].pid {
+            switched += 1;
+            if w[1].took >= slow_at {
+                slow.push(format!(
+                    "{:?} {} (pid {})",
+                    w[1].request,
+                    ms(w[1].took),
+                    w[1].pid
+                ));
+            }
+        }
+    }
+    let errs = module_errors(&v.error_log, log_off);
+    println!(
+        "    pool: -max-conns 4, php-fpm with 1 worker, {served} sequential requests: {switched} served by another process than the one before, {} of them took {} or more",
+        slow.len(),
+        ms(slow_at)
+    );
+    ensure(switched >= 10, || {
+        format!(
+            "only {switched} of {served} requests landed on another Apache process: nothing tested"
+        )
+    })?;
+    ensure(slow.len() * 10 <= switched, || {
+        format!(
+            "{} of {switched} requests on another process waited: {:?}",
+            slow.len(),
+            &slow[..slow.len().min(6)]
         )
     })?;
     ensure(errs.is_empty(), || format!("error log lines: {errs:?}"))
