@@ -1397,14 +1397,15 @@ impl<'r, 'd> Exchange<'r, 'd> {
                     protocol_status,
                 }) => {
                     if protocol_status != record::protocol_status::REQUEST_COMPLETE {
+                        let (why, status) = refusal(protocol_status);
                         rlog!(
                             r,
                             ERR,
                             0,
                             33,
-                            "FastCGI: comm with server \"{server}\" aborted: protocol error: invalid FCGI_END_REQUEST status: {protocol_status} != FCGI_REQUEST_COMPLETE(0) (app status {app_status})"
+                            "FastCGI: comm with server \"{server}\" aborted: {why} (FCGI_END_REQUEST protocol status {protocol_status}, app status {app_status})"
                         );
-                        return Err(Fail::Status(ffi::HTTP_BAD_GATEWAY));
+                        return Err(Fail::Status(status));
                     }
                     self.ended = true;
                     if !data.is_empty() {
@@ -1835,5 +1836,31 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 ffi::OK
             }
         }
+    }
+}
+
+/// What an FCGI_END_REQUEST that did not complete the request says, and the status for it:
+/// an application that refuses work because it is overloaded is unavailable (503, as a full
+/// backlog is); the other refusals (a role it does not take, a second request on a connection
+/// it does not multiplex, a status the protocol does not define) are a bad gateway.
+fn refusal(protocol_status: u8) -> (&'static str, c_int) {
+    use record::protocol_status as ps;
+    match protocol_status {
+        ps::OVERLOADED => (
+            "the application refused the request: overloaded (FCGI_OVERLOADED)",
+            ffi::HTTP_SERVICE_UNAVAILABLE,
+        ),
+        ps::UNKNOWN_ROLE => (
+            "the application refused the request: it does not take this role (FCGI_UNKNOWN_ROLE)",
+            ffi::HTTP_BAD_GATEWAY,
+        ),
+        ps::CANT_MPX_CONN => (
+            "the application refused the request: it takes one request per connection at a time (FCGI_CANT_MPX_CONN)",
+            ffi::HTTP_BAD_GATEWAY,
+        ),
+        _ => (
+            "protocol error: invalid FCGI_END_REQUEST status",
+            ffi::HTTP_BAD_GATEWAY,
+        ),
     }
 }

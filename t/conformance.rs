@@ -562,12 +562,18 @@ fn setup(b: &mut Builder) -> Result<(), String> {
             }
         }),
         ("err_cf_end_status", "-flush", "", |r| {
-            if r.query() == "before" {
+            let refused = match r.query().as_str() {
+                "overloaded" => Some(2),
+                "role" => Some(3),
+                "nine" => Some(9),
+                _ => None,
+            };
+            if let Some(protocol_status) = refused {
                 vec![
                     Action::WaitStdin,
                     Action::End {
                         app_status: 0,
-                        protocol_status: 2,
+                        protocol_status,
                     },
                 ]
             } else {
@@ -2401,8 +2407,51 @@ fn end_request_bad_size(ctx: &Ctx) -> Result<(), String> {
     end_request_cases(ctx, "err_cf_end_size", "invalid FCGI_END_REQUEST size:")
 }
 
+/// An FCGI_END_REQUEST that does not complete the request: the application refusing it as
+/// overloaded is a 503 (unavailable, as a full backlog is), the other refusals and an
+/// undefined status a 502, each with one line that says which; after the response began,
+/// the response is aborted.
 fn end_request_protocol_status(ctx: &Ctx) -> Result<(), String> {
-    end_request_cases(ctx, "err_cf_end_status", "invalid FCGI_END_REQUEST status:")
+    let id = "err_cf_end_status";
+    let vp = vpath(ctx, id);
+    let aborted = format!("FastCGI: comm with server \"{vp}\" aborted: ");
+    for (query, status, why) in [
+        (
+            "overloaded",
+            503,
+            "the application refused the request: overloaded (FCGI_OVERLOADED) (FCGI_END_REQUEST protocol status 2,",
+        ),
+        (
+            "role",
+            502,
+            "the application refused the request: it does not take this role (FCGI_UNKNOWN_ROLE) (FCGI_END_REQUEST protocol status 3,",
+        ),
+        (
+            "nine",
+            502,
+            "protocol error: invalid FCGI_END_REQUEST status (FCGI_END_REQUEST protocol status 9,",
+        ),
+    ] {
+        let logs = Logs::mark(ctx, id);
+        let r = ctx.get(id, &format!("/app/x?{query}"))?;
+        ensure(r.status == status, || {
+            format!("{query}: want {status}, got {}", r.summary())
+        })?;
+        let line = format!("{aborted}{why}");
+        logs.expect_one_error(&[&line])
+            .map_err(|e| format!("{query}: {e}"))?;
+        after_fault(ctx, id, &logs)?;
+    }
+    // after the headers and some body: the response is aborted
+    let logs = Logs::mark(ctx, id);
+    let (r, mut c) = get_keepalive(ctx, id, "/app/x?after")?;
+    expect_aborted(&r, &mut c, b"partial").map_err(|e| format!("after headers: {e}"))?;
+    let line = format!(
+        "{aborted}the application refused the request: it takes one request per connection at a time (FCGI_CANT_MPX_CONN)"
+    );
+    logs.expect_one_error(&[&line])
+        .map_err(|e| format!("after headers: {e}"))?;
+    after_fault(ctx, id, &logs)
 }
 
 fn bad_version_or_type_502(ctx: &Ctx) -> Result<(), String> {
