@@ -488,7 +488,11 @@ fn exchange(
         }
     }
     if let Some(len) = spooled_len {
+        // The application gets the body de-chunked, CONTENT_LENGTH bytes long: the client's
+        // `Transfer-Encoding: chunked` no longer describes it, and frameworks that see it
+        // (Werkzeug: Flask) ignore CONTENT_LENGTH and read no body at all.
         env.set(b"CONTENT_LENGTH", len.to_string().as_bytes());
+        env.unset(c"HTTP_TRANSFER_ENCODING");
     }
     // A client asking for the virtual path's URL itself (`/php5.fcgi/uploads/x.jpg`) must not
     // be able to name the file the application executes: without PATH_TRANSLATED, php-fpm

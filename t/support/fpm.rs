@@ -195,6 +195,7 @@ echo "MARKER=mfcgi-post\n";
 echo 'LEN=', strlen($d), "\n";
 echo 'MD5=', md5($d), "\n";
 echo 'CONTENT_LENGTH=', isset($_SERVER['CONTENT_LENGTH']) ? $_SERVER['CONTENT_LENGTH'] : '-', "\n";
+echo 'HTTP_TRANSFER_ENCODING=', isset($_SERVER['HTTP_TRANSFER_ENCODING']) ? $_SERVER['HTTP_TRANSFER_ENCODING'] : '-', "\n";
 "#;
 
 /// `big.php?mb=N[&sleep_ms=M]`: N MiB in 8 KiB pieces (see [`big_piece`]), flush() after each;
