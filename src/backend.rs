@@ -117,6 +117,9 @@ pub struct Runtime {
     /// An idle connection was seen whose application had read everything sent on it: the
     /// application reads between requests, so unread bytes mean a busy process.
     all_read_seen: AtomicBool,
+    /// The reaper sleeps on this definition's owner bell (it had idle connections when the
+    /// reaper last went to sleep). See `wake_reaper`.
+    bell_watched: AtomicBool,
     /// Idle connections seen with unread bytes. Past TRUST_UNREAD_UNTIL of them without one
     /// ever read (an application that reads only when the next request comes, if there is
     /// such a one), unread bytes are no longer held against a connection.
@@ -150,6 +153,7 @@ impl Runtime {
             last_reclaim: Mutex::new(None),
             all_read_seen: AtomicBool::new(false),
             unread_seen: AtomicU32::new(0),
+            bell_watched: AtomicBool::new(false),
         })
     }
 
@@ -883,11 +887,24 @@ impl Runtime {
         }
     }
 
-    /// Called after a connection was pooled: wakes a resting reaper (one load otherwise).
+    /// Called after a connection was pooled: wakes a resting reaper, or one that sleeps
+    /// without this definition's owner bell among its words (it had no idle connection here
+    /// when the reaper went to sleep, while other definitions had), so that another process's
+    /// release request for this connection wakes it; otherwise that request waited for the
+    /// reaper's next pass (REAP_EVERY): a sequential client under `-max-conns` with an
+    /// application smaller than the cap waited 16-20 ms per request in a child that also
+    /// kept connections to another definition. Two loads otherwise.
     fn wake_reaper(&self) {
         // SeqCst pairs with the reaper's store before its last look at the idle lists: either
         // it sees this connection, or this sees it resting.
         if REAPER_RESTING.load(Ordering::SeqCst) && REAPER_RESTING.swap(false, Ordering::SeqCst) {
+            ring_reaper();
+            return;
+        }
+        // The reaper clears the flag before it looks at the idle lists and sets it after it
+        // took this definition's bell: a flag seen set means the bell is watched in the
+        // reaper's current sleep, or its next look sees this connection.
+        if !self.bell_watched.load(Ordering::SeqCst) && self.owner_claimed().is_some() {
             ring_reaper();
         }
     }
@@ -1238,6 +1255,9 @@ impl Reaper {
                     // Nothing pooled here: nothing to expire or give up until a connection is
                     // pooled (which wakes us); only the read blocks need a look, once a second.
                     REAPER_RESTING.store(true, Ordering::SeqCst);
+                    for rt in &rts {
+                        rt.bell_watched.store(false, Ordering::SeqCst);
+                    }
                     let pooled: Vec<&Arc<Runtime>> =
                         rts.iter().filter(|rt| rt.idle_count() > 0).collect();
                     let resting = pooled.is_empty();
@@ -1259,7 +1279,11 @@ impl Reaper {
                     let mut asked = false;
                     for rt in pooled {
                         if let Some(o) = rt.owner_claimed() {
-                            words.push((&o.bell, o.bell.load(Ordering::Acquire)));
+                            // (futex_wait_any watches 128 words: past that, not watched)
+                            if words.len() < 128 {
+                                words.push((&o.bell, o.bell.load(Ordering::Acquire)));
+                                rt.bell_watched.store(true, Ordering::SeqCst);
+                            }
                             asked |= o.release.load(Ordering::Acquire) > 0;
                         }
                     }

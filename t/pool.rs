@@ -1117,12 +1117,25 @@ fn capped_keeps_connections(ctx: &Ctx) -> Result<(), String> {
 /// until the first process gives its connection up. Asked for at once (the request is the only
 /// one in flight, so no loaded CPU explains the silence), that takes a millisecond or two;
 /// the build before waited ASK_AFTER_CAPPED (20 ms) for each such request first. Of the
-/// requests served by another process than the one before, at most a tenth may take 15 ms or
-/// more (Apache's `%D`).
+/// requests served by another process than the one before, at most 2 (or a twentieth) may
+/// take 15 ms or more (Apache's `%D`). First, clients of another definition (`pool_reuse`) leave pooled
+/// connections in the Apache processes: the reaper that gives the connection up then sleeps on
+/// that definition's bell, and must be woken for this one's too (the build before waited for
+/// its next pass, 16-20 ms, for 5-15 of 40 such requests under prefork).
 fn capped_above_capacity_sequential(ctx: &Ctx) -> Result<(), String> {
     let id = "pool_single";
     let v = ctx.vhost(id);
     let log_off = util::file_len(&v.error_log);
+    let other = ctx.vhost("pool_reuse");
+    let host = other.server_name.clone();
+    let make: MakeReq =
+        Arc::new(move |t, n| Request::get(&format!("/hello.php?single_other={t}-{n}")).host(&host));
+    let load = Load::start(other.port, 6, false, make, Arc::new(check_hello));
+    thread::sleep(Duration::from_millis(300));
+    let failed = first_errors(&load.finish(), 5);
+    ensure(failed.is_empty(), || {
+        format!("requests to pool_reuse failed: {failed:?}")
+    })?;
     let access_off = util::file_len(&ctx.apache_conf.access_log());
     let slow_at = Duration::from_millis(15);
     let (mut switched, mut slow) = (0usize, Vec::new());
@@ -1177,7 +1190,7 @@ fn capped_above_capacity_sequential(ctx: &Ctx) -> Result<(), String> {
             "only {switched} of {served} requests landed on another Apache process: nothing tested"
         )
     })?;
-    ensure(slow.len() * 10 <= switched, || {
+    ensure(slow.len() <= (switched / 20).max(2), || {
         format!(
             "{} of {switched} requests on another process waited: {:?}",
             slow.len(),
