@@ -117,6 +117,14 @@ pub struct Runtime {
     /// An idle connection was seen whose application had read everything sent on it: the
     /// application reads between requests, so unread bytes mean a busy process.
     all_read_seen: AtomicBool,
+    /// The runtimes of the other definitions with the same application address (several
+    /// virtual paths, one php-fpm pool): their idle connections hold the same application's
+    /// processes, so a request of this definition waiting in the backlog asks them too
+    /// (`ask_release`). Set once the configuration is read (`set_siblings`).
+    siblings: std::sync::OnceLock<Vec<std::sync::Weak<Runtime>>>,
+    /// One of the siblings pools connections (so this definition's new connections are looked
+    /// at even if it does not pool itself).
+    siblings_pool: AtomicBool,
     /// The reaper sleeps on this definition's owner bell (it had idle connections when the
     /// reaper last went to sleep). See `wake_reaper`.
     bell_watched: AtomicBool,
@@ -154,6 +162,8 @@ impl Runtime {
             all_read_seen: AtomicBool::new(false),
             unread_seen: AtomicU32::new(0),
             bell_watched: AtomicBool::new(false),
+            siblings: std::sync::OnceLock::new(),
+            siblings_pool: AtomicBool::new(false),
         })
     }
 
@@ -161,6 +171,23 @@ impl Runtime {
     /// stay mapped for as long as this runtime can be used (see `SharedCounterMap`).
     pub fn attach(&self, c: *mut SharedCounters) {
         self.shared.store(c, Ordering::Release);
+    }
+
+    /// Records the runtimes of the other definitions that reach the same application (see
+    /// `siblings`); called once, after the configuration is read, before children fork.
+    pub fn set_siblings(&self, others: &[&Arc<Runtime>]) {
+        self.siblings_pool
+            .store(others.iter().any(|o| o.keep_conn), Ordering::Release);
+        let _ = self
+            .siblings
+            .set(others.iter().map(|o| Arc::downgrade(o)).collect());
+    }
+
+    fn siblings(&self) -> Vec<Arc<Runtime>> {
+        self.siblings
+            .get()
+            .map(|v| v.iter().filter_map(std::sync::Weak::upgrade).collect())
+            .unwrap_or_default()
     }
 
     fn counters(&self) -> &SharedCounters {
@@ -606,27 +633,42 @@ impl Runtime {
     /// backlog.
     pub fn ask_release(&self, busy_too: bool) {
         let me = std::process::id();
-        let (mut idle_best, mut busy_best) = ((0, None), (0, None));
-        let cnt = self.counters();
-        let hi = (cnt.owners_hi.load(Ordering::Acquire) as usize).min(cnt.owners.len());
-        for o in &cnt.owners[..hi] {
-            let pid = o.pid.load(Ordering::Acquire);
-            if pid == 0 || pid == me {
-                continue;
-            }
-            let asked = o.release.load(Ordering::Acquire);
-            let idle = o.idle.load(Ordering::Acquire).saturating_sub(asked);
-            if idle > idle_best.0 {
-                idle_best = (idle, Some(o));
-            }
-            let open = o.open.load(Ordering::Acquire).saturating_sub(asked);
-            if busy_too && open > busy_best.0 {
-                busy_best = (open, Some(o));
+        // (with busy_too, the backlog case, the definitions that reach the same application
+        // are asked as well, this process's entries in their tables included: their idle
+        // connections hold the application's processes just the same)
+        let siblings = if busy_too {
+            self.siblings()
+        } else {
+            Vec::new()
+        };
+        type Best<'a> = (u32, Option<&'a sock::Owner>);
+        let (mut idle_best, mut busy_best): (Best<'_>, Best<'_>) = ((0, None), (0, None));
+        let tables = std::iter::once((self.counters(), true))
+            .chain(siblings.iter().map(|s| (s.counters(), false)));
+        for (cnt, own) in tables {
+            let hi = (cnt.owners_hi.load(Ordering::Acquire) as usize).min(cnt.owners.len());
+            for o in &cnt.owners[..hi] {
+                let pid = o.pid.load(Ordering::Acquire);
+                if pid == 0 || (own && pid == me) {
+                    continue;
+                }
+                let asked = o.release.load(Ordering::Acquire);
+                let idle = o.idle.load(Ordering::Acquire).saturating_sub(asked);
+                if idle > idle_best.0 {
+                    idle_best = (idle, Some(o));
+                }
+                let open = o.open.load(Ordering::Acquire).saturating_sub(asked);
+                if busy_too && open > busy_best.0 {
+                    busy_best = (open, Some(o));
+                }
             }
         }
         let target = idle_best.1.or(busy_best.1);
         if let Some(o) = target {
-            cnt.stats.releases.fetch_add(1, Ordering::Relaxed);
+            self.counters()
+                .stats
+                .releases
+                .fetch_add(1, Ordering::Relaxed);
             o.ask_release();
         }
     }
@@ -848,7 +890,7 @@ impl Runtime {
     /// wait in the backlog while every running process is held by a pooled one. The kernel
     /// tells that apart from a slow script (`request_untouched`).
     pub fn guards_stalls(&self) -> bool {
-        self.keep_conn
+        self.keep_conn || self.siblings_pool.load(Ordering::Relaxed)
     }
 
     /// When a fresh connection still silent is first looked at: ASK_AFTER, or with -max-conns

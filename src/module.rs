@@ -742,6 +742,29 @@ unsafe extern "C" fn post_config(
                 "FastCGI: cannot map shared memory for connection accounting; -max-conns and the starvation guard work per child process only"
             ),
         }
+        // Definitions that reach the same application (several virtual paths, one php-fpm
+        // pool) guard each other's backlog (`Runtime::set_siblings`).
+        let mut by_app: std::collections::HashMap<Vec<String>, Vec<&std::sync::Arc<Runtime>>> =
+            std::collections::HashMap::new();
+        for (def, rt) in sh.registry.iter() {
+            let key = def
+                .targets
+                .iter()
+                .map(crate::backend::target_text)
+                .collect();
+            by_app.entry(key).or_default().push(rt);
+        }
+        for group in by_app.values().filter(|g| g.len() > 1) {
+            for (i, rt) in group.iter().enumerate() {
+                let others: Vec<&std::sync::Arc<Runtime>> = group
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| j != i)
+                    .map(|(_, o)| *o)
+                    .collect();
+                rt.set_siblings(&others);
+            }
+        }
         for (def, _) in sh.registry.iter() {
             if (def.user.is_some() || def.group.is_some()) && !sh.wrapper {
                 slog!(

@@ -27,6 +27,9 @@
 //!   to its idle pooled connections while the new generation's requests wait for one.
 //! * `pool_killed_child_releases_its_slots` – a child killed while it holds pooled connections
 //!   (crash, OOM killer) must not keep their `-max-conns` slots forever.
+//! * `pool_shared_backend_two_definitions` – two `FastCgiExternalServer` definitions (two
+//!   virtual paths, two vhosts) in front of one php-fpm pool: a request of one must not wait
+//!   in php-fpm's backlog behind workers held by the other's idle pooled connections.
 //! * `pool_capped_above_app_capacity_sequential` – `-max-conns 4` in front of php-fpm with one
 //!   worker: a sequential client whose requests land on different Apache processes must not
 //!   wait the loaded-CPU delay (ASK_AFTER_CAPPED) behind the worker another process holds idle.
@@ -97,6 +100,10 @@ pub const SUITE: Suite = Suite {
         test(
             "pool_capped_above_app_capacity_sequential",
             capped_above_capacity_sequential,
+        ),
+        test(
+            "pool_shared_backend_two_definitions",
+            shared_backend_two_definitions,
         ),
     ],
 };
@@ -208,6 +215,11 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     let mut single = tcp_pool("pool_single", single_port, &[]);
     single.max_children = 1;
     b.pool(single);
+    // two workers, in front of which two definitions (vhosts pool_shared_a and _b) pool
+    let shared_port = b.port()?;
+    let mut shared = tcp_pool("pool_shared", shared_port, &[]);
+    shared.max_children = 2;
+    b.pool(shared);
     // its own workers: an idle connection of another definition holds one of pool_reuse's
     let large_port = pool_port(b, "pool_large", &[])?;
     let tail_port = pool_port(b, "pool_tail_tcp", &[])?;
@@ -389,6 +401,33 @@ fn setup(b: &mut Builder) -> Result<(), String> {
                 "pool_single",
                 &format!("127.0.0.1:{single_port}"),
                 "-max-conns 4",
+            ),
+        ),
+        (
+            "pool_shared_a",
+            php_chain(
+                &fcgi_dir,
+                "pool_shared_a",
+                &format!("127.0.0.1:{shared_port}"),
+                "-max-conns 2",
+            ),
+        ),
+        (
+            "pool_shared_b",
+            php_chain(
+                &fcgi_dir,
+                "pool_shared_b",
+                &format!("127.0.0.1:{shared_port}"),
+                "-max-conns 2",
+            ),
+        ),
+        (
+            "pool_shared_off",
+            php_chain(
+                &fcgi_dir,
+                "pool_shared_off",
+                &format!("127.0.0.1:{shared_port}"),
+                "-keep-conn off",
             ),
         ),
         // 502/503 are expected while php-fpm restarts: `err_` keeps it out of error_logs_clean
@@ -1196,6 +1235,111 @@ fn capped_above_capacity_sequential(ctx: &Ctx) -> Result<(), String> {
             slow.len(),
             &slow[..slow.len().min(6)]
         )
+    })?;
+    ensure(errs.is_empty(), || format!("error log lines: {errs:?}"))
+}
+
+/// Two definitions (virtual paths) in front of one php-fpm pool of two workers, each with
+/// `-max-conns 2` (the configuration does not say they share it: with one virtual path per
+/// vhost, as hosting setups write them, the same pool often stands behind several). Two
+/// concurrent requests of `pool_shared_b` leave two pooled connections, which hold both
+/// workers; then requests of `pool_shared_a`, one at a time and two at once, and one of
+/// `pool_shared_off`, a third definition that does not pool (`-keep-conn off`). Each must be
+/// served within a second: its new connection waits in php-fpm's backlog until `b`'s idle
+/// connections are given up, which the pool idle timeout (5 s) would only do much later (the
+/// build before: 4.95 s).
+fn shared_backend_two_definitions(ctx: &Ctx) -> Result<(), String> {
+    let (a, b) = (ctx.vhost("pool_shared_a"), ctx.vhost("pool_shared_b"));
+    let off = ctx.vhost("pool_shared_off");
+    let log_off = util::file_len(&a.error_log);
+    let limit = Duration::from_secs(1);
+    let mut report = Vec::new();
+    let mut slow = Vec::new();
+    for round in 0..3 {
+        // b: two at once, so that two connections (both workers) are pooled
+        let hb = b.server_name.clone();
+        let pb = b.port;
+        let both: Vec<_> = (0..2)
+            .map(|i| {
+                let hb = hb.clone();
+                thread::spawn(move || {
+                    crate::http::fetch(
+                        pb,
+                        Request::get(&format!("/sleep.php?ms=30&shared_b={round}-{i}")).host(&hb),
+                    )
+                })
+            })
+            .collect();
+        for h in both {
+            let r = h
+                .join()
+                .map_err(|_| "client thread panicked".to_string())?
+                .map_err(|e| format!("pool_shared_b: {e}"))?;
+            expect_status(&r, 200).map_err(|e| format!("pool_shared_b: {e}"))?;
+        }
+        thread::sleep(Duration::from_millis(50));
+        // a: alone, then two at once
+        for n in [1usize, 2] {
+            let ha = a.server_name.clone();
+            let pa = a.port;
+            let t0 = Instant::now();
+            let clients: Vec<_> = (0..n)
+                .map(|i| {
+                    let ha = ha.clone();
+                    thread::spawn(move || {
+                        let t = Instant::now();
+                        crate::http::fetch(
+                            pa,
+                            Request::get(&format!("/hello.php?shared_a={round}-{n}-{i}")).host(&ha),
+                        )
+                        .map(|r| (r, t.elapsed()))
+                    })
+                })
+                .collect();
+            for h in clients {
+                let (r, took) = h
+                    .join()
+                    .map_err(|_| "client thread panicked".to_string())?
+                    .map_err(|e| format!("pool_shared_a: {e}"))?;
+                expect_status(&r, 200).map_err(|e| format!("pool_shared_a: {e}"))?;
+                check_hello(&Request::get("/"), &r)?;
+                if took >= limit {
+                    slow.push(format!("round {round}, {n} at once: {}", ms(took)));
+                }
+            }
+            report.push(format!("{n}: {}", ms(t0.elapsed())));
+            // b's pooled connections again for the next case
+            {
+                let r = crate::http::fetch(
+                    b.port,
+                    Request::get(&format!("/hello.php?shared_b_again={round}"))
+                        .host(&b.server_name),
+                )
+                .map_err(|e| format!("pool_shared_b: {e}"))?;
+                expect_status(&r, 200)?;
+            }
+        }
+        // the definition without a pool, after b pooled again
+        let t = Instant::now();
+        let r = crate::http::fetch(
+            off.port,
+            Request::get(&format!("/hello.php?shared_off={round}")).host(&off.server_name),
+        )
+        .map_err(|e| format!("pool_shared_off: {e}"))?;
+        expect_status(&r, 200).map_err(|e| format!("pool_shared_off: {e}"))?;
+        let took = t.elapsed();
+        if took >= limit {
+            slow.push(format!("round {round}, -keep-conn off: {}", ms(took)));
+        }
+        report.push(format!("off: {}", ms(took)));
+    }
+    let errs = module_errors(&a.error_log, log_off);
+    println!(
+        "    pool: two definitions, one php-fpm pool of 2 workers, each -max-conns 2: requests of one after the other pooled both workers took [{}]",
+        report.join(", ")
+    );
+    ensure(slow.is_empty(), || {
+        format!("requests waited behind the other definition's idle connections: {slow:?}")
     })?;
     ensure(errs.is_empty(), || format!("error log lines: {errs:?}"))
 }
