@@ -117,14 +117,9 @@ pub struct Runtime {
     /// An idle connection was seen whose application had read everything sent on it: the
     /// application reads between requests, so unread bytes mean a busy process.
     all_read_seen: AtomicBool,
-    /// The runtimes of the other definitions with the same application address (several
-    /// virtual paths, one php-fpm pool): their idle connections hold the same application's
-    /// processes, so a request of this definition waiting in the backlog asks them too
-    /// (`ask_release`). Set once the configuration is read (`set_siblings`).
-    siblings: std::sync::OnceLock<Vec<std::sync::Weak<Runtime>>>,
-    /// One of the siblings pools connections (so this definition's new connections are looked
-    /// at even if it does not pool itself).
-    siblings_pool: AtomicBool,
+    /// The other definitions with the same application address (several virtual paths, one
+    /// php-fpm pool). Set once the configuration is read (`link_siblings`).
+    siblings: std::sync::OnceLock<Siblings>,
     /// The reaper sleeps on this definition's owner bell (it had idle connections when the
     /// reaper last went to sleep). See `wake_reaper`.
     bell_watched: AtomicBool,
@@ -135,6 +130,37 @@ pub struct Runtime {
 }
 
 const NO_OWNER: usize = usize::MAX;
+
+/// The runtimes of the definitions that reach the same application as one: their idle
+/// connections hold the same application's processes, so a request waiting in the backlog asks
+/// them too (`Runtime::ask_release`).
+#[derive(Debug)]
+struct Siblings {
+    others: Vec<std::sync::Weak<Runtime>>,
+    /// One of them pools connections: new connections are looked at even by a definition
+    /// that does not pool itself (`Runtime::guards_stalls`).
+    pool: bool,
+}
+
+/// Links the runtimes of definitions with the same address list as siblings (see `Siblings`);
+/// called once, after the configuration is read, before children fork.
+pub fn link_siblings<'a>(defs: impl Iterator<Item = (&'a [Target], &'a Arc<Runtime>)>) {
+    let mut by_app: std::collections::HashMap<Vec<String>, Vec<&Arc<Runtime>>> =
+        std::collections::HashMap::new();
+    for (targets, rt) in defs {
+        let key = targets.iter().map(target_text).collect();
+        by_app.entry(key).or_default().push(rt);
+    }
+    for group in by_app.values().filter(|g| g.len() > 1) {
+        for rt in group {
+            let others = group.iter().filter(|o| !Arc::ptr_eq(o, rt));
+            let _ = rt.siblings.set(Siblings {
+                pool: others.clone().any(|o| o.keep_conn),
+                others: others.map(|o| Arc::downgrade(o)).collect(),
+            });
+        }
+    }
+}
 
 /// A request's place in the shared queue for `-max-conns` slots.
 #[derive(Debug, Clone, Copy)]
@@ -163,7 +189,6 @@ impl Runtime {
             unread_seen: AtomicU32::new(0),
             bell_watched: AtomicBool::new(false),
             siblings: std::sync::OnceLock::new(),
-            siblings_pool: AtomicBool::new(false),
         })
     }
 
@@ -173,20 +198,15 @@ impl Runtime {
         self.shared.store(c, Ordering::Release);
     }
 
-    /// Records the runtimes of the other definitions that reach the same application (see
-    /// `siblings`); called once, after the configuration is read, before children fork.
-    pub fn set_siblings(&self, others: &[&Arc<Runtime>]) {
-        self.siblings_pool
-            .store(others.iter().any(|o| o.keep_conn), Ordering::Release);
-        let _ = self
-            .siblings
-            .set(others.iter().map(|o| Arc::downgrade(o)).collect());
-    }
-
     fn siblings(&self) -> Vec<Arc<Runtime>> {
         self.siblings
             .get()
-            .map(|v| v.iter().filter_map(std::sync::Weak::upgrade).collect())
+            .map(|s| {
+                s.others
+                    .iter()
+                    .filter_map(std::sync::Weak::upgrade)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -890,7 +910,7 @@ impl Runtime {
     /// wait in the backlog while every running process is held by a pooled one. The kernel
     /// tells that apart from a slow script (`request_untouched`).
     pub fn guards_stalls(&self) -> bool {
-        self.keep_conn || self.siblings_pool.load(Ordering::Relaxed)
+        self.keep_conn || self.siblings.get().is_some_and(|s| s.pool)
     }
 
     /// When a fresh connection still silent is first looked at: ASK_AFTER, or with -max-conns

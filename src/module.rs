@@ -743,28 +743,12 @@ unsafe extern "C" fn post_config(
             ),
         }
         // Definitions that reach the same application (several virtual paths, one php-fpm
-        // pool) guard each other's backlog (`Runtime::set_siblings`).
-        let mut by_app: std::collections::HashMap<Vec<String>, Vec<&std::sync::Arc<Runtime>>> =
-            std::collections::HashMap::new();
-        for (def, rt) in sh.registry.iter() {
-            let key = def
-                .targets
+        // pool) guard each other's backlog.
+        crate::backend::link_siblings(
+            sh.registry
                 .iter()
-                .map(crate::backend::target_text)
-                .collect();
-            by_app.entry(key).or_default().push(rt);
-        }
-        for group in by_app.values().filter(|g| g.len() > 1) {
-            for (i, rt) in group.iter().enumerate() {
-                let others: Vec<&std::sync::Arc<Runtime>> = group
-                    .iter()
-                    .enumerate()
-                    .filter(|&(j, _)| j != i)
-                    .map(|(_, o)| *o)
-                    .collect();
-                rt.set_siblings(&others);
-            }
-        }
+                .map(|(def, rt)| (def.targets.as_slice(), rt)),
+        );
         for (def, _) in sh.registry.iter() {
             if (def.user.is_some() || def.group.is_some()) && !sh.wrapper {
                 slog!(

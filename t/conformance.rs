@@ -2394,11 +2394,16 @@ fn end_request_cases(ctx: &Ctx, id: &str, want_log: &str) -> Result<(), String> 
     logs.expect_one_error(&[&line])
         .map_err(|e| format!("before headers: {e}"))?;
     after_fault(ctx, id, &logs)?;
-    // after the headers and some body: the response is aborted
+    aborted_after_headers(ctx, id, &line)
+}
+
+/// `/app/x?after` of a scripted END_REQUEST case: after the headers and some body the
+/// response is aborted, with `line` logged once.
+fn aborted_after_headers(ctx: &Ctx, id: &str, line: &str) -> Result<(), String> {
     let logs = Logs::mark(ctx, id);
     let (r, mut c) = get_keepalive(ctx, id, "/app/x?after")?;
     expect_aborted(&r, &mut c, b"partial").map_err(|e| format!("after headers: {e}"))?;
-    logs.expect_one_error(&[&line])
+    logs.expect_one_error(&[line])
         .map_err(|e| format!("after headers: {e}"))?;
     after_fault(ctx, id, &logs)
 }
@@ -2443,15 +2448,10 @@ fn end_request_protocol_status(ctx: &Ctx) -> Result<(), String> {
         after_fault(ctx, id, &logs)?;
     }
     // after the headers and some body: the response is aborted
-    let logs = Logs::mark(ctx, id);
-    let (r, mut c) = get_keepalive(ctx, id, "/app/x?after")?;
-    expect_aborted(&r, &mut c, b"partial").map_err(|e| format!("after headers: {e}"))?;
     let line = format!(
         "{aborted}the application refused the request: it takes one request per connection at a time (FCGI_CANT_MPX_CONN)"
     );
-    logs.expect_one_error(&[&line])
-        .map_err(|e| format!("after headers: {e}"))?;
-    after_fault(ctx, id, &logs)
+    aborted_after_headers(ctx, id, &line)
 }
 
 fn bad_version_or_type_502(ctx: &Ctx) -> Result<(), String> {

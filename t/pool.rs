@@ -1176,8 +1176,15 @@ fn capped_above_capacity_sequential(ctx: &Ctx) -> Result<(), String> {
         format!("requests to pool_reuse failed: {failed:?}")
     })?;
     let access_off = util::file_len(&ctx.apache_conf.access_log());
-    let slow_at = Duration::from_millis(15);
-    let (mut switched, mut slow) = (0usize, Vec::new());
+    let vhost_key = format!("{}:{}", v.server_name, v.port);
+    // the requests served by another process than the one before them
+    let moved = || -> Vec<inst::Served> {
+        let mut prev = None;
+        inst::served(&ctx.apache_conf.access_log(), &vhost_key, access_off)
+            .into_iter()
+            .filter(|s| prev.replace(s.pid).is_some_and(|p| p != s.pid))
+            .collect()
+    };
     let mut served = 0;
     for i in 0..200 {
         let req = Request::get(&format!("/hello.php?single={i}")).host(&v.server_name);
@@ -1185,39 +1192,22 @@ fn capped_above_capacity_sequential(ctx: &Ctx) -> Result<(), String> {
         expect_status(&r, 200).map_err(|e| format!("request {i}: {e}"))?;
         check_hello(&Request::get("/"), &r).map_err(|e| format!("request {i}: {e}"))?;
         served += 1;
-        if switched >= 30 {
-            break;
-        }
         if i % 10 == 9 {
             thread::sleep(Duration::from_millis(50)); // let the access log catch up
-            let log = inst::served(
-                &ctx.apache_conf.access_log(),
-                &format!("{}:{}", v.server_name, v.port),
-                access_off,
-            );
-            switched = log.windows(2).filter(|w| w[0].pid != w[1].pid).count();
-        }
-    }
-    thread::sleep(Duration::from_millis(100));
-    let log = inst::served(
-        &ctx.apache_conf.access_log(),
-        &format!("{}:{}", v.server_name, v.port),
-        access_off,
-    );
-    switched = 0;
-    for w in log.windows(2) {
-        if w[0].pid != w[1].pid {
-            switched += 1;
-            if w[1].took >= slow_at {
-                slow.push(format!(
-                    "{:?} {} (pid {})",
-                    w[1].request,
-                    ms(w[1].took),
-                    w[1].pid
-                ));
+            if moved().len() >= 30 {
+                break;
             }
         }
     }
+    thread::sleep(Duration::from_millis(100));
+    let moved = moved();
+    let switched = moved.len();
+    let slow_at = Duration::from_millis(15);
+    let slow: Vec<String> = moved
+        .iter()
+        .filter(|s| s.took >= slow_at)
+        .map(|s| format!("{:?} {} (pid {})", s.request, ms(s.took), s.pid))
+        .collect();
     let errs = module_errors(&v.error_log, log_off);
     println!(
         "    pool: -max-conns 4, php-fpm with 1 worker, {served} sequential requests: {switched} served by another process than the one before, {} of them took {} or more",
@@ -1257,24 +1247,8 @@ fn shared_backend_two_definitions(ctx: &Ctx) -> Result<(), String> {
     let mut slow = Vec::new();
     for round in 0..3 {
         // b: two at once, so that two connections (both workers) are pooled
-        let hb = b.server_name.clone();
-        let pb = b.port;
-        let both: Vec<_> = (0..2)
-            .map(|i| {
-                let hb = hb.clone();
-                thread::spawn(move || {
-                    crate::http::fetch(
-                        pb,
-                        Request::get(&format!("/sleep.php?ms=30&shared_b={round}-{i}")).host(&hb),
-                    )
-                })
-            })
-            .collect();
-        for h in both {
-            let r = h
-                .join()
-                .map_err(|_| "client thread panicked".to_string())?
-                .map_err(|e| format!("pool_shared_b: {e}"))?;
+        for r in concurrent_sleeps(b.port, &b.server_name, 2, 30) {
+            let r = r.map_err(|e| format!("pool_shared_b: {e}"))?;
             expect_status(&r, 200).map_err(|e| format!("pool_shared_b: {e}"))?;
         }
         thread::sleep(Duration::from_millis(50));

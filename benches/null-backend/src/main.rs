@@ -13,7 +13,7 @@
 //!                  [--mode epoll|threads]
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -63,99 +63,6 @@ fn response(id: u16, body_size: usize) -> Vec<u8> {
     out
 }
 
-/// A connection from either listener.
-trait Stream: Read + Write + Sized {
-    fn duplicate(&self) -> io::Result<Self>;
-}
-impl Stream for TcpStream {
-    fn duplicate(&self) -> io::Result<Self> {
-        self.set_nodelay(true)?;
-        self.try_clone()
-    }
-}
-impl Stream for UnixStream {
-    fn duplicate(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
-}
-
-fn serve<S: Stream>(stream: S, body_size: usize) -> io::Result<()> {
-    let mut r = BufReader::with_capacity(64 * 1024, stream.duplicate()?);
-    let mut w = BufWriter::with_capacity(64 * 1024, stream);
-    let mut content = vec![0u8; 65535 + 255];
-    // per request: id, keep-conn flag, whether STDIN has ended
-    let mut current: Option<(u16, bool)> = None;
-    let mut cached: Option<(u16, Vec<u8>)> = None;
-    loop {
-        let mut h = [0u8; 8];
-        match r.read_exact(&mut h) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        if h[0] != 1 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad version"));
-        }
-        let rtype = h[1];
-        let id = u16::from_be_bytes([h[2], h[3]]);
-        let len = u16::from_be_bytes([h[4], h[5]]) as usize + h[6] as usize;
-        r.read_exact(&mut content[..len])?;
-        let clen = u16::from_be_bytes([h[4], h[5]]) as usize;
-        match rtype {
-            BEGIN_REQUEST => {
-                let keep = clen >= 3 && content[2] & KEEP_CONN != 0;
-                current = Some((id, keep));
-            }
-            PARAMS => {}
-            STDIN if clen == 0 => {
-                let Some((rid, keep)) = current.take() else {
-                    continue;
-                };
-                if cached.as_ref().map(|c| c.0) != Some(rid) {
-                    cached = Some((rid, response(rid, body_size)));
-                }
-                w.write_all(&cached.as_ref().unwrap().1)?;
-                w.flush()?;
-                if !keep {
-                    return Ok(());
-                }
-            }
-            STDIN => {}
-            ABORT_REQUEST => {
-                let mut out = Vec::new();
-                header(&mut out, END_REQUEST, id, 8, 0);
-                out.extend_from_slice(&[0; 8]);
-                w.write_all(&out)?;
-                w.flush()?;
-                current = None;
-            }
-            GET_VALUES => {
-                // FCGI_MPXS_CONNS=0, FCGI_MAX_CONNS / FCGI_MAX_REQS: let the client decide
-                let pairs: &[(&[u8], &[u8])] = &[(b"FCGI_MPXS_CONNS", b"0")];
-                let mut body = Vec::new();
-                for (k, v) in pairs {
-                    body.push(k.len() as u8);
-                    body.push(v.len() as u8);
-                    body.extend_from_slice(k);
-                    body.extend_from_slice(v);
-                }
-                let mut out = Vec::new();
-                header(&mut out, GET_VALUES_RESULT, 0, body.len(), 0);
-                out.extend_from_slice(&body);
-                w.write_all(&out)?;
-                w.flush()?;
-            }
-            t => {
-                let mut out = Vec::new();
-                header(&mut out, UNKNOWN_TYPE, 0, 8, 0);
-                out.extend_from_slice(&[t, 0, 0, 0, 0, 0, 0, 0]);
-                w.write_all(&out)?;
-                w.flush()?;
-            }
-        }
-    }
-}
-
 fn main() {
     let mut listen = "127.0.0.1:9100".to_string();
     let mut body_size = 100usize;
@@ -188,63 +95,47 @@ fn main() {
             }
         }
     }
-    if let Some(path) = listen.strip_prefix("unix:") {
-        let _ = std::fs::remove_file(path);
-        let l = UnixListener::bind(path).unwrap_or_else(|e| {
-            eprintln!("null-fcgi: bind {listen}: {e}");
-            std::process::exit(1);
-        });
-        eprintln!(
-            "null-fcgi: listening on {listen}, body {body_size} bytes, {}",
-            mode(threads)
-        );
-        if threads {
-            accept_loop(l.incoming(), body_size);
-        } else {
-            event_loop(Listener::Unix(l), body_size);
-        }
-    } else {
-        let l = TcpListener::bind(&listen).unwrap_or_else(|e| {
-            eprintln!("null-fcgi: bind {listen}: {e}");
-            std::process::exit(1);
-        });
-        eprintln!(
-            "null-fcgi: listening on {listen}, body {body_size} bytes, {}",
-            mode(threads)
-        );
-        if threads {
-            accept_loop(l.incoming(), body_size);
-        } else {
-            event_loop(Listener::Tcp(l), body_size);
-        }
-    }
-}
-
-fn mode(threads: bool) -> &'static str {
-    if threads {
+    let listener = Listener::bind(&listen).unwrap_or_else(|e| {
+        eprintln!("null-fcgi: bind {listen}: {e}");
+        std::process::exit(1);
+    });
+    let mode = if threads {
         "one thread per connection"
     } else {
         "epoll"
+    };
+    eprintln!("null-fcgi: listening on {listen}, body {body_size} bytes, {mode}");
+    if threads {
+        accept_loop(listener, body_size);
+    } else {
+        event_loop(listener, body_size);
     }
 }
 
-fn accept_loop<S: Stream + Send + 'static>(
-    incoming: impl Iterator<Item = io::Result<S>>,
-    body_size: usize,
-) {
-    for s in incoming {
-        match s {
-            Ok(s) => {
-                let _ = thread::Builder::new().stack_size(64 * 1024).spawn(move || {
-                    let _ = serve(s, body_size);
-                });
+// ---- one blocking thread per connection ----
+
+fn accept_loop(listener: Listener, body_size: usize) {
+    loop {
+        match listener.accept(false) {
+            Ok(sock) => {
+                let _ = thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        let mut conn = Conn::new(sock);
+                        let (mut buf, mut cached) = (vec![0u8; 64 * 1024], HashMap::new());
+                        // blocking: each pass waits for input, answers and writes it all
+                        while let Ok(true) =
+                            service(&mut conn, true, &mut buf, body_size, &mut cached)
+                        {
+                        }
+                    });
             }
             Err(e) => eprintln!("null-fcgi: accept: {e}"),
         }
     }
 }
 
-// ---- one thread over every connection, with epoll ----
+// ---- one thread over every connection, with epoll (the default) ----
 
 #[cfg_attr(target_arch = "x86_64", repr(C, packed))]
 #[cfg_attr(not(target_arch = "x86_64"), repr(C))]
@@ -308,6 +199,45 @@ enum Listener {
     Unix(UnixListener),
 }
 
+impl Listener {
+    /// `unix:/path` or a TCP address.
+    fn bind(listen: &str) -> io::Result<Listener> {
+        match listen.strip_prefix("unix:") {
+            Some(path) => {
+                let _ = std::fs::remove_file(path);
+                UnixListener::bind(path).map(Listener::Unix)
+            }
+            None => TcpListener::bind(listen).map(Listener::Tcp),
+        }
+    }
+    fn fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        }
+    }
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(true),
+            Listener::Unix(l) => l.set_nonblocking(true),
+        }
+    }
+    /// The next connection, non-blocking if `nonblocking` (TCP: with TCP_NODELAY).
+    fn accept(&self, nonblocking: bool) -> io::Result<Sock> {
+        match self {
+            Listener::Tcp(l) => l.accept().and_then(|(s, _)| {
+                s.set_nodelay(true)?;
+                s.set_nonblocking(nonblocking)?;
+                Ok(Sock::Tcp(s))
+            }),
+            Listener::Unix(l) => l.accept().and_then(|(s, _)| {
+                s.set_nonblocking(nonblocking)?;
+                Ok(Sock::Unix(s))
+            }),
+        }
+    }
+}
+
 enum Sock {
     Tcp(TcpStream),
     Unix(UnixStream),
@@ -342,11 +272,22 @@ struct Conn {
     current: Option<(u16, bool)>,
     /// the peer asked to close after this answer (no FCGI_KEEP_CONN)
     close_after_output: bool,
-    /// EPOLLOUT is registered (output is waiting for room)
+    /// EPOLLOUT is registered (output is waiting for room; epoll mode)
     want_out: bool,
 }
 
 impl Conn {
+    fn new(sock: Sock) -> Conn {
+        Conn {
+            sock,
+            input: Vec::new(),
+            output: Vec::new(),
+            current: None,
+            close_after_output: false,
+            want_out: false,
+        }
+    }
+
     /// Handles every complete record in `input`; answers go to `output`.
     fn handle_records(
         &mut self,
@@ -461,11 +402,10 @@ fn event_loop(listener: Listener, body_size: usize) {
         std::process::exit(1);
     };
     let ep = Epoll::new().unwrap_or_else(|e| fail("epoll_create1", e));
-    let lfd = match &listener {
-        Listener::Tcp(l) => l.set_nonblocking(true).map(|_| l.as_raw_fd()),
-        Listener::Unix(l) => l.set_nonblocking(true).map(|_| l.as_raw_fd()),
-    }
-    .unwrap_or_else(|e| fail("listener", e));
+    listener
+        .set_nonblocking()
+        .unwrap_or_else(|e| fail("listener", e));
+    let lfd = listener.fd();
     ep.ctl(EPOLL_CTL_ADD, lfd, EPOLLIN)
         .unwrap_or_else(|e| fail("epoll_ctl", e));
     let mut conns: HashMap<RawFd, Conn> = HashMap::new();
@@ -480,32 +420,11 @@ fn event_loop(listener: Listener, body_size: usize) {
             let (fd, bits) = (ev.data as RawFd, ev.events);
             if fd == lfd {
                 loop {
-                    let sock = match &listener {
-                        Listener::Tcp(l) => l.accept().and_then(|(s, _)| {
-                            s.set_nodelay(true)?;
-                            s.set_nonblocking(true)?;
-                            Ok(Sock::Tcp(s))
-                        }),
-                        Listener::Unix(l) => l.accept().and_then(|(s, _)| {
-                            s.set_nonblocking(true)?;
-                            Ok(Sock::Unix(s))
-                        }),
-                    };
-                    match sock {
+                    match listener.accept(true) {
                         Ok(sock) => {
                             let cfd = sock.fd();
                             if ep.ctl(EPOLL_CTL_ADD, cfd, EPOLLIN).is_ok() {
-                                conns.insert(
-                                    cfd,
-                                    Conn {
-                                        sock,
-                                        input: Vec::new(),
-                                        output: Vec::new(),
-                                        current: None,
-                                        close_after_output: false,
-                                        want_out: false,
-                                    },
-                                );
+                                conns.insert(cfd, Conn::new(sock));
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
