@@ -58,6 +58,12 @@ impl Drop for Scanner {
 /// its header) straight from httpd's buckets (see `InPlace`); a spooled body is copied into
 /// the send buffer in pieces of this size.
 const BODY_STEP: usize = 16 * 1024 - record::HEADER_LEN;
+/// Request body read before the application is connected: the whole body where it is at
+/// most this long, else this much. mod_fastcgi read 16 KiB first so that slow uploaders would
+/// not hold an application process; a whole small body also means that a form post the client
+/// gives up on never reaches the application cut short, and that the request can be replayed
+/// on a fresh connection. One in-place STDIN record's worth (under 64 KiB).
+const PREREAD: usize = 4 * BODY_STEP;
 /// Largest PARAMS record content: the protocol's maximum. php-fpm decodes each PARAMS record
 /// on its own, so a variable has to fit in one record; this lets one of up to 64 KiB through
 /// (large cookies or Kerberos tokens under a raised LimitRequestFieldSize), as
@@ -450,6 +456,7 @@ fn exchange(
     let mut source = BodySource::Done;
     let mut body_eos = !info.has_body;
     let mut spooled_len: Option<u64> = None;
+    let mut pre = Preread::InPlace;
     if info.has_body && info.chunked {
         match spool_body(r, &mut body_in, &server) {
             Ok((spool, len)) => {
@@ -460,10 +467,11 @@ fn exchange(
             Err(f) => return rc(finish_early(r, f)),
         }
     } else if info.has_body {
-        // Read the first piece before connecting: a client that sends nothing never ties up
-        // an application process.
-        if let Err(f) = read_client_body(r, &mut body_in, &server) {
-            return rc(finish_early(r, f));
+        // Read the body, up to PREREAD bytes of it, before connecting: a client that sends
+        // slowly or nothing never ties up an application process.
+        match preread_body(r, &mut body_in, &server) {
+            Ok(p) => pre = p,
+            Err(f) => return rc(finish_early(r, f)),
         }
         first_piece_read = true;
     }
@@ -564,8 +572,18 @@ fn exchange(
     }
     let mut in_place = InPlace::default();
     if first_piece_read {
-        // Sent from httpd's buckets: no copy of the body of our own.
-        match frame_piece(r, &mut body_in, &mut out, &mut in_place, &server) {
+        let framed = match pre {
+            // Sent from httpd's buckets: no copy of the body of our own.
+            Preread::InPlace => frame_piece(r, &mut body_in, &mut out, &mut in_place, &server),
+            Preread::Copied { data, eos } => {
+                record::push_stream(&mut out, rtype::STDIN, REQUEST_ID, &data);
+                if eos {
+                    record::push_stream_end(&mut out, rtype::STDIN, REQUEST_ID);
+                }
+                Ok(eos)
+            }
+        };
+        match framed {
             Ok(eos) => {
                 body_eos = eos;
                 source = if eos {
@@ -824,6 +842,10 @@ fn frame_piece<'r>(
             return Err(body_read_failed(r, rv, server));
         }
     };
+    if eos && body_cut(r, server) {
+        bb.cleanup();
+        return Err(Fail::ClientGone);
+    }
     if len > record::MAX_STREAM_CHUNK || parts > IN_PLACE_PARTS {
         let eos = push_stdin_with(out, |o| drain_body(r, bb, o, server))?;
         if eos {
@@ -843,6 +865,46 @@ fn frame_piece<'r>(
         ip.tail_len += record::HEADER_LEN;
     }
     Ok(eos)
+}
+
+/// The request body read before connecting.
+enum Preread {
+    /// The first piece, the whole body or not, left in the brigade to be sent from there.
+    InPlace,
+    /// Several pieces, copied out of the brigade: the whole body (`eos`) or PREREAD bytes.
+    Copied { data: Vec<u8>, eos: bool },
+}
+
+/// Reads the request body until it ends or PREREAD bytes of it are in. A body that arrives in
+/// one piece stays in `bb`.
+fn preread_body<'r>(
+    r: &mut Request<'r>,
+    bb: &mut Brigade<'r>,
+    server: &str,
+) -> Result<Preread, Fail> {
+    read_client_body(r, bb, server)?;
+    let eos = match bb.load() {
+        Ok((_, _, eos)) => eos,
+        Err(rv) => {
+            bb.cleanup();
+            return Err(body_read_failed(r, rv, server));
+        }
+    };
+    if eos {
+        return Ok(Preread::InPlace);
+    }
+    // The next read may reuse the memory of this one's buckets (mod_ssl's are transient):
+    // what is kept is copied.
+    let mut data = Vec::with_capacity(PREREAD);
+    let mut eos = drain_body(r, bb, &mut data, server)?;
+    while !eos && data.len() < PREREAD {
+        read_client_body(r, bb, server)?;
+        eos = drain_body(r, bb, &mut data, server)?;
+    }
+    if eos && body_cut(r, server) {
+        return Err(Fail::ClientGone);
+    }
+    Ok(Preread::Copied { data, eos })
 }
 
 /// Reads one piece of the request body (at most BODY_STEP bytes) from the client into `bb`.
@@ -891,6 +953,25 @@ fn push_stdin_with<T, E>(
         out.resize(out.len() + pad, 0);
     }
     res
+}
+
+/// Whether the end of the request body just read is the client giving up rather than the end
+/// of what it sent. An HTTP/2 client that resets its stream (a cancelled upload) makes
+/// mod_http2 end the stream's input as if the body were complete; only the aborted secondary
+/// connection tells the two apart. Such a body must never reach the application as a whole
+/// request: a cut upload would be stored as if it were the file.
+fn body_cut(r: &Request<'_>, server: &str) -> bool {
+    if !r.connection_aborted() {
+        return false;
+    }
+    rlog!(
+        r,
+        INFO,
+        0,
+        60,
+        "FastCGI: client stopped connection before the request body was read (server \"{server}\"): the body it sent is not passed on"
+    );
+    true
 }
 
 fn body_read_failed(r: &mut Request<'_>, rv: ffi::apr_status_t, server: &str) -> Fail {
@@ -951,6 +1032,9 @@ fn spool_body<'r>(
             }
         }
         if eos {
+            if body_cut(r, server) {
+                return Err(Fail::ClientGone);
+            }
             break;
         }
     }

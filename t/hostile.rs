@@ -63,6 +63,10 @@ pub const SUITE: Suite = Suite {
         ),
         test("hostile_slowloris_body", slowloris_body),
         test(
+            "hostile_small_body_read_before_connecting",
+            small_body_read_before_connecting,
+        ),
+        test(
             "hostile_te_chunked_with_content_length",
             te_chunked_with_content_length,
         ),
@@ -205,6 +209,7 @@ fn setup(b: &mut Builder) -> Result<(), String> {
             "Timeout 2",
             summarize_stdin,
         ),
+        ("hx_prebody", "", "", summarize_stdin),
         ("hx_te", "", "", summarize_stdin),
         ("hx_crlf", "", "", |_| respond(&cat(&[TEXT, b"reached\n"]))),
     ];
@@ -1014,6 +1019,80 @@ fn client_aborts_php_100mib_download(ctx: &Ctx) -> Result<(), String> {
     })?;
     logs.at_most_errors(0)?;
     logs.no_crash()
+}
+
+/// A small request body is read whole before the application is connected: a client that
+/// trickles it holds no application process meanwhile, and one that gives up halfway sends
+/// the application nothing (not a request with a cut body that php-fpm would run anyway).
+fn small_body_read_before_connecting(ctx: &Ctx) -> Result<(), String> {
+    let id = "hx_prebody";
+    let logs = Logs::mark(ctx, id);
+    let be = backend(id);
+    let (n, c0) = (be.record_count(), be.connections());
+    let body = util::Prng::new(11).bytes(6000);
+    let mut c = ctx.connect(id)?;
+    c.set_timeout(Duration::from_secs(10))
+        .map_err(String::from)?;
+    let head = format!(
+        "POST /app/x?trickle HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+        host(ctx, id),
+        body.len()
+    );
+    c.send_raw(head.as_bytes()).map_err(String::from)?;
+    let mut early = Vec::new();
+    let pieces = body.chunks(1000).count();
+    for (i, piece) in body.chunks(1000).enumerate() {
+        c.send_raw(piece)
+            .map_err(|e| format!("body piece {i}: {e}"))?;
+        if i + 1 == pieces {
+            break;
+        }
+        thread::sleep(Duration::from_millis(150));
+        if be.connections() != c0 {
+            early.push(i);
+        }
+    }
+    let r = c.read_response(false).map_err(String::from)?;
+    ensure(early.is_empty(), || {
+        format!(
+            "the application was connected while the client was still sending a {}-byte body (after pieces {early:?} of {pieces})",
+            body.len()
+        )
+    })?;
+    ensure(r.status == 200, || {
+        format!("trickled body: {}", r.summary())
+    })?;
+    let rec = be.wait_record(n + 1, Duration::from_secs(5))?;
+    ensure(rec.stdin_complete && rec.stdin == body, || {
+        format!(
+            "application got {} bytes (complete {}), want the {} sent",
+            rec.stdin.len(),
+            rec.stdin_complete,
+            body.len()
+        )
+    })?;
+
+    // the client gives up after 1000 of 5000 bytes
+    let (n, c1) = (be.record_count(), be.connections());
+    let mut s = raw_connect(ctx.vhost(id).port)?;
+    let head = format!(
+        "POST /app/x?cut HTTP/1.1\r\nHost: {}\r\nContent-Length: 5000\r\n\r\n",
+        host(ctx, id)
+    );
+    s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(&body[..1000]).map_err(|e| e.to_string())?;
+    thread::sleep(Duration::from_millis(100));
+    drop(s);
+    thread::sleep(Duration::from_millis(500));
+    ensure(be.connections() == c1 && be.record_count() == n, || {
+        format!(
+            "a request whose body the client gave up on reached the application ({} connections, {} requests more)",
+            be.connections() - c1,
+            be.record_count() - n
+        )
+    })?;
+    logs.at_most_errors(0)?;
+    after_fault(ctx, id, &logs)
 }
 
 fn slowloris_body(ctx: &Ctx) -> Result<(), String> {

@@ -25,6 +25,7 @@ pub const SUITE: Suite = Suite {
         test("stack_http2_concurrent_streams", concurrent_streams),
         test("stack_deflate_large_response_intact", deflate_large),
         test("stack_flush_through_tls_http2_gzip", flush_through),
+        test("stack_cancelled_upload_not_passed_on", cancelled_upload),
     ],
 };
 
@@ -51,6 +52,13 @@ foreach (['HTTPS', 'REQUEST_SCHEME', 'SERVER_PROTOCOL', 'SERVER_PORT', 'SCRIPT_N
           'PATH_INFO', 'QUERY_STRING', 'SSL_PROTOCOL'] as $k) {
     echo $k, '=', $_SERVER[$k] ?? '-', "\n";
 }
+"#;
+
+/// `record.php`: appends the length of the body it got to `<stack_dir>/records/got.log`.
+const RECORD_PHP: &str = r#"<?php
+$b = file_get_contents('php://input');
+file_put_contents(__RECORDS__ . '/got.log', 'len=' . strlen($b) . "\n", FILE_APPEND | LOCK_EX);
+echo 'got ', strlen($b), "\n";
 "#;
 
 fn setup(b: &mut Builder) -> Result<(), String> {
@@ -91,6 +99,18 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     let docroot = b.docroot("stack")?;
     util::write_file(&docroot.join("stream.php"), STREAM_PHP)?;
     util::write_file(&docroot.join("sub/vars.php"), VARS_PHP)?;
+    let records = dir.join("records");
+    util::mkdir_p(&records)?;
+    std::fs::set_permissions(
+        &records,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .map_err(|e| format!("chmod {}: {e}", p(&records)))?;
+    let records_php = format!("'{}'", p(&records));
+    util::write_file(
+        &docroot.join("record.php"),
+        RECORD_PHP.replace("__RECORDS__", &records_php),
+    )?;
     let sock = b.tmp.join("run/stack.sock");
     let mut pool = Pool::new(
         "stack",
@@ -119,6 +139,21 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     );
     let port = b.port()?;
     b.vhost("stack", port, "stack.test", &docroot, &body);
+    if h2 {
+        // cleartext HTTP/2 (prior knowledge) for the raw-frame client of `cancelled_upload`
+        let vpath = vdir.join("php-h2c.fcgi");
+        let body = format!(
+            "Protocols h2c http/1.1\n\
+             AddType application/x-httpd-fastphp .php\n\
+             Action application/x-httpd-fastphp /php.fcgi\n\
+             Alias /php.fcgi {vp}\n\
+             FastCgiExternalServer {vp} -socket {sock} -max-conns 8\n",
+            vp = q(p(&vpath)),
+            sock = q(p(&sock)),
+        );
+        let port = b.port()?;
+        b.vhost("stack_h2c", port, "stack-h2c.test", &docroot, &body);
+    }
     b.set("stack_h2", if h2 { "1" } else { "0" });
     b.set("stack_dir", p(&dir));
     Ok(())
@@ -329,4 +364,106 @@ fn flush_through(ctx: &Ctx) -> Result<(), String> {
             arrivals.iter().map(|(t, _)| *t).collect::<Vec<_>>()
         )
     })
+}
+
+/// An upload the client cancels halfway never reaches the application as a whole request:
+/// with a Content-Length (curl killed after 3000 of 6000 bytes, over HTTP/2 where the MPM has
+/// it), and over HTTP/2 without one, where a client's RST_STREAM makes mod_http2 end the
+/// stream's input as if the body were complete (a raw-frame client, cleartext HTTP/2). The
+/// finished upload before them is recorded, so the check can see one.
+fn cancelled_upload(ctx: &Ctx) -> Result<(), String> {
+    let base = base(ctx)?;
+    let log = Path::new(ctx.val("stack_dir")).join("records/got.log");
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .map(|s| s.lines().map(str::to_string).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let before = lines();
+    let url = format!("{base}/record.php");
+    upload(&url, 3000, 3000, false)?;
+    upload(&url, 3000, 6000, true)?;
+    let mut resets = 0;
+    if want_h2(ctx) {
+        let port = ctx.vhost("stack_h2c").port;
+        for _ in 0..3 {
+            h2c_post_reset(port, "/record.php", 1000)?;
+            resets += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = lines();
+    let new = &after[before.len().min(after.len())..];
+    ensure(new == ["len=3000"], || {
+        format!(
+            "the application recorded {new:?}, want only the finished upload's len=3000 (not the one cut at 3000 of 6000 bytes, nor the {resets} reset HTTP/2 streams)"
+        )
+    })
+}
+
+/// PUTs `len` bytes through curl's stdin (`-T -`) with `Content-Length: length`; `cancel`:
+/// curl is killed half a second later (`--max-time` would not do: curl then ends the body
+/// properly).
+fn upload(url: &str, len: usize, length: usize, cancel: bool) -> Result<(), String> {
+    use std::io::Write;
+    let mut c = curl();
+    c.args(["-T", "-", "-o", "/dev/null", "-H"])
+        .arg(format!("Content-Length: {length}"))
+        .arg(url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().map_err(|e| format!("curl: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("curl without stdin")?;
+    stdin
+        .write_all(&vec![b'u'; len])
+        .map_err(|e| format!("writing to curl: {e}"))?;
+    if cancel {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = child.kill();
+        let _ = child.wait();
+        return Ok(());
+    }
+    drop(stdin);
+    let st = child.wait().map_err(|e| format!("curl: {e}"))?;
+    ensure(st.success(), || format!("finished upload: curl {st}"))
+}
+
+/// Cleartext HTTP/2 with prior knowledge: a POST without a length, `len` bytes of DATA
+/// without END_STREAM, then RST_STREAM (CANCEL) and, a moment later, the connection closed.
+fn h2c_post_reset(port: u16, path: &str, len: usize) -> Result<(), String> {
+    use std::io::Write;
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len() as u32;
+        let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+    // HPACK: every field a literal without indexing, new name, no Huffman (lengths < 127)
+    let mut block = Vec::new();
+    for (k, v) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "127.0.0.1"),
+    ] {
+        block.push(0);
+        block.push(k.len() as u8);
+        block.extend_from_slice(k.as_bytes());
+        block.push(v.len() as u8);
+        block.extend_from_slice(v.as_bytes());
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+    out.extend(frame(0x1, 0x4, 1, &block)); // HEADERS, END_HEADERS
+    out.extend(frame(0x0, 0, 1, &vec![b'r'; len])); // DATA, no END_STREAM
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("h2c connect: {e}"))?;
+    s.write_all(&out).map_err(|e| format!("h2c send: {e}"))?;
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&frame(0x3, 0, 1, &8u32.to_be_bytes())) // RST_STREAM CANCEL
+        .map_err(|e| format!("h2c reset: {e}"))?;
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(())
 }
