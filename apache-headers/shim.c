@@ -33,6 +33,8 @@ apr_bucket *fcgi_shim_bucket_share(apr_bucket *owner, apr_size_t start, apr_size
     return c;
 }
 void fcgi_shim_bucket_destroy(apr_bucket *e) { apr_bucket_destroy(e); }
+void fcgi_shim_brigade_concat(apr_bucket_brigade *a, apr_bucket_brigade *b) { APR_BRIGADE_CONCAT(a, b); }
+apr_status_t fcgi_shim_bucket_setaside(apr_bucket *e, apr_pool_t *p) { return apr_bucket_setaside(e, p); }
 /* CGIPassAuth of a request's directory configuration: a bit-field of core_dir_config, read
  * here so that its layout is the compiler's business. AP_CGI_PASS_AUTH_UNSET without one. */
 int fcgi_shim_cgi_pass_auth(request_rec *r)

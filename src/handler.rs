@@ -58,11 +58,12 @@ impl Drop for Scanner {
 /// its header) straight from httpd's buckets (see `InPlace`); a spooled body is copied into
 /// the send buffer in pieces of this size.
 const BODY_STEP: usize = 16 * 1024 - record::HEADER_LEN;
-/// Request body read before the application is connected: the whole body where it is at
-/// most this long, else this much. mod_fastcgi read 16 KiB first so that slow uploaders would
-/// not hold an application process; a whole small body also means that a form post the client
-/// gives up on never reaches the application cut short, and that the request can be replayed
-/// on a fresh connection. One in-place STDIN record's worth (under 64 KiB).
+/// Request bodies up to this long are read whole before the application is connected (one
+/// in-place STDIN record's worth, under 64 KiB); of a longer one, BODY_STEP bytes are.
+/// mod_fastcgi read 16 KiB first so that slow uploaders would not hold an application
+/// process; a whole small body also means that a form post the client gives up on never
+/// reaches the application cut short, and that the request can be replayed on a fresh
+/// connection. (Longer bodies would hold more memory per thread for no such gain.)
 const PREREAD: usize = 4 * BODY_STEP;
 /// Largest PARAMS record content: the protocol's maximum. php-fpm decodes each PARAMS record
 /// on its own, so a variable has to fit in one record; this lets one of up to 64 KiB through
@@ -444,6 +445,7 @@ fn exchange(
         Some(_) => crate::httpd::BodyInfo {
             has_body: false,
             chunked: false,
+            length: None,
         },
         None => match r.setup_body() {
             Ok(i) => i,
@@ -456,7 +458,6 @@ fn exchange(
     let mut source = BodySource::Done;
     let mut body_eos = !info.has_body;
     let mut spooled_len: Option<u64> = None;
-    let mut pre = Preread::InPlace;
     if info.has_body && info.chunked {
         match spool_body(r, &mut body_in, &server) {
             Ok((spool, len)) => {
@@ -469,9 +470,8 @@ fn exchange(
     } else if info.has_body {
         // Read the body, up to PREREAD bytes of it, before connecting: a client that sends
         // slowly or nothing never ties up an application process.
-        match preread_body(r, &mut body_in, &server) {
-            Ok(p) => pre = p,
-            Err(f) => return rc(finish_early(r, f)),
+        if let Err(f) = preread_body(r, &mut body_in, info.length, &server) {
+            return rc(finish_early(r, f));
         }
         first_piece_read = true;
     }
@@ -572,18 +572,8 @@ fn exchange(
     }
     let mut in_place = InPlace::default();
     if first_piece_read {
-        let framed = match pre {
-            // Sent from httpd's buckets: no copy of the body of our own.
-            Preread::InPlace => frame_piece(r, &mut body_in, &mut out, &mut in_place, &server),
-            Preread::Copied { data, eos } => {
-                record::push_stream(&mut out, rtype::STDIN, REQUEST_ID, &data);
-                if eos {
-                    record::push_stream_end(&mut out, rtype::STDIN, REQUEST_ID);
-                }
-                Ok(eos)
-            }
-        };
-        match framed {
+        // Sent from httpd's buckets: no copy of the body of our own.
+        match frame_piece(r, &mut body_in, &mut out, &mut in_place, &server) {
             Ok(eos) => {
                 body_eos = eos;
                 source = if eos {
@@ -822,7 +812,7 @@ impl InPlace {
 }
 
 /// Most data buckets a piece sent in place may have (with `out` and the tail, one sendmsg).
-const IN_PLACE_PARTS: usize = 14;
+const IN_PLACE_PARTS: usize = 30;
 
 /// Frames the body piece in `bb` as one STDIN record (plus the end of the stream once the
 /// body ended) to be sent in place; a piece that does not fit one record or one system call
@@ -867,53 +857,54 @@ fn frame_piece<'r>(
     Ok(eos)
 }
 
-/// The request body read before connecting.
-enum Preread {
-    /// The first piece, the whole body or not, left in the brigade to be sent from there.
-    InPlace,
-    /// Several pieces, copied out of the brigade: the whole body (`eos`) or PREREAD bytes.
-    Copied { data: Vec<u8>, eos: bool },
-}
-
-/// Reads the request body until it ends or PREREAD bytes of it are in. A body that arrives in
-/// one piece stays in `bb`.
+/// Reads the request body into `bb` until it ends, or until BODY_STEP bytes are in where its
+/// `length` is over PREREAD, keeping httpd's buckets (set aside between reads). Each read goes
+/// into an empty brigade: httpd's HTTP_IN counts what it returns by the length of the whole
+/// brigade it fills.
 fn preread_body<'r>(
     r: &mut Request<'r>,
     bb: &mut Brigade<'r>,
+    length: Option<u64>,
     server: &str,
-) -> Result<Preread, Fail> {
-    read_client_body(r, bb, server)?;
-    let eos = match bb.load() {
-        Ok((_, _, eos)) => eos,
-        Err(rv) => {
+) -> Result<(), Fail> {
+    let want = match length {
+        Some(n) if n <= PREREAD as u64 => PREREAD,
+        _ => BODY_STEP,
+    };
+    read_client_body(r, bb, BODY_STEP, server)?;
+    let mut piece: Option<Brigade<'r>> = None;
+    loop {
+        let (len, eos) = match bb.load() {
+            Ok((len, _, eos)) => (len, eos),
+            Err(rv) => {
+                bb.cleanup();
+                return Err(body_read_failed(r, rv, server));
+            }
+        };
+        if eos || len >= want {
+            return Ok(());
+        }
+        if let Err(rv) = bb.setaside(&r.pool()) {
             bb.cleanup();
             return Err(body_read_failed(r, rv, server));
         }
-    };
-    if eos {
-        return Ok(Preread::InPlace);
+        let piece = piece.get_or_insert_with(|| Brigade::new(r));
+        if let Err(f) = read_client_body(r, piece, BODY_STEP.min(want - len), server) {
+            bb.cleanup();
+            return Err(f);
+        }
+        bb.append(piece);
     }
-    // The next read may reuse the memory of this one's buckets (mod_ssl's are transient):
-    // what is kept is copied.
-    let mut data = Vec::with_capacity(PREREAD);
-    let mut eos = drain_body(r, bb, &mut data, server)?;
-    while !eos && data.len() < PREREAD {
-        read_client_body(r, bb, server)?;
-        eos = drain_body(r, bb, &mut data, server)?;
-    }
-    if eos && body_cut(r, server) {
-        return Err(Fail::ClientGone);
-    }
-    Ok(Preread::Copied { data, eos })
 }
 
-/// Reads one piece of the request body (at most BODY_STEP bytes) from the client into `bb`.
+/// Reads one piece of the request body (at most `max` bytes) from the client into `bb`.
 fn read_client_body<'r>(
     r: &mut Request<'r>,
     bb: &mut Brigade<'r>,
+    max: usize,
     server: &str,
 ) -> Result<(), Fail> {
-    if let Err(rv) = r.read_body(bb, BODY_STEP) {
+    if let Err(rv) = r.read_body(bb, max) {
         bb.cleanup();
         return Err(body_read_failed(r, rv, server));
     }
@@ -1016,7 +1007,7 @@ fn spool_body<'r>(
     let mut total: u64 = 0;
     loop {
         let mut piece = Vec::new();
-        read_client_body(r, bb, server)?;
+        read_client_body(r, bb, BODY_STEP, server)?;
         let eos = drain_body(r, bb, &mut piece, server)?;
         total += piece.len() as u64;
         if let Some(f) = file.as_mut() {
@@ -1428,7 +1419,7 @@ impl<'r, 'd> Exchange<'r, 'd> {
             }
             BodySource::Client => {
                 self.consumed_client = true;
-                read_client_body(r, &mut self.body_in, server)?;
+                read_client_body(r, &mut self.body_in, BODY_STEP, server)?;
                 let eos = frame_piece(
                     r,
                     &mut self.body_in,

@@ -40,6 +40,8 @@ unsafe extern "C" {
         len: apr_size_t,
     ) -> *mut apr_bucket;
     pub fn fcgi_shim_bucket_destroy(e: *mut apr_bucket);
+    pub fn fcgi_shim_brigade_concat(a: *mut apr_bucket_brigade, b: *mut apr_bucket_brigade);
+    pub fn fcgi_shim_bucket_setaside(e: *mut apr_bucket, p: *mut apr_pool_t) -> apr_status_t;
     pub fn fcgi_shim_cgi_pass_auth(r: *mut request_rec) -> ::std::os::raw::c_int;
     pub fn fcgi_shim_pcalloc(p: *mut apr_pool_t, n: apr_size_t) -> *mut ::std::os::raw::c_void;
 }

@@ -490,9 +490,12 @@ impl<'a> Request<'a> {
         // SAFETY: live request, after ap_setup_client_block.
         let has_body = unsafe { ffi::ap_should_client_block(self.as_ptr()) } != 0;
         let r = self.raw();
+        let chunked = r.read_chunked != 0;
         Ok(BodyInfo {
             has_body,
-            chunked: r.read_chunked != 0,
+            chunked,
+            // ap_setup_client_block set `remaining` to the Content-Length
+            length: (!chunked).then(|| u64::try_from(r.remaining).unwrap_or(0)),
         })
     }
     /// Reads the next piece of the request body into `bb` (blocking, under httpd's Timeout).
@@ -615,6 +618,8 @@ pub struct SavedEnv(*mut ffi::apr_table_t);
 pub struct BodyInfo {
     pub has_body: bool,
     pub chunked: bool,
+    /// The body's length, where the request gives one (Content-Length).
+    pub length: Option<u64>,
 }
 
 /// A bucket brigade in the request pool.
@@ -694,6 +699,37 @@ impl<'a> Brigade<'a> {
         let res = self.visit(f);
         self.cleanup();
         res
+    }
+
+    /// Moves every bucket of `other` to the end of this brigade.
+    pub fn append(&mut self, other: &mut Brigade<'a>) {
+        // SAFETY: two live brigades (distinct: `other` is borrowed apart from `self`).
+        unsafe { ffi::fcgi_shim_brigade_concat(self.as_ptr(), other.as_ptr()) };
+    }
+
+    /// Makes every bucket independent of the filter that made it, so that the brigade can be
+    /// kept across further reads (mod_ssl's transient buckets point into a buffer its next
+    /// read reuses: they become heap buckets; the core's heap buckets stay as they are). A
+    /// bucket type without a setaside of its own is read first, which turns it into one.
+    pub fn setaside(&mut self, pool: &Pool<'a>) -> Result<(), ffi::apr_status_t> {
+        // SAFETY: walking a live brigade; setaside and read only change the bucket they are
+        // given (a read may split it: the walk goes on from the same bucket, then its next).
+        unsafe {
+            let sentinel = ffi::fcgi_shim_brigade_sentinel(self.as_ptr());
+            let mut e = ffi::fcgi_shim_brigade_first(self.as_ptr());
+            while e != sentinel {
+                let mut rv = ffi::fcgi_shim_bucket_setaside(e, pool.as_ptr());
+                if rv == ffi::APR_ENOTIMPL as ffi::apr_status_t {
+                    read_bucket(e, true)?;
+                    rv = ffi::fcgi_shim_bucket_setaside(e, pool.as_ptr());
+                }
+                if rv != 0 {
+                    return Err(rv);
+                }
+                e = ffi::fcgi_shim_bucket_next(e);
+            }
+        }
+        Ok(())
     }
 
     /// Reads every data bucket into memory (morphing buckets as needed) without removing
