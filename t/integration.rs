@@ -50,6 +50,7 @@ mod valgrind;
 mod apps;
 mod auth;
 mod conformance;
+mod dav;
 mod direct;
 mod faults;
 mod foundation;
@@ -72,6 +73,7 @@ fn main() {
         faults::SUITE,
         hostile::SUITE,
         apps::SUITE,
+        dav::SUITE,
         wordpress::SUITE,
         phpmyadmin::SUITE,
         stack::SUITE,
