@@ -86,6 +86,21 @@ pub struct ServerDef {
     /// `-trust-direct`: requests the client sends straight to the virtual path's URL get
     /// PATH_TRANSLATED like redirected ones (mod_fastcgi's behaviour). Off by default.
     pub trust_direct: bool,
+    /// `-request-buffering on|off`: read every request body whole (spooled, as chunked ones
+    /// always are) before connecting, so that no upload holds an application process while
+    /// the client sends it. Off by default: bodies over 64 KiB stream after their first 16 KiB.
+    pub request_buffering: bool,
+}
+
+/// An on/off option value (`on`/`off`, or yes/no, true/false, 1/0).
+fn on_off(name: &str, v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" | "1" => Ok(true),
+        "off" | "no" | "false" | "0" => Ok(false),
+        _ => Err(format!(
+            "invalid value for {name}: \"{v}\" must be on or off"
+        )),
+    }
 }
 
 fn display(b: &[u8]) -> String {
@@ -223,6 +238,7 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
         pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
         connect_retry: DEFAULT_CONNECT_RETRY,
         trust_direct: false,
+        request_buffering: false,
     };
     let mut keep_conn: Option<bool> = None;
     let mut it = opts.iter();
@@ -293,16 +309,11 @@ pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<Server
                 }
             }
             "-keep-conn" => {
-                let v = value("-keep-conn")?;
-                keep_conn = match v.to_ascii_lowercase().as_str() {
-                    "on" | "yes" | "true" | "1" => Some(true),
-                    "off" | "no" | "false" | "0" => Some(false),
-                    _ => {
-                        return Err(err(format!(
-                            "invalid value for -keep-conn: \"{v}\" must be on or off"
-                        )));
-                    }
-                };
+                keep_conn = Some(on_off("-keep-conn", value("-keep-conn")?).map_err(err)?);
+            }
+            "-request-buffering" => {
+                def.request_buffering =
+                    on_off("-request-buffering", value("-request-buffering")?).map_err(err)?;
             }
             "-max-conns" => {
                 def.max_conns =
@@ -696,6 +707,17 @@ mod tests {
             parse(&["/x", "-socket", "/s", "-keep-conn", "maybe"])
                 .unwrap_err()
                 .contains("must be on or off")
+        );
+        assert!(!d.request_buffering);
+        assert!(
+            parse(&["/x", "-socket", "/s", "-request-buffering", "On"])
+                .unwrap()
+                .request_buffering
+        );
+        assert!(
+            parse(&["/x", "-socket", "/s", "-request-buffering", "maybe"])
+                .unwrap_err()
+                .contains("invalid value for -request-buffering: \"maybe\" must be on or off")
         );
         assert!(
             parse(&["/x", "-socket", "/s", "-pool-idle-timeout", "0"])

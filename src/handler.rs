@@ -458,7 +458,7 @@ fn exchange(
     let mut source = BodySource::Done;
     let mut body_eos = !info.has_body;
     let mut spooled_len: Option<u64> = None;
-    if info.has_body && info.chunked {
+    if info.has_body && (info.chunked || def.request_buffering) {
         match spool_body(r, &mut body_in, &server) {
             Ok((spool, len)) => {
                 source = BodySource::Spool(spool);
@@ -1045,7 +1045,7 @@ fn spool_failed(r: &Request<'_>, e: io::Error, server: &str) -> Fail {
         ERR,
         e.raw_os_error().unwrap_or(0),
         62,
-        "FastCGI: cannot spool the chunked request body for server \"{server}\" to a temporary file: {e}"
+        "FastCGI: cannot spool the request body for server \"{server}\" to a temporary file: {e}"
     );
     Fail::Status(ffi::HTTP_INTERNAL_SERVER_ERROR)
 }

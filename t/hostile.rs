@@ -67,6 +67,10 @@ pub const SUITE: Suite = Suite {
             small_body_read_before_connecting,
         ),
         test(
+            "hostile_request_buffering_reads_whole_body_first",
+            request_buffering_whole_body_first,
+        ),
+        test(
             "hostile_te_chunked_with_content_length",
             te_chunked_with_content_length,
         ),
@@ -210,6 +214,7 @@ fn setup(b: &mut Builder) -> Result<(), String> {
             summarize_stdin,
         ),
         ("hx_prebody", "", "", summarize_stdin),
+        ("hx_buffered", "-request-buffering on", "", summarize_stdin),
         ("hx_te", "", "", summarize_stdin),
         ("hx_crlf", "", "", |_| respond(&cat(&[TEXT, b"reached\n"]))),
     ];
@@ -1025,11 +1030,17 @@ fn client_aborts_php_100mib_download(ctx: &Ctx) -> Result<(), String> {
 /// trickles it holds no application process meanwhile, and one that gives up halfway sends
 /// the application nothing (not a request with a cut body that php-fpm would run anyway).
 fn small_body_read_before_connecting(ctx: &Ctx) -> Result<(), String> {
-    let id = "hx_prebody";
+    whole_body_first(ctx, "hx_prebody", 6000, 1000)
+}
+
+/// A body sent in pieces, the application connected only once it is all in, and one the
+/// client gives up on after a third never sent; on `id`, a body of `len` bytes in pieces of
+/// `piece`.
+fn whole_body_first(ctx: &Ctx, id: &str, len: usize, piece: usize) -> Result<(), String> {
     let logs = Logs::mark(ctx, id);
     let be = backend(id);
     let (n, c0) = (be.record_count(), be.connections());
-    let body = util::Prng::new(11).bytes(6000);
+    let body = util::Prng::new(11).bytes(len);
     let mut c = ctx.connect(id)?;
     c.set_timeout(Duration::from_secs(10))
         .map_err(String::from)?;
@@ -1039,10 +1050,10 @@ fn small_body_read_before_connecting(ctx: &Ctx) -> Result<(), String> {
         body.len()
     );
     c.send_raw(head.as_bytes()).map_err(String::from)?;
+    let pieces = body.chunks(piece).count();
     let mut early = Vec::new();
-    let pieces = body.chunks(1000).count();
-    for (i, piece) in body.chunks(1000).enumerate() {
-        c.send_raw(piece)
+    for (i, part) in body.chunks(piece).enumerate() {
+        c.send_raw(part)
             .map_err(|e| format!("body piece {i}: {e}"))?;
         if i + 1 == pieces {
             break;
@@ -1055,32 +1066,30 @@ fn small_body_read_before_connecting(ctx: &Ctx) -> Result<(), String> {
     let r = c.read_response(false).map_err(String::from)?;
     ensure(early.is_empty(), || {
         format!(
-            "the application was connected while the client was still sending a {}-byte body (after pieces {early:?} of {pieces})",
-            body.len()
+            "the application was connected while the client was still sending a {len}-byte body (after pieces {early:?} of {pieces})"
         )
     })?;
     ensure(r.status == 200, || {
-        format!("trickled body: {}", r.summary())
+        format!("body sent in pieces: {}", r.summary())
     })?;
     let rec = be.wait_record(n + 1, Duration::from_secs(5))?;
     ensure(rec.stdin_complete && rec.stdin == body, || {
         format!(
-            "application got {} bytes (complete {}), want the {} sent",
+            "application got {} bytes (complete {}), want the {len} sent",
             rec.stdin.len(),
             rec.stdin_complete,
-            body.len()
         )
     })?;
 
-    // the client gives up after 1000 of 5000 bytes
+    // the client gives up after a third of the body
     let (n, c1) = (be.record_count(), be.connections());
     let mut s = raw_connect(ctx.vhost(id).port)?;
     let head = format!(
-        "POST /app/x?cut HTTP/1.1\r\nHost: {}\r\nContent-Length: 5000\r\n\r\n",
+        "POST /app/x?cut HTTP/1.1\r\nHost: {}\r\nContent-Length: {len}\r\n\r\n",
         host(ctx, id)
     );
     s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
-    s.write_all(&body[..1000]).map_err(|e| e.to_string())?;
+    s.write_all(&body[..len / 3]).map_err(|e| e.to_string())?;
     thread::sleep(Duration::from_millis(100));
     drop(s);
     thread::sleep(Duration::from_millis(500));
@@ -1093,6 +1102,11 @@ fn small_body_read_before_connecting(ctx: &Ctx) -> Result<(), String> {
     })?;
     logs.at_most_errors(0)?;
     after_fault(ctx, id, &logs)
+}
+
+/// `-request-buffering on`: the same for a body of any length (300 KB here).
+fn request_buffering_whole_body_first(ctx: &Ctx) -> Result<(), String> {
+    whole_body_first(ctx, "hx_buffered", 300_000, 50_000)
 }
 
 fn slowloris_body(ctx: &Ctx) -> Result<(), String> {
