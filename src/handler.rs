@@ -70,6 +70,9 @@ const PREREAD: usize = 4 * BODY_STEP;
 /// (large cookies or Kerberos tokens under a raised LimitRequestFieldSize), as
 /// mod_proxy_fcgi does. Records are as long as their pairs need.
 const PARAMS_RECORD: usize = 65535;
+/// How long the end of an HTTP/2 request body without a length is held back in case it was
+/// the client resetting the stream (see `spool_body`).
+const H2_RESET_GRACE: Duration = Duration::from_millis(2);
 /// Longest header block accepted from the application.
 pub const MAX_HEADER_BLOCK: usize = 128 * 1024;
 /// Without -flush, data handed to httpd is flushed after this much application silence.
@@ -1023,6 +1026,16 @@ fn spool_body<'r>(
             }
         }
         if eos {
+            if r.on_secondary_connection() {
+                // mod_http2 ends a reset stream's input before it marks the stream's
+                // connection aborted (about 0.1 ms apart when idle): a body without a length
+                // that ended at a reset looks complete until then. HTTP/2 uploads without a
+                // length are rare, and this one is buffered whole anyway.
+                let t0 = Instant::now();
+                while !r.connection_aborted() && t0.elapsed() < H2_RESET_GRACE {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
             if body_cut(r, server) {
                 return Err(Fail::ClientGone);
             }

@@ -543,6 +543,11 @@ impl<'a> Request<'a> {
         r.proto_output_filters = cur;
         r.assbackwards = 1;
     }
+    /// Whether the request came on a secondary connection (an HTTP/2 stream).
+    pub fn on_secondary_connection(&self) -> bool {
+        // SAFETY: the connection outlives the request.
+        unsafe { self.raw().connection.as_ref() }.is_some_and(|c| !c.master.is_null())
+    }
     pub fn connection_aborted(&self) -> bool {
         // SAFETY: the connection outlives the request.
         unsafe { self.raw().connection.as_ref() }.is_some_and(|c| c.aborted != 0)
