@@ -71,14 +71,12 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         &www.join("server.php"),
         SERVER_PHP.replace("__DATA__", &format!("'{}'", p(&data))),
     )?;
-    let st = Command::new("chown")
-        .args(["-R", "www-data:www-data"])
-        .arg(&data)
-        .status()
-        .map_err(|e| format!("chown: {e}"))?;
-    if !st.success() {
-        return Err(format!("chown -R www-data {}: {st}", data.display()));
-    }
+    util::run(
+        Command::new("chown")
+            .args(["-R", "www-data:www-data"])
+            .arg(&data),
+        "chown the DAV tree",
+    )?;
     let sock = b.tmp.join("run/dav.sock");
     let mut pool = Pool::new("dav", "www-data", "www-data", Endpoint::Unix(sock.clone()));
     pool.max_children = 4;

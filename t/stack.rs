@@ -140,18 +140,11 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     let vpath = vdir.join("php.fcgi");
     let body = format!(
         "SSLEngine on\nSSLCertificateFile {cert}\nSSLCertificateKeyFile {key}\n{protocols}\
-         AddOutputFilterByType DEFLATE text/plain application/octet-stream\n\
-         AddType application/x-httpd-fastphp .php\n\
-         Action application/x-httpd-fastphp /php.fcgi\n\
-         Alias /php.fcgi {vp}\n\
-         FastCgiExternalServer {vp} -socket {sock} -flush -max-conns 8\n\
-         <Directory {vd}>\n    Require all granted\n</Directory>\n",
+         AddOutputFilterByType DEFLATE text/plain application/octet-stream\n{recipe}",
         cert = q(p(&cert)),
         key = q(p(&key)),
         protocols = if h2 { "Protocols h2 http/1.1\n" } else { "" },
-        vp = q(p(&vpath)),
-        sock = q(p(&sock)),
-        vd = q(p(&vdir)),
+        recipe = recipe(&vpath, &sock, "-flush -max-conns 8"),
     );
     let port = b.port()?;
     b.vhost("stack", port, "stack.test", &docroot, &body);
@@ -159,41 +152,24 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     // the quick handler's save filter does not survive the Action's internal redirect
     let cache_root = dir.join("cache");
     util::mkdir_p(&cache_root)?;
-    let st = Command::new("chown")
-        .args(["www-data:www-data"])
-        .arg(&cache_root)
-        .status()
-        .map_err(|e| format!("chown: {e}"))?;
-    if !st.success() {
-        return Err(format!("chown www-data {}: {st}", p(&cache_root)));
-    }
+    util::run(
+        Command::new("chown")
+            .arg("www-data:www-data")
+            .arg(&cache_root),
+        "chown the cache root",
+    )?;
     let body = format!(
-        "CacheRoot {root}\nCacheEnable disk /\nCacheQuickHandler off\nCacheHeader on\n\
-         AddType application/x-httpd-fastphp .php\n\
-         Action application/x-httpd-fastphp /php.fcgi\n\
-         Alias /php.fcgi {vp}\n\
-         FastCgiExternalServer {vp} -socket {sock} -max-conns 8\n\
-         <Directory {vd}>\n    Require all granted\n</Directory>\n",
+        "CacheRoot {root}\nCacheEnable disk /\nCacheQuickHandler off\nCacheHeader on\n{recipe}",
         root = q(p(&cache_root)),
-        vp = q(p(&vdir.join("php-cache.fcgi"))),
-        sock = q(p(&sock)),
-        vd = q(p(&vdir)),
+        recipe = recipe(&vdir.join("php-cache.fcgi"), &sock, "-max-conns 8"),
     );
     let port = b.port()?;
     b.vhost("stack_cache", port, "stack-cache.test", &docroot, &body);
     if h2 {
         // cleartext HTTP/2 (prior knowledge) for the raw-frame client of `cancelled_upload`
-        let vpath = vdir.join("php-h2c.fcgi");
         let body = format!(
-            "Protocols h2c http/1.1\n\
-             AddType application/x-httpd-fastphp .php\n\
-             Action application/x-httpd-fastphp /php.fcgi\n\
-             Alias /php.fcgi {vp}\n\
-             FastCgiExternalServer {vp} -socket {sock} -max-conns 8\n\
-             <Directory {vd}>\n    Require all granted\n</Directory>\n",
-            vp = q(p(&vpath)),
-            sock = q(p(&sock)),
-            vd = q(p(&vdir)),
+            "Protocols h2c http/1.1\n{}",
+            recipe(&vdir.join("php-h2c.fcgi"), &sock, "-max-conns 8")
         );
         let port = b.port()?;
         b.vhost("stack_h2c", port, "stack-h2c.test", &docroot, &body);
@@ -201,6 +177,22 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     b.set("stack_h2", if h2 { "1" } else { "0" });
     b.set("stack_dir", p(&dir));
     Ok(())
+}
+
+/// mod_fastcgi's recipe for `.php` on the virtual path `vpath` (its directory never exists)
+/// served by php-fpm on `sock`, with the given FastCgiExternalServer options.
+fn recipe(vpath: &Path, sock: &Path, opts: &str) -> String {
+    let vdir = vpath.parent().unwrap_or(vpath);
+    format!(
+        "AddType application/x-httpd-fastphp .php\n\
+         Action application/x-httpd-fastphp /php.fcgi\n\
+         Alias /php.fcgi {vp}\n\
+         FastCgiExternalServer {vp} -socket {sock} {opts}\n\
+         <Directory {vd}>\n    Require all granted\n</Directory>\n",
+        vp = q(p(vpath)),
+        sock = q(p(sock)),
+        vd = q(p(vdir)),
+    )
 }
 
 fn base(ctx: &Ctx) -> Result<String, String> {
