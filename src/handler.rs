@@ -748,7 +748,14 @@ fn finish_early(r: &mut Request<'_>, f: Fail) -> c_int {
             r.close_connection();
             s
         }
-        Fail::ClientGone | Fail::Retry => ffi::DONE,
+        Fail::ClientGone => {
+            // Nothing reached the application and there is no one to answer; the access log
+            // says the request failed (400, as mod_cgi logs a body the client never
+            // finished) rather than 200.
+            r.set_status(ffi::HTTP_BAD_REQUEST as u16, None);
+            ffi::DONE
+        }
+        Fail::Retry => ffi::DONE,
     }
 }
 

@@ -438,7 +438,23 @@ fn cancelled_upload(ctx: &Ctx) -> Result<(), String> {
         format!(
             "the application recorded {new:?}, want {want:?}: the finished uploads only (not the one cut at 3000 of 6000 bytes, nor the {resets} reset HTTP/2 streams)"
         )
-    })
+    })?;
+    if resets > 0 {
+        // the access log tells the reset requests (400: not served) from the finished one
+        let port = format!(":{} ", ctx.vhost("stack_h2c").port);
+        let log = util::read_to_string_lossy(&ctx.apache_conf.access_log());
+        let statuses: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&port) && l.contains("\"POST /record.php HTTP/2.0\""))
+            .filter_map(|l| l.rsplit_once("\" ").and_then(|(_, t)| t.split(' ').next()))
+            .collect();
+        ensure(statuses == ["400", "400", "400", "200"], || {
+            format!(
+                "access log statuses of the h2c POSTs {statuses:?}, want the 3 resets as 400 and the finished one as 200"
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// PUTs `len` bytes through curl's stdin (`-T -`) with `Content-Length: length`; `cancel`:
