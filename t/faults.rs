@@ -16,7 +16,7 @@
 //!   or a complete 502/503/504, or visibly cut short (a chunked body without its last chunk
 //!   or fewer bytes than Content-Length: the client can tell). Never a wrong or truncated body
 //!   presented as complete, never another status; no `exit signal`; 1 s after the last fault
-//!   every request succeeds; the Apache parent has no more fds than before, and neither the
+//!   (counted from when the MPM's new generation can accept) every request succeeds; the Apache parent has no more fds than before, and neither the
 //!   parent's memory nor the memory per child of the last generation grew by more than 2 MiB.
 //!
 //! Every test prints one `faults:` line with its measurements.
@@ -141,6 +141,33 @@ fn started_generations(log: &Path) -> Vec<i64> {
             rest.split_once(')')?.0.parse().ok()
         })
         .collect()
+}
+
+/// Pids of the children of a generation newer than `after`, from their FCGI005 lines.
+fn pids_newer_than(log: &Path, after: i64) -> Vec<u32> {
+    lines_with(log, 0, "FCGI005")
+        .iter()
+        .filter_map(|l| {
+            let g: i64 = l
+                .split_once("(generation ")?
+                .1
+                .split_once(')')?
+                .0
+                .parse()
+                .ok()?;
+            let pid = l
+                .split_once("child process ")?
+                .1
+                .split_whitespace()
+                .next()?;
+            (g > after).then(|| pid.parse().ok()).flatten()
+        })
+        .collect()
+}
+
+/// Threads of a process (`/proc/<pid>/task`); 0 once it is gone.
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
 
 fn alive(pid: u32) -> bool {
@@ -524,6 +551,19 @@ fn load_run(
     {
         pause(5);
     }
+    // worker and event: a new child takes over its scoreboard slots only as the previous
+    // generation's threads leave them, and its start thread retries once a second; its
+    // listener starts with its first worker thread. So with threads, the clock starts once a
+    // new-generation child has more than its main and start threads.
+    if mpm != "prefork" {
+        while !pids_newer_than(&mlog, last_gen)
+            .into_iter()
+            .any(|p| thread_count(p) > 2)
+            && t_spawn.elapsed() < Duration::from_secs(10)
+        {
+            pause(2);
+        }
+    }
     let t_end = load.now();
     let new_gen_seen = started_generations(&mlog).iter().any(|&g| g > last_gen);
     // at least 3 s of load after the faults, and 30 s of load in all (issue #5)
@@ -593,7 +633,7 @@ fn load_run(
         .collect();
     println!(
         "    faults: {mpm} ({procs_n} processes), {clients} clients, {:.1}s, {} requests ({:.0}/s): {} ok, gateway errors {:?}, {} aborted (visibly cut short), \
-         {} transport errors, {} BAD; first new-generation process {:.0} ms after the last fault, first success {} after that ({} after the fault), \
+         {} transport errors, {} BAD; new generation ready (a process; with threads, its first worker) {:.0} ms after the last fault, first success {} after that ({} after the fault), \
          {after} requests from 1 s after it ({} failed); requests Apache took >= 1 s to serve (%D, whole run): {} {:?}; \
          parent fds {parent_fd0} -> {parent_fd1}, parent RSS {parent_rss0} -> {parent_rss1} KiB, RSS per child {child_rss0} -> {child_rss1} KiB; log ids {ids:?}; 'exit signal' lines {}; events [{}]",
         secs,
