@@ -122,8 +122,17 @@ test-httpd: build
 	done; \
 	if [ -n "$$failed" ]; then echo "httpd-tests failed for MPM(s):$$failed" >&2; exit 1; fi
 
+# mpm-itk (pool suite) is unpacked from its package under target/, not installed: installing
+# libapache2-mpm-itk switches the system's Apache to prefork.
+ITK_DIR := target/test-deps/mpm-itk
 deps-test: deps
 	@$(call install_debs,$(TEST_DEB_PACKAGES))
+	@if [ ! -f $(ITK_DIR)/usr/lib/apache2/modules/mpm_itk.so ]; then \
+	  rm -rf $(ITK_DIR) && mkdir -p $(ITK_DIR) && cd $(ITK_DIR) && \
+	  { apt-get download libapache2-mpm-itk \
+	    || { [ "$$(id -u)" -eq 0 ] && apt-get -o DPkg::Lock::Timeout=300 update && apt-get download libapache2-mpm-itk; }; } && \
+	  dpkg-deb -x libapache2-mpm-itk_*.deb . && echo "deps: mpm-itk unpacked under $(ITK_DIR)"; \
+	fi
 
 # clippy with -D warnings (undocumented_unsafe_blocks is on in src/lib.rs); skipped with a
 # notice where the clippy component is not installed.

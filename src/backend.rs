@@ -89,7 +89,9 @@ pub const REAP_EVERY: Duration = Duration::from_millis(20);
 /// Per-definition runtime state of one child process.
 #[derive(Debug)]
 pub struct Runtime {
-    keep_conn: bool,
+    /// `-keep-conn` (or `-max-conns`); turned off after the configuration is read where the
+    /// MPM forks a process per connection (`Runtime::pool_off`).
+    keep_conn: AtomicBool,
     max_conns: u32,
     /// `-idle-timeout`: the receive timeout of pooled connections.
     idle_timeout: Duration,
@@ -112,6 +114,10 @@ pub struct Runtime {
     owner: AtomicUsize,
     /// The child is stopping (graceful restart/stop): pool nothing more.
     stopping: AtomicBool,
+    /// Each client connection is served by a process of its own that ends with it (mpm-itk)
+    /// without running the child pool's cleanups: the owner entry is given back whenever the
+    /// process holds no connection, not at child exit.
+    transient_owner: AtomicBool,
     /// When a waiter last looked for the shares of dead children.
     last_reclaim: Mutex<Option<Instant>>,
     /// An idle connection was seen whose application had read everything sent on it: the
@@ -155,7 +161,7 @@ pub fn link_siblings<'a>(defs: impl Iterator<Item = (&'a [Target], &'a Arc<Runti
         for rt in group {
             let others = group.iter().filter(|o| !Arc::ptr_eq(o, rt));
             let _ = rt.siblings.set(Siblings {
-                pool: others.clone().any(|o| o.keep_conn),
+                pool: others.clone().any(|o| o.keep_conn()),
                 others: others.map(|o| Arc::downgrade(o)).collect(),
             });
         }
@@ -172,7 +178,7 @@ struct Ticket {
 impl Runtime {
     pub fn new(def: &ServerDef) -> Arc<Self> {
         Arc::new(Runtime {
-            keep_conn: def.keep_conn,
+            keep_conn: AtomicBool::new(def.keep_conn),
             max_conns: def.max_conns,
             idle_timeout: Duration::from_secs(u64::from(def.idle_timeout.max(1))),
             connect_retry: Duration::from_secs(u64::from(def.connect_retry)),
@@ -184,6 +190,7 @@ impl Runtime {
             local_waiting: AtomicU32::new(0),
             owner: AtomicUsize::new(NO_OWNER),
             stopping: AtomicBool::new(false),
+            transient_owner: AtomicBool::new(false),
             last_reclaim: Mutex::new(None),
             all_read_seen: AtomicBool::new(false),
             unread_seen: AtomicU32::new(0),
@@ -219,7 +226,15 @@ impl Runtime {
     }
 
     pub fn keep_conn(&self) -> bool {
-        self.keep_conn
+        self.keep_conn.load(Ordering::Relaxed)
+    }
+
+    /// For an MPM that forks a process per client connection (mpm-itk), called before the
+    /// children are forked: one connection per request, and the owner entry given back as
+    /// soon as the process holds no connection (see `transient_owner`).
+    pub fn forked_per_connection(&self) {
+        self.keep_conn.store(false, Ordering::Relaxed);
+        self.transient_owner.store(true, Ordering::Relaxed);
     }
 
     /// The most recently pooled connection that is still usable and whose application process
@@ -338,7 +353,7 @@ impl Runtime {
     ) -> Result<Conn, ConnectError> {
         let cnt = self.counters();
         if pooled
-            && self.keep_conn
+            && self.keep_conn()
             && let Some(c) = self
                 .take_idle(self.max_conns > 0 && cnt.open.load(Ordering::Acquire) >= self.max_conns)
         {
@@ -348,7 +363,7 @@ impl Runtime {
         if self.max_conns > 0 {
             // Only a waiter that may take a pooled connection counts as a local taker; one that
             // may not (a replay) must make this process give its idle connections up instead.
-            let local_taker = pooled && self.keep_conn;
+            let local_taker = pooled && self.keep_conn();
             let mut waiting = false;
             // Our place in the instance-wide queue (None: not queued, or the queue was full).
             let mut ticket: Option<Ticket> = None;
@@ -438,7 +453,7 @@ impl Runtime {
                 self.owner_add(1);
                 // A connection meant for the pool serves many requests: two system calls now
                 // save a poll on every one of them (see `recv_share_wait`).
-                if self.keep_conn && sock::set_blocking_recv(c.fd(), self.idle_timeout).is_ok() {
+                if self.keep_conn() && sock::set_blocking_recv(c.fd(), self.idle_timeout).is_ok() {
                     c.blocking = true;
                 }
                 c.rt = Some(Arc::clone(self));
@@ -757,6 +772,18 @@ impl Runtime {
         }
     }
 
+    /// Releases this process's owner entry if it holds nothing: no open connection, no
+    /// waiting or stalled request (a process of mpm-itk between requests: one thread).
+    fn release_owner_if_unused(&self) {
+        if let Some(o) = self.owner_claimed()
+            && o.open.load(Ordering::Acquire) == 0
+            && o.waiting.load(Ordering::Acquire) == 0
+            && o.stalls.load(Ordering::Acquire) == 0
+        {
+            self.release_owner();
+        }
+    }
+
     /// Releases this process's owner entry (child exit, after every connection was closed).
     fn release_owner(&self) {
         let i = self.owner.swap(NO_OWNER, Ordering::AcqRel);
@@ -800,7 +827,7 @@ impl Runtime {
     /// the application process it holds can take that request. Waiters in this same process
     /// take pooled connections directly, so for them it is kept.
     pub fn checkin(&self, c: Conn) {
-        if !self.keep_conn || self.stopping.load(Ordering::Acquire) {
+        if !self.keep_conn() || self.stopping.load(Ordering::Acquire) {
             return;
         }
         let cnt = self.counters();
@@ -910,7 +937,7 @@ impl Runtime {
     /// wait in the backlog while every running process is held by a pooled one. The kernel
     /// tells that apart from a slow script (`request_untouched`).
     pub fn guards_stalls(&self) -> bool {
-        self.keep_conn || self.siblings.get().is_some_and(|s| s.pool)
+        self.keep_conn() || self.siblings.get().is_some_and(|s| s.pool)
     }
 
     /// When a fresh connection still silent is first looked at: ASK_AFTER, or with -max-conns
@@ -993,7 +1020,7 @@ impl Runtime {
         by_process.sort_unstable();
         crate::status::Snapshot {
             instance_wide: !self.shared.load(Ordering::Acquire).is_null(),
-            keep_conn: self.keep_conn,
+            keep_conn: self.keep_conn(),
             max_conns: self.max_conns,
             open: cnt.open.load(Ordering::Acquire),
             waiting: cnt.waiting.load(Ordering::Acquire),
@@ -1060,6 +1087,9 @@ impl Drop for Conn {
             rt.owner_add(u32::MAX);
             rt.counters().open.fetch_sub(1, Ordering::AcqRel);
             rt.slot_released();
+            if rt.transient_owner.load(Ordering::Relaxed) {
+                rt.release_owner_if_unused();
+            }
         }
     }
 }

@@ -742,6 +742,29 @@ unsafe extern "C" fn post_config(
                 "FastCGI: cannot map shared memory for connection accounting; -max-conns and the starvation guard work per child process only"
             ),
         }
+        // mpm-itk runs every client connection in a process of its own, forked from the
+        // child and gone with the connection: nothing would expire its pooled connections or
+        // give them up to other processes (there is no reaper thread in a forked process),
+        // so every definition uses one connection per request there.
+        let forks = crate::httpd::module_loaded(c"mpm_itk.c");
+        FORKS_PER_CONNECTION.store(forks, std::sync::atomic::Ordering::Relaxed);
+        if forks {
+            for (def, rt) in sh.registry.iter() {
+                let asked = rt.keep_conn();
+                rt.forked_per_connection();
+                if !asked {
+                    continue;
+                }
+                slog!(
+                    server,
+                    WARNING,
+                    0,
+                    7,
+                    "FastCGI: mpm-itk runs each client connection in a process of its own: connections to server \"{}\" are not pooled (one per request; -max-conns still applies)",
+                    String::from_utf8_lossy(&def.path)
+                );
+            }
+        }
         // Definitions that reach the same application (several virtual paths, one php-fpm
         // pool) guard each other's backlog.
         crate::backend::link_siblings(
@@ -809,6 +832,11 @@ unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::serve
             },
             rts.len()
         );
+        // mpm-itk forks this process for each connection and never serves one in it: no
+        // reaper, whose locks a fork could copy held into the process that serves.
+        if FORKS_PER_CONNECTION.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         // (started without a pool too: it also gives back the read blocks' memory)
         let superseded = move || known && running_generation().is_some_and(|g| g != generation);
         match Reaper::start(rts, superseded) {
@@ -825,6 +853,10 @@ unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::serve
         }
     })
 }
+
+/// Set at post_config where mpm-itk is loaded (a process forked per client connection).
+static FORKS_PER_CONNECTION: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// The generation of children the parent currently runs (from the scoreboard in shared memory).
 fn running_generation() -> Option<c_int> {

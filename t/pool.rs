@@ -105,6 +105,7 @@ pub const SUITE: Suite = Suite {
             "pool_shared_backend_two_definitions",
             shared_backend_two_definitions,
         ),
+        test("pool_mpm_itk_one_connection_per_request", mpm_itk),
     ],
 };
 
@@ -2111,4 +2112,211 @@ fn killed_child_releases_slots(ctx: &Ctx) -> Result<(), String> {
             )
         },
     )
+}
+
+/// Debian's mpm-itk: `MFCGI_MPM_ITK_SO`, else the copy `make deps-test` unpacks from the
+/// `libapache2-mpm-itk` package under `target/test-deps/mpm-itk` (installing the package would
+/// switch the system's Apache to prefork), else an installed one.
+fn mpm_itk_so(ctx: &Ctx) -> Result<PathBuf, String> {
+    let candidates: Vec<PathBuf> = match std::env::var_os("MFCGI_MPM_ITK_SO") {
+        Some(so) => vec![PathBuf::from(so)],
+        None => vec![
+            ctx.env
+                .manifest_dir
+                .join("target/test-deps/mpm-itk/usr/lib/apache2/modules/mpm_itk.so"),
+            PathBuf::from("/usr/lib/apache2/modules/mpm_itk.so"),
+        ],
+    };
+    candidates.iter().find(|c| c.is_file()).cloned().ok_or_else(|| {
+        format!(
+            "mpm-itk not found ({candidates:?}): `make deps-test` unpacks Debian's libapache2-mpm-itk under target/test-deps"
+        )
+    })
+}
+
+/// mpm-itk (prefork underneath) forks a process for every client connection from the child
+/// that accepted it and ends it with the connection; the child itself serves nothing. A forked
+/// process has no reaper thread (threads do not survive fork), so nothing would expire its
+/// pooled connections or give them up to another process, and a reaper in the child could be
+/// copied into the fork holding one of its locks. Expected: the pool is off there with a
+/// startup warning naming the server (FCGI007), every request opens its own connection
+/// (php-fpm's workers are never held by an idle connection), the children run no thread
+/// besides their own, and requests on kept-alive and concurrent client connections are served
+/// without an error. Runs in the prefork pass only (mpm-itk requires prefork).
+fn mpm_itk(ctx: &Ctx) -> Result<(), String> {
+    if ctx.env.mpm != "prefork" {
+        println!("    pool: mpm-itk: runs in the prefork pass (mpm-itk requires prefork)");
+        return Ok(());
+    }
+    let itk_so = mpm_itk_so(ctx)?;
+    let fpm_port: u16 = ctx.val("pool_edge_port").parse().unwrap();
+    let relay = Relay::start(
+        util::free_ports(1)?[0],
+        SocketAddr::from(([127, 0, 0, 1], fpm_port)),
+    )?;
+    let fcgi_dir = PathBuf::from(ctx.val("pool_fcgi_dir"));
+    let docroot = PathBuf::from(ctx.val("pool_docroot"));
+    let root = ctx.tmp.join("pool-apache-itk");
+    let mut conf = ApacheConf::new(&root, "prefork", &ctx.env.module_so);
+    conf.global
+        .push(format!("LoadModule mpm_itk_module {}", q(p(&itk_so))));
+    let port = util::free_ports(1)?[0];
+    let mut body = php_chain(
+        &fcgi_dir,
+        "itk",
+        &format!("127.0.0.1:{}", relay.port),
+        "-max-conns 4 -appConnTimeout 3",
+    );
+    body.push_str("AssignUserID www-data www-data\n");
+    conf.add_vhost(inst::vhost(&conf, "itk", port, &docroot, &body));
+    let log = conf.error_log();
+    let access = conf.access_log();
+    // a child per client connection (6 below, kept alive), and spares
+    let block = inst::mpm_block("prefork", 8, 1);
+    let mut apache = Apache::start_with(ctx, "itk", conf, &block, 8)?;
+    let host = "itk.test";
+    let run = || -> Result<String, String> {
+        // kept-alive: one forked process serves the whole client connection
+        let before = relay.count();
+        let mut c = Conn::connect(port).map_err(|e| e.to_string())?;
+        for i in 0..50 {
+            let r = c
+                .roundtrip(&Request::get(&format!("/hello.php?itk={i}")).host(host))
+                .map_err(|e| format!("kept-alive request {i}: {e}"))?;
+            expect_status(&r, 200)?;
+            check_hello(&Request::get("/"), &r)?;
+        }
+        drop(c);
+        thread::sleep(Duration::from_millis(100));
+        let opened = relay.count() - before;
+        ensure(opened == 50, || {
+            format!(
+                "50 requests on one kept-alive client connection under mpm-itk opened {opened} application connection(s), expected one each (no pool in a process forked per connection)"
+            )
+        })?;
+        // the children: their own thread only
+        let children = apache.children();
+        let threads: Vec<(u32, usize)> = children
+            .iter()
+            .map(|&c| {
+                let n = std::fs::read_dir(format!("/proc/{c}/task")).map_or(0, |d| d.count());
+                (c, n)
+            })
+            .collect();
+        ensure(
+            !threads.is_empty() && threads.iter().all(|&(_, n)| n == 1),
+            || {
+                format!(
+                    "children and their thread counts: {threads:?} (expected 1 each: no reaper thread in a child mpm-itk forks from)"
+                )
+            },
+        )?;
+        // concurrent clients, kept-alive and not
+        let host2 = host.to_string();
+        let make: MakeReq =
+            Arc::new(move |t, n| Request::get(&format!("/hello.php?t={t}&n={n}")).host(&host2));
+        let check: CheckResp = Arc::new(|q: &Request, r: &Response| {
+            expect_status(r, 200)?;
+            check_hello(q, r)
+        });
+        let ka = Load::start(port, 3, true, make.clone(), check.clone());
+        let fresh = Load::start(port, 3, false, make, check);
+        thread::sleep(Duration::from_secs(2));
+        let mut outcomes = ka.finish();
+        outcomes.extend(fresh.finish());
+        let errs = first_errors(&outcomes, 5);
+        ensure(errs.is_empty(), || {
+            format!("errors under load through mpm-itk: {errs:?}")
+        })?;
+        // More client connections (each a process of its own) than the shared table of
+        // processes has entries (1024), then processes killed while they hold their
+        // connections: their -max-conns slots must come back, as with a killed child. (The
+        // build before kept each forked process's entry after it exited: once the table was
+        // full, a new process's connections were counted in no entry, and a killed one's
+        // slots were lost for good: every request then waited for a slot and got a 503.)
+        let t_many = Instant::now();
+        for i in 0..1100 {
+            let r = crate::http::fetch(
+                port,
+                Request::get(&format!("/hello.php?fresh={i}")).host(host),
+            )
+            .map_err(|e| format!("request {i} on a fresh connection: {e}"))?;
+            expect_status(&r, 200)?;
+        }
+        let many = t_many.elapsed();
+        let victims: Vec<_> = (0..4)
+            .map(|i| {
+                thread::spawn(move || {
+                    let _ = crate::http::fetch(
+                        port,
+                        Request::get(&format!("/sleep.php?ms=1000&victim={i}")).host(host),
+                    );
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(400));
+        let kids = apache.children();
+        let forked: Vec<u32> = kids.iter().flat_map(|&k| procs::children_of(k)).collect();
+        for &f in &forked {
+            // SAFETY: kill(2) on a process of the Apache instance this test started.
+            unsafe { libc::kill(f as libc::pid_t, libc::SIGKILL) };
+        }
+        for v in victims {
+            let _ = v.join();
+        }
+        let mut after = Vec::new();
+        for i in 0..3 {
+            let t0 = Instant::now();
+            let r = crate::http::fetch(
+                port,
+                Request::get(&format!("/hello.php?after_kill={i}")).host(host),
+            )
+            .map_err(|e| format!("request {i} after the kill: {e}"))?;
+            after.push(format!("{} in {}", r.status, ms(t0.elapsed())));
+            ensure(r.status == 200, || {
+                format!(
+                    "after 1100 client connections and {} forked processes killed while holding their -max-conns slots, requests get {after:?} (slots lost)",
+                    forked.len()
+                )
+            })?;
+        }
+        ensure(forked.len() == 4, || {
+            format!("setup: expected the 4 forked processes of the slow requests, found {forked:?}")
+        })?;
+        Ok(format!(
+            "{} application connections for 50 kept-alive requests; children {threads:?}; {}; 1100 fresh connections in {}; {} forked processes killed holding slots, then {after:?}",
+            opened,
+            load_report(&outcomes, 2.0),
+            ms(many),
+            forked.len()
+        ))
+    };
+    let res = run();
+    apache.stop();
+    let res = res?;
+    let warned = util::read_to_string_lossy(&log)
+        .lines()
+        .filter(|l| l.contains("FCGI007") && l.contains("itk.fcgi"))
+        .count();
+    println!("    pool: mpm-itk: {res}; FCGI007 lines {warned}");
+    ensure(warned >= 1, || {
+        format!(
+            "no FCGI007 warning that the pool is off under mpm-itk; error log:\n{}",
+            util::tail(&log, 20)
+        )
+    })?;
+    let mut bad = bad_log_lines(&log, 0);
+    // (mpm-itk reports a forked process that died or could not change its user; the four
+    // killed on purpose above are expected)
+    bad.extend(
+        util::read_to_string_lossy(&log)
+            .lines()
+            .filter(|l| l.contains("[mpm_itk:") && !l.contains("child died with signal 9"))
+            .map(str::to_string),
+    );
+    ensure(bad.is_empty(), || format!("error log: {bad:?}"))?;
+    let served = inst::served(&access, &format!("{host}:{port}"), 0).len();
+    ensure(served >= 50, || {
+        format!("access log shows {served} requests")
+    })
 }

@@ -1133,3 +1133,9 @@ pub fn server_root() -> Vec<u8> {
         .map(<[u8]>::to_vec)
         .unwrap_or_else(|| b"/".to_vec())
 }
+
+/// Whether a module of that name (its source file name, as `<IfModule>` takes it) is loaded.
+pub fn module_loaded(name: &std::ffi::CStr) -> bool {
+    // SAFETY: a NUL-terminated name; httpd only reads it and walks its module list.
+    !unsafe { ffi::ap_find_linked_module(name.as_ptr()) }.is_null()
+}
