@@ -504,18 +504,23 @@ unsafe extern "C" fn cmd_unsupported(
     })
 }
 
-static PRE_DIRWALK: StaticPtrs<1> = StaticPtrs([null()]);
+/// Hooks that must see the walk's stat calls after this module: mpm-itk's (at MIDDLE, it
+/// answers a missing path with its error, and the walk then ends in a 404 for the virtual
+/// path when mpm_itk is loaded before this module).
+static SUCC_DIRWALK: StaticPtrs<2> = StaticPtrs([c"mpm_itk.c".as_ptr(), null()]);
 
 unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
     boundary!((), {
         crate::install_quiet_panic_hook();
         // SAFETY: registering hook functions with static predecessor lists (NULL = none).
         unsafe {
+            // FIRST: it only answers for virtual paths of this module's own configuration
+            // (declining everything else), and no other stat hook may answer for them before.
             ffi::ap_hook_dirwalk_stat(
                 Some(dirwalk_stat),
-                PRE_DIRWALK.0.as_ptr(),
                 null(),
-                ffi::APR_HOOK_MIDDLE,
+                SUCC_DIRWALK.0.as_ptr(),
+                ffi::APR_HOOK_FIRST,
             );
             ffi::ap_hook_fixups(Some(fixups), null(), null(), ffi::APR_HOOK_MIDDLE);
             ffi::ap_hook_check_config(Some(check_config), null(), null(), ffi::APR_HOOK_MIDDLE);

@@ -2142,7 +2142,9 @@ fn mpm_itk_so(ctx: &Ctx) -> Result<PathBuf, String> {
 /// startup warning naming the server (FCGI007), every request opens its own connection
 /// (php-fpm's workers are never held by an idle connection), the children run no thread
 /// besides their own, and requests on kept-alive and concurrent client connections are served
-/// without an error. Runs in the prefork pass only (mpm-itk requires prefork).
+/// without an error — with mpm-itk loaded before this module, whose hook on the directory
+/// walk's stat calls would otherwise answer "no such file" for the virtual path (404). Runs in
+/// the prefork pass only (mpm-itk requires prefork).
 fn mpm_itk(ctx: &Ctx) -> Result<(), String> {
     if ctx.env.mpm != "prefork" {
         println!("    pool: mpm-itk: runs in the prefork pass (mpm-itk requires prefork)");
@@ -2158,7 +2160,9 @@ fn mpm_itk(ctx: &Ctx) -> Result<(), String> {
     let docroot = PathBuf::from(ctx.val("pool_docroot"));
     let root = ctx.tmp.join("pool-apache-itk");
     let mut conf = ApacheConf::new(&root, "prefork", &ctx.env.module_so);
-    conf.global
+    // loaded before this module, unlike Debian's alphabetical mods-enabled order: both hook
+    // the directory walk's stat calls, and mpm-itk's must not answer for the virtual path
+    conf.load_before
         .push(format!("LoadModule mpm_itk_module {}", q(p(&itk_so))));
     let port = util::free_ports(1)?[0];
     let mut body = php_chain(

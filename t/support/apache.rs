@@ -95,6 +95,9 @@ pub struct ApacheConf {
     pub log_level: String,
     /// Extra server-config lines (after the defaults, before the vhosts).
     pub global: Vec<String>,
+    /// LoadModule lines for modules loaded before this module (their hooks of the same
+    /// order are then registered, and run, before its own).
+    pub load_before: Vec<String>,
     pub vhosts: Vec<VHost>,
     /// Extra Listen ports without vhost.
     pub extra_listen: Vec<u16>,
@@ -112,6 +115,7 @@ impl ApacheConf {
             group: "www-data".into(),
             log_level: "warn fastcgi:debug".into(),
             global: Vec::new(),
+            load_before: Vec::new(),
             vhosts: Vec::new(),
             extra_listen: Vec::new(),
         }
@@ -152,6 +156,10 @@ impl ApacheConf {
         );
         for m in STOCK_MODULES {
             s.push_str(&format!("LoadModule {m}_module {MODULE_DIR}/mod_{m}.so\n"));
+        }
+        for l in &self.load_before {
+            s.push_str(l);
+            s.push('\n');
         }
         s.push_str(&format!(
             "LoadModule fastcgi_module {}\n",
