@@ -90,7 +90,7 @@ pub const REAP_EVERY: Duration = Duration::from_millis(20);
 #[derive(Debug)]
 pub struct Runtime {
     /// `-keep-conn` (or `-max-conns`); turned off after the configuration is read where the
-    /// MPM forks a process per connection (`Runtime::pool_off`).
+    /// MPM forks a process per connection (`Runtime::forked_per_connection`).
     keep_conn: AtomicBool,
     max_conns: u32,
     /// `-idle-timeout`: the receive timeout of pooled connections.

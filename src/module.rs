@@ -505,14 +505,15 @@ unsafe extern "C" fn cmd_unsupported(
 }
 
 /// Hooks that must see the walk's stat calls after this module: mpm-itk's (at MIDDLE, it
-/// answers a missing path with its error, and the walk then ends in a 404 for the virtual
-/// path when mpm_itk is loaded before this module).
+/// answers a missing path with its error, and the walk then ends in a 403 or 404 for the
+/// virtual path when mpm_itk is loaded before this module).
 static SUCC_DIRWALK: StaticPtrs<2> = StaticPtrs([c"mpm_itk.c".as_ptr(), null()]);
 
 unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
     boundary!((), {
         crate::install_quiet_panic_hook();
-        // SAFETY: registering hook functions with static predecessor lists (NULL = none).
+        // SAFETY: registering hook functions with static, NULL-terminated successor lists
+        // (or NULL = none).
         unsafe {
             // FIRST: it only answers for virtual paths of this module's own configuration
             // (declining everything else), and no other stat hook may answer for them before.
