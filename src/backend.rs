@@ -205,6 +205,44 @@ impl Runtime {
         self.shared.store(c, Ordering::Release);
     }
 
+    /// Whether a request of a definition that reaches the same application is stalled (its
+    /// fresh connection silent past its `stall_after`, in the application's backlog or, for
+    /// an application on another host, not known to be out of it): the application process
+    /// an idle connection of this definition holds may be the one it waits for, so nothing is
+    /// pooled here either until it is served. No allocation: called on every `checkin`.
+    fn sibling_stalled(&self) -> bool {
+        self.siblings.get().is_some_and(|s| {
+            s.others.iter().any(|w| {
+                w.upgrade()
+                    .is_some_and(|o| o.counters().stalls.load(Ordering::Acquire) > 0)
+            })
+        })
+    }
+
+    /// Someone else waits for this application: a request of another process queued for a
+    /// `-max-conns` slot or stalled on a fresh connection, or a stalled request of a sibling
+    /// definition in any process. An idle connection must then go back to the application.
+    fn others_wait(&self) -> bool {
+        self.counters().waiting.load(Ordering::Acquire) > self.local_waiting.load(Ordering::Acquire)
+            || self.sibling_stalled()
+    }
+
+    /// Wakes the reaper of every process that holds idle connections of this definition or of
+    /// its siblings, so that they are closed now rather than at the reapers' next pass
+    /// (REAP_EVERY): a request was just marked stalled (`set_waiting`).
+    fn wake_idle_holders(&self) {
+        let siblings = self.siblings();
+        let tables = std::iter::once(self.counters()).chain(siblings.iter().map(|s| s.counters()));
+        for cnt in tables {
+            let hi = (cnt.owners_hi.load(Ordering::Acquire) as usize).min(cnt.owners.len());
+            for o in &cnt.owners[..hi] {
+                if o.pid.load(Ordering::Acquire) != 0 && o.idle.load(Ordering::Acquire) > 0 {
+                    o.ring();
+                }
+            }
+        }
+    }
+
     fn siblings(&self) -> Vec<Arc<Runtime>> {
         self.siblings
             .get()
@@ -836,6 +874,7 @@ impl Runtime {
         // queued for a slot: they would get a process the application does not have.
         if cnt.queued.load(Ordering::Acquire) > 0
             && cnt.stalls.load(Ordering::Acquire) == 0
+            && !self.sibling_stalled()
             && let Some((_, _, oldest)) = self.oldest_queued(None)
         {
             // Requests wait for a -max-conns slot: the connection is for the one that has
@@ -852,9 +891,7 @@ impl Runtime {
             }
             return;
         }
-        let others_wait =
-            cnt.waiting.load(Ordering::Acquire) > self.local_waiting.load(Ordering::Acquire);
-        if others_wait || self.take_one_release_request() {
+        if self.others_wait() || self.take_one_release_request() {
             // (another process asked for an application process: this one is it)
             return;
         }
@@ -900,8 +937,7 @@ impl Runtime {
             return;
         }
         let mut asked = self.take_release_requests() as usize;
-        let others_wait = self.counters().waiting.load(Ordering::Acquire)
-            > self.local_waiting.load(Ordering::Acquire);
+        let others_wait = self.others_wait();
         let closing: Vec<(Conn, Instant)> = self.with_idle(|idle| {
             // the least recently used first (the list is LIFO: index 0 is the oldest)
             idle.extract_if(.., |(c, since)| {
@@ -966,13 +1002,18 @@ impl Runtime {
         }
     }
 
-    /// Marks or unmarks a request waiting on a fresh connection (see STALL_AFTER).
+    /// Marks or unmarks a request waiting on a fresh connection (see STALL_AFTER). While it
+    /// is marked, no process pools connections of this definition or of its siblings
+    /// (`others_wait`), and marking it wakes the reapers of the processes that hold idle ones.
     pub fn set_waiting(&self, on: bool) {
         let n = if on { 1 } else { u32::MAX };
         self.add_waiting(n);
         self.counters().stalls.fetch_add(n, Ordering::AcqRel);
         if let Some(o) = self.owner_entry() {
             o.stalls.fetch_add(n, Ordering::AcqRel);
+        }
+        if on {
+            self.wake_idle_holders();
         }
     }
 

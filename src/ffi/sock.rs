@@ -299,9 +299,15 @@ impl Owner {
     /// now (`release` first, so a reaper that reads the bell and then `release` sees it, and
     /// one that read the bell before sleeps on a stale value and returns at once).
     pub fn ask_release(&self) {
-        use std::sync::atomic::Ordering;
-        self.release.fetch_add(1, Ordering::AcqRel);
-        self.bell.fetch_add(1, Ordering::AcqRel);
+        self.release
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.ring();
+    }
+
+    /// Wakes this process's reaper for a pass now (a request somewhere waits for the
+    /// application: the reaper closes the idle connections this process holds).
+    pub fn ring(&self) {
+        self.bell.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         futex_wake(&self.bell, 1);
     }
 }
