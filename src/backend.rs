@@ -864,8 +864,14 @@ impl Runtime {
     /// another request (in any child) is waiting for the application — then it is closed, so
     /// the application process it holds can take that request. Waiters in this same process
     /// take pooled connections directly, so for them it is kept.
-    pub fn checkin(&self, c: Conn) {
-        if !self.keep_conn() || self.stopping.load(Ordering::Acquire) {
+    pub fn checkin(&self, mut c: Conn) {
+        if !self.keep_conn() {
+            // (the request did not ask to keep the connection: the application closes it)
+            return;
+        }
+        // From here on the connection is closed by this side: see `Conn::drop`.
+        c.reset_on_close = c.tcp;
+        if self.stopping.load(Ordering::Acquire) {
             return;
         }
         let cnt = self.counters();
@@ -1118,10 +1124,29 @@ pub struct Conn {
     tcp_question: Option<crate::diag::TcpQuestion>,
     /// The runtime whose open-connection count this connection holds.
     rt: Option<Arc<Runtime>>,
+    /// Close by a reset (`sock::set_linger_reset`): a TCP connection the application keeps
+    /// open (FCGI_KEEP_CONN), from the first time a request on it ended cleanly (`checkin`):
+    /// whether it is closed idle or while a later request on it fails, this side closes first.
+    reset_on_close: bool,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        // The application keeps the connection open (FCGI_KEEP_CONN), so closing it here
+        // makes this side the one that closes first, and each such connection would sit 60 s
+        // in TIME_WAIT on a local port. Against an application on another host (where Linux
+        // does not reuse those ports: `tcp_tw_reuse` = 2 is for loopback only), a pool that
+        // moves connections between processes (prefork with the `-max-conns` cap binding:
+        // a connection per request) used up the 28,232 local ports in under a minute and
+        // requests failed with 503 (`connect() failed: Cannot assign requested address`).
+        // Nothing is in flight on a connection that ended cleanly, so a reset loses nothing;
+        // the application's process reads an error where it waited for the next request and
+        // goes back to accepting, as for an ordinary close.
+        if self.reset_on_close
+            && let Some(fd) = &self.fd
+        {
+            sock::set_linger_reset(fd.as_fd());
+        }
         // Close first, then give the slot back: the count never undercounts open sockets.
         drop(self.fd.take());
         if let Some(rt) = self.rt.take() {
@@ -1196,6 +1221,7 @@ impl Conn {
                         app_hidden: false,
                         tcp_question: None,
                         rt: None,
+                        reset_on_close: false,
                     });
                 }
                 Err((error, timed_out)) => {

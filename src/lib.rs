@@ -28,6 +28,11 @@ mod handler;
 mod httpd;
 #[cfg(not(test))]
 pub mod module;
+/// The socket helpers (plain libc, no httpd) alone, for their unit tests.
+#[cfg(test)]
+#[path = "ffi/sock.rs"]
+#[allow(dead_code)]
+mod sock;
 
 /// The panic boundary every `extern "C"` entry point runs its body in: a panic is caught,
 /// logged once (with the request when one is given) and turned into `$default`, so it never
