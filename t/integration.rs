@@ -34,6 +34,8 @@ mod harness;
 mod http;
 #[path = "support/mariadb.rs"]
 mod mariadb;
+#[path = "support/netns.rs"]
+mod netns;
 #[path = "support/pool_fcgi.rs"]
 mod pool_fcgi;
 #[path = "support/pool_inst.rs"]

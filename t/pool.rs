@@ -39,7 +39,7 @@
 //! `MFCGI_POOL_RESTARTS` (default 20) – graceful restarts in the fd test.
 //! Every test prints one `pool:` line with its measurements.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::thread;
@@ -50,7 +50,10 @@ use crate::check::{bad_log_lines, ensure, expect_status, p};
 use crate::fpm::Pool;
 use crate::harness::{Builder, Ctx, Suite, test};
 use crate::http::{Conn, Request, Response, roundtrip_ka};
-use crate::pool_fcgi::{FakeFcgi, KeepMode, Relay, backend_sockets, fnv64, fpm_status};
+use crate::pool_fcgi::{
+    FakeFcgi, KeepMode, Relay, backend_sockets, backend_sockets_at, fnv64, fpm_status,
+    fpm_status_at,
+};
 use crate::pool_inst::{
     self as inst, Apache, CheckResp, Load, MakeReq, Outcome, Sampler, latency, ms,
 };
@@ -106,6 +109,7 @@ pub const SUITE: Suite = Suite {
             shared_backend_two_definitions,
         ),
         test("pool_mpm_itk_one_connection_per_request", mpm_itk),
+        test("pool_remote_application", remote_application),
     ],
 };
 
@@ -1319,6 +1323,184 @@ fn shared_backend_two_definitions(ctx: &Ctx) -> Result<(), String> {
     ensure(errs.is_empty(), || format!("error log lines: {errs:?}"))
 }
 
+/// php-fpm on "another host": in a network namespace of its own, reached over a veth pair
+/// (`netns::NetNs`), where the kernel can tell the module nothing about the application's end
+/// of a connection and does not reuse local ports left in TIME_WAIT. Three definitions reach
+/// its pool of 4 workers: `-max-conns 4`, `-keep-conn on` (the guard alone) and no pool.
+/// 1. Siblings: the capped definition's 4 idle pooled connections hold every worker; a request
+///    of each other definition must not wait for them to expire (the build before: 4.99 s,
+///    `-pool-idle-timeout`; the backlog look that frees them on loopback cannot see a remote
+///    application's backlog).
+/// 2. The starvation run against it, for the cap and for the guard alone (no error,
+///    slowest under 2 s, every process served), and the local ports each leaves in TIME_WAIT:
+///    requests whose client connections land on any process move pooled connections between
+///    processes (closed in one, opened in another; under prefork every request), and the build
+///    before closed each one with a FIN from this side, 60 s of TIME_WAIT per request: the
+///    28,232 local ports ran out in under a minute (503, "Cannot assign requested address").
+fn remote_application(ctx: &Ctx) -> Result<(), String> {
+    if std::env::var_os("MFCGI_NO_NETNS").is_some() {
+        println!("    pool: remote application: not run (MFCGI_NO_NETNS set)");
+        return Ok(());
+    }
+    let ns = crate::netns::NetNs::create().map_err(|e| {
+        format!(
+            "cannot make a network namespace (root needed; MFCGI_NO_NETNS=1 skips this test): {e}"
+        )
+    })?;
+    let app = SocketAddrV4::new(ns.app_ip, 9000);
+    let mut pool = Pool::new(
+        "pool_remote",
+        "www-data",
+        "www-data",
+        Endpoint::Remote(app, ns.host_ip),
+    );
+    pool.extra = vec!["pm.status_path = /fpm-status".into()];
+    let dir = ctx.tmp.join("pool-fpm-remote");
+    let (mut fpm, fconf) = inst::start_fpm_in(ctx, &ns, &dir, &[pool])?;
+
+    let mpm = ctx.env.mpm.clone();
+    let (procs_n, threads) = if mpm == "prefork" { (16, 1) } else { (4, 16) };
+    let fcgi_dir = PathBuf::from(ctx.val("pool_fcgi_dir"));
+    let docroot = PathBuf::from(ctx.val("pool_docroot"));
+    let root = ctx.tmp.join("pool-apache-remote");
+    let mut conf = ApacheConf::new(&root, &mpm, &ctx.env.module_so);
+    let ports = util::free_ports(3)?;
+    let defs = [
+        ("remote_cap", "-max-conns 4"),
+        // (its own pooled connection, which holds a worker too, expires before the next fill)
+        ("remote_guard", "-keep-conn on -pool-idle-timeout 1"),
+        ("remote_off", ""),
+    ];
+    for ((id, opts), port) in defs.iter().zip(&ports) {
+        let chain = php_chain(&fcgi_dir, id, &app.to_string(), opts);
+        conf.add_vhost(inst::vhost(&conf, id, *port, &docroot, &chain));
+    }
+    let mut apache = Apache::start(ctx, "remote", conf, &mpm, procs_n, threads)?;
+    let host = |id: &str| format!("{}.test", id.replace('_', "-"));
+    let logs: Vec<(PathBuf, u64)> = defs
+        .iter()
+        .map(|(id, _)| {
+            let l = apache.conf.log_dir.join(format!("{id}.error.log"));
+            let off = util::file_len(&l);
+            (l, off)
+        })
+        .collect();
+
+    // 1. siblings
+    let mut report = Vec::new();
+    let mut slow = Vec::new();
+    let mut all_held: std::collections::BTreeMap<&str, usize> = Default::default();
+    for round in 0..2 {
+        for (id, port) in [("remote_off", ports[2]), ("remote_guard", ports[1])] {
+            if round > 0 && id == "remote_off" {
+                // the guard's own idle connection (held after its request) expires
+                thread::sleep(Duration::from_millis(2200));
+            }
+            for r in concurrent_sleeps(ports[0], &host("remote_cap"), 4, 60) {
+                let r = r.map_err(|e| format!("remote_cap: {e}"))?;
+                expect_status(&r, 200).map_err(|e| format!("remote_cap: {e}"))?;
+            }
+            thread::sleep(Duration::from_millis(50));
+            let held = backend_sockets_at(app, false)?.established;
+            *all_held.entry(id).or_default() += usize::from(held >= 4);
+            let t = Instant::now();
+            let r = crate::http::fetch(
+                port,
+                Request::get(&format!("/sleep.php?ms=1&sibling={round}")).host(&host(id)),
+            )
+            .map_err(|e| format!("{id}: {e}"))?;
+            expect_status(&r, 200).map_err(|e| format!("{id}: {e}"))?;
+            let took = t.elapsed();
+            report.push(format!("{id} ({held} held): {}", ms(took)));
+            if took >= Duration::from_secs(1) {
+                slow.push(format!("round {round}, {id}: {}", ms(took)));
+            }
+        }
+    }
+    println!(
+        "    pool: remote php-fpm (4 workers), after 4 idle connections of the -max-conns 4 definition: {}",
+        report.join(", ")
+    );
+
+    // 2. starvation runs, and the local ports they leave in TIME_WAIT (after the guard's own
+    // idle connection of step 1 expired: it would count as a fifth connection of the cap's)
+    thread::sleep(Duration::from_millis(1500));
+    let shape = if mpm == "prefork" {
+        format!("prefork {procs_n} processes")
+    } else {
+        format!("{mpm} {procs_n}x{threads} threads")
+    };
+    let secs = env_num("MFCGI_STARVATION_SECS", 20).min(10);
+    let mut runs = Vec::new();
+    for (i, (id, capped)) in [("remote_cap", true), ("remote_guard", false)]
+        .into_iter()
+        .enumerate()
+    {
+        let tw0 = backend_sockets_at(app, true)?.time_wait;
+        let run = starve_run(
+            &apache,
+            id,
+            ports[i],
+            app,
+            secs,
+            capped,
+            &format!(
+                "remote php-fpm, {} , {shape}, 32 clients (a new connection each), 5 ms script, pm.max_children=4",
+                defs[i].1
+            ),
+        );
+        let tw = backend_sockets_at(app, true)?.time_wait.saturating_sub(tw0);
+        println!(
+            "    pool: {}; local ports left in TIME_WAIT: {tw}",
+            run.summary
+        );
+        runs.push((id, run, tw));
+    }
+    let crashes = lines_with(&apache.conf.error_log(), 0, "exit signal");
+    let errs: Vec<String> = logs
+        .iter()
+        .flat_map(|(l, off)| module_errors(l, *off))
+        .collect();
+    apache.stop();
+    fpm.stop(Duration::from_secs(10));
+    let fpm_log = std::fs::read_to_string(&fconf.log).unwrap_or_default();
+    let fpm_bad: Vec<&str> = fpm_log
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARNING"))
+        .collect();
+    drop(ns);
+
+    ensure(crashes.is_empty(), || {
+        format!("Apache children crashed: {crashes:?}")
+    })?;
+    ensure(all_held.values().all(|&n| n > 0), || {
+        format!(
+            "the 4 idle connections were never all held before one of the siblings' requests: {report:?}"
+        )
+    })?;
+    ensure(slow.is_empty(), || {
+        format!(
+            "requests waited behind another definition's idle connections to the remote php-fpm: {slow:?}"
+        )
+    })?;
+    for (id, run, tw) in &runs {
+        ensure(run.problems.is_empty(), || {
+            format!("{id}: {}", run.problems.join("; "))
+        })?;
+        // (the few a test client's own closes can leave aside, none per request)
+        ensure(*tw <= run.requests / 100 + 8, || {
+            format!(
+                "{id}: {tw} local ports left in TIME_WAIT towards the remote php-fpm for {} requests: pooled connections closed with a FIN from Apache's side",
+                run.requests
+            )
+        })?;
+    }
+    ensure(errs.is_empty(), || format!("module errors: {errs:?}"))?;
+    ensure(fpm_bad.is_empty(), || {
+        format!("php-fpm warned: {fpm_bad:?}")
+    })
+}
+
 fn alive(pid: u32) -> bool {
     procs::proc_stat(pid as libc::pid_t).is_some_and(|s| s.state != 'Z')
 }
@@ -1662,6 +1844,7 @@ fn graceful_restarts_no_fd_leak(ctx: &Ctx) -> Result<(), String> {
 struct StarveRun {
     summary: String,
     problems: Vec<String>,
+    requests: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1669,7 +1852,7 @@ fn starve_run(
     apache: &Apache,
     id: &str,
     port: u16,
-    fpm_port: u16,
+    app: SocketAddrV4,
     secs: u64,
     capped: bool,
     what: &str,
@@ -1683,12 +1866,12 @@ fn starve_run(
     let ov = over.clone();
     let sampler = Sampler::start(Duration::from_millis(2), move || {
         let t0 = Instant::now();
-        let s = backend_sockets(fpm_port);
+        let s = backend_sockets_at(app, false).unwrap_or_default();
         let took = t0.elapsed();
         if s.held() > 4 {
             // Look again at once: ports of the first look that are gone by now were closing
             // while the kernel walked its table (a sample is not an atomic snapshot).
-            let again = backend_sockets(fpm_port);
+            let again = backend_sockets_at(app, false).unwrap_or_default();
             let gone = s
                 .local_ports
                 .iter()
@@ -1716,7 +1899,7 @@ fn starve_run(
     let (max_held, samples) = sampler.finish();
     thread::sleep(Duration::from_millis(300));
     let pids = inst::per_pid(&access, &vh, log_off);
-    let status = fpm_status(fpm_port).unwrap_or_default();
+    let status = fpm_status_at(SocketAddr::V4(app)).unwrap_or_default();
     let ok: Vec<Outcome> = outcomes
         .iter()
         .filter(|o| o.error.is_none())
@@ -1822,7 +2005,11 @@ fn starve_run(
             ));
         }
     }
-    StarveRun { summary, problems }
+    StarveRun {
+        summary,
+        problems,
+        requests: outcomes.len(),
+    }
 }
 
 fn starvation(ctx: &Ctx) -> Result<(), String> {
@@ -1862,11 +2049,12 @@ fn starvation(ctx: &Ctx) -> Result<(), String> {
     } else {
         format!("{mpm} {procs_n}x{threads} threads")
     };
+    let local = |port| SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let capped = starve_run(
         &apache,
         "starve_cap",
         ports[0],
-        cap_port,
+        local(cap_port),
         secs,
         true,
         &format!("-max-conns 4, {shape}, 32 clients, 5 ms script, pm.max_children=4"),
@@ -1876,7 +2064,7 @@ fn starvation(ctx: &Ctx) -> Result<(), String> {
         &apache,
         "starve_guard",
         ports[1],
-        guard_port,
+        local(guard_port),
         secs.min(10),
         false,
         &format!("guard only (-keep-conn on, no -max-conns), {shape}"),

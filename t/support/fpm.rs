@@ -37,6 +37,7 @@ impl Pool {
             Endpoint::Tcp(p) => format!("127.0.0.1:{p}"),
             Endpoint::Tcp6(p) => format!("[::1]:{p}"),
             Endpoint::Unix(p) => p.to_string_lossy().into_owned(),
+            Endpoint::Remote(a, _) => a.to_string(),
         };
         let mut s = format!(
             "[{name}]\nuser = {user}\ngroup = {group}\nlisten = {listen}\n\
@@ -49,6 +50,9 @@ impl Pool {
             Endpoint::Tcp(_) => s.push_str("listen.allowed_clients = 127.0.0.1\n"),
             Endpoint::Tcp6(_) => s.push_str("listen.allowed_clients = ::1\n"),
             Endpoint::Unix(_) => {}
+            Endpoint::Remote(_, client) => {
+                s.push_str(&format!("listen.allowed_clients = {client}\n"))
+            }
         }
         s.push_str(&format!(
             "pm = {}\npm.max_children = {}\ncatch_workers_output = yes\ndecorate_workers_output = no\n\

@@ -554,6 +554,8 @@ pub struct BackendSockets {
     pub established: usize,
     pub syn_sent: usize,
     pub close_wait: usize,
+    /// Counted by [`backend_sockets_at`] when asked for.
+    pub time_wait: usize,
     /// Local (ephemeral) ports of the established ones.
     pub local_ports: Vec<u16>,
 }
@@ -571,6 +573,7 @@ impl BackendSockets {
                 self.local_ports.push(local_port);
             }
             2 => self.syn_sent += 1,
+            6 => self.time_wait += 1,
             8 => self.close_wait += 1,
             _ => {}
         }
@@ -581,7 +584,16 @@ impl BackendSockets {
 /// with a connection per request makes them), so the kernel is asked through sock_diag for the
 /// three states of interest only.
 pub fn backend_sockets(port: u16) -> BackendSockets {
-    diag::query(port).unwrap_or_else(|_| proc_net_tcp(port))
+    diag::query([127, 0, 0, 1], port, false).unwrap_or_else(|_| proc_net_tcp(port))
+}
+
+/// Client-side ends of connections to `addr` (an application in another network namespace),
+/// by state, TIME_WAIT included with `time_wait`.
+pub fn backend_sockets_at(
+    addr: std::net::SocketAddrV4,
+    time_wait: bool,
+) -> Result<BackendSockets, String> {
+    diag::query(addr.ip().octets(), addr.port(), time_wait).map_err(|e| format!("sock_diag: {e}"))
 }
 
 fn proc_net_tcp(port: u16) -> BackendSockets {
@@ -616,6 +628,8 @@ mod diag {
     const NLMSG_DONE: u16 = 3;
     /// TCP_ESTABLISHED, TCP_SYN_SENT, TCP_CLOSE_WAIT
     const STATES: u32 = (1 << 1) | (1 << 2) | (1 << 8);
+    /// TCP_TIME_WAIT
+    const TIME_WAIT: u32 = 1 << 6;
 
     #[repr(C)]
     struct Req {
@@ -640,7 +654,7 @@ mod diag {
         cookie: [u32; 2],
     }
 
-    pub fn query(port: u16) -> io::Result<BackendSockets> {
+    pub fn query(ip: [u8; 4], port: u16, time_wait: bool) -> io::Result<BackendSockets> {
         // SAFETY: plain socket(2); the fd is closed by the guard below.
         let fd = unsafe {
             libc::socket(
@@ -670,7 +684,11 @@ mod diag {
             protocol: libc::IPPROTO_TCP as u8,
             ext: 0,
             pad: 0,
-            states: STATES,
+            states: if time_wait {
+                STATES | TIME_WAIT
+            } else {
+                STATES
+            },
             sport: 0,
             dport: 0,
             src: [0; 4],
@@ -727,7 +745,7 @@ mod diag {
                             let sport = u16::from_be_bytes([buf[m + 4], buf[m + 5]]);
                             let dport = u16::from_be_bytes([buf[m + 6], buf[m + 7]]);
                             let dst = &buf[m + 24..m + 28];
-                            if dport == port && dst == [127, 0, 0, 1] {
+                            if dport == port && dst == ip {
                                 out.add(state, sport);
                             }
                         }

@@ -182,9 +182,32 @@ pub fn start_fpm(
     Ok((server, conf))
 }
 
+/// [`start_fpm`] inside another network namespace (its pools listen on `Endpoint::Remote`).
+pub fn start_fpm_in(
+    ctx: &Ctx,
+    ns: &crate::netns::NetNs,
+    dir: &Path,
+    pools: &[Pool],
+) -> Result<(Server, FpmConf), String> {
+    util::mkdir_p(&dir.join("logs"))?;
+    let conf = FpmConf {
+        conf_path: dir.join("php-fpm.conf"),
+        log: dir.join("logs/php-fpm.log"),
+        pid: dir.join("php-fpm.pid"),
+        pools: pools.to_vec(),
+    };
+    util::write_file(&conf.conf_path, conf.render())?;
+    let server = spawn_fpm_with(ctx, &conf, ns.command(&ctx.env.php_fpm))?;
+    Ok((server, conf))
+}
+
 /// Starts a php-fpm master for an existing config and waits for its endpoints.
 pub fn spawn_fpm(ctx: &Ctx, conf: &FpmConf) -> Result<Server, String> {
-    let mut cmd = Command::new(&ctx.env.php_fpm);
+    spawn_fpm_with(ctx, conf, Command::new(&ctx.env.php_fpm))
+}
+
+/// [`spawn_fpm`] with the command that runs php-fpm given (its arguments are added).
+fn spawn_fpm_with(ctx: &Ctx, conf: &FpmConf, mut cmd: Command) -> Result<Server, String> {
     cmd.arg("-F").arg("-y").arg(&conf.conf_path);
     if let Some(ini) = &ctx.env.php_ini {
         cmd.arg("-c").arg(ini);

@@ -19,6 +19,9 @@ pub enum Endpoint {
     /// A TCP port on the IPv6 loopback address, [::1].
     Tcp6(u16),
     Unix(PathBuf),
+    /// A TCP address in another network namespace (`netns::NetNs`), with the address its
+    /// clients come from.
+    Remote(std::net::SocketAddrV4, std::net::Ipv4Addr),
 }
 
 impl Endpoint {
@@ -35,6 +38,9 @@ impl Endpoint {
             )
             .is_ok(),
             Endpoint::Unix(p) => UnixStream::connect(p).is_ok(),
+            Endpoint::Remote(a, _) => {
+                TcpStream::connect_timeout(&SocketAddr::V4(*a), Duration::from_millis(200)).is_ok()
+            }
         }
     }
 }
@@ -45,6 +51,7 @@ impl std::fmt::Display for Endpoint {
             Endpoint::Tcp(p) => write!(f, "127.0.0.1:{p}"),
             Endpoint::Tcp6(p) => write!(f, "[::1]:{p}"),
             Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Remote(a, _) => write!(f, "{a}"),
         }
     }
 }
