@@ -143,6 +143,9 @@ const NO_OWNER: usize = usize::MAX;
 #[derive(Debug)]
 struct Siblings {
     others: Vec<std::sync::Weak<Runtime>>,
+    /// The group's first definition (possibly this one): its counters hold `app_stalls` and
+    /// `app_bell` for the whole group.
+    leader: std::sync::Weak<Runtime>,
     /// One of them pools connections: new connections are looked at even by a definition
     /// that does not pool itself (`Runtime::guards_stalls`).
     pool: bool,
@@ -161,6 +164,7 @@ pub fn link_siblings<'a>(defs: impl Iterator<Item = (&'a [Target], &'a Arc<Runti
         for rt in group {
             let others = group.iter().filter(|o| !Arc::ptr_eq(o, rt));
             let _ = rt.siblings.set(Siblings {
+                leader: Arc::downgrade(group[0]),
                 pool: others.clone().any(|o| o.keep_conn()),
                 others: others.map(|o| Arc::downgrade(o)).collect(),
             });
@@ -205,17 +209,26 @@ impl Runtime {
         self.shared.store(c, Ordering::Release);
     }
 
-    /// Whether a request of a definition that reaches the same application is stalled (its
-    /// fresh connection silent past its `stall_after`, in the application's backlog or, for
-    /// an application on another host, not known to be out of it): the application process
-    /// an idle connection of this definition holds may be the one it waits for, so nothing is
-    /// pooled here either until it is served. No allocation: called on every `checkin`.
+    /// The counters of this definition's group leader (see `Siblings::leader`), which hold the
+    /// group's `app_stalls` and `app_bell`; None without siblings. O(1) whatever the size of
+    /// the group (one php-fpm pool behind hundreds of per-vhost definitions): it is asked on
+    /// every `checkin`.
+    fn app_counters(&self) -> Option<&SharedCounters> {
+        let leader = self.siblings.get()?.leader.upgrade()?;
+        let p = leader.shared.load(Ordering::Acquire);
+        // (only the instance-wide mapping, which outlives every runtime: see counters_ref)
+        (!p.is_null()).then(|| counters_ref(p))
+    }
+
+    /// Whether a request of another definition that reaches the same application is stalled
+    /// (its fresh connection silent past its `stall_after`, in the application's backlog or,
+    /// for an application on another host, not known to be out of it): the application
+    /// process an idle connection of this definition holds may be the one it waits for, so
+    /// nothing is pooled here either until it is served. The group's stalls less this
+    /// definition's own (which `waiting` already counts).
     fn sibling_stalled(&self) -> bool {
-        self.siblings.get().is_some_and(|s| {
-            s.others.iter().any(|w| {
-                w.upgrade()
-                    .is_some_and(|o| o.counters().stalls.load(Ordering::Acquire) > 0)
-            })
+        self.app_counters().is_some_and(|a| {
+            a.app_stalls.load(Ordering::Acquire) > self.counters().stalls.load(Ordering::Acquire)
         })
     }
 
@@ -227,18 +240,28 @@ impl Runtime {
             || self.sibling_stalled()
     }
 
+    /// Adds `n` (1, or u32::MAX to take one away) to the group's count of stalled requests.
+    fn add_app_stalls(&self, n: u32) {
+        if let Some(a) = self.app_counters() {
+            a.app_stalls.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
     /// Wakes the reaper of every process that holds idle connections of this definition or of
     /// its siblings, so that they are closed now rather than at the reapers' next pass
-    /// (REAP_EVERY): a request was just marked stalled (`set_waiting`).
+    /// (REAP_EVERY): a request was just marked stalled (`set_waiting`). A group's reapers
+    /// all sleep on its `app_bell`; a definition alone rings the owners holding idle ones.
     fn wake_idle_holders(&self) {
-        let siblings = self.siblings();
-        let tables = std::iter::once(self.counters()).chain(siblings.iter().map(|s| s.counters()));
-        for cnt in tables {
-            let hi = (cnt.owners_hi.load(Ordering::Acquire) as usize).min(cnt.owners.len());
-            for o in &cnt.owners[..hi] {
-                if o.pid.load(Ordering::Acquire) != 0 && o.idle.load(Ordering::Acquire) > 0 {
-                    o.ring();
-                }
+        if let Some(a) = self.app_counters() {
+            a.app_bell.fetch_add(1, Ordering::AcqRel);
+            sock::futex_wake(&a.app_bell, i32::MAX);
+            return;
+        }
+        let cnt = self.counters();
+        let hi = (cnt.owners_hi.load(Ordering::Acquire) as usize).min(cnt.owners.len());
+        for o in &cnt.owners[..hi] {
+            if o.pid.load(Ordering::Acquire) != 0 && o.idle.load(Ordering::Acquire) > 0 {
+                o.ring();
             }
         }
     }
@@ -848,6 +871,9 @@ impl Runtime {
         let s = o.stalls.swap(0, Ordering::AcqRel);
         if s > 0 {
             cnt.stalls.fetch_sub(s, Ordering::AcqRel);
+            if let Some(a) = self.app_counters() {
+                a.app_stalls.fetch_sub(s, Ordering::AcqRel);
+            }
         }
         o.idle.store(0, Ordering::Release);
         o.release.store(0, Ordering::Release);
@@ -1014,11 +1040,17 @@ impl Runtime {
     pub fn set_waiting(&self, on: bool) {
         let n = if on { 1 } else { u32::MAX };
         self.add_waiting(n);
+        // (the group's count goes up after this definition's and down before it, so that a
+        // sibling's `sibling_stalled` never sees this definition's own stall as another's)
+        if !on {
+            self.add_app_stalls(n);
+        }
         self.counters().stalls.fetch_add(n, Ordering::AcqRel);
         if let Some(o) = self.owner_entry() {
             o.stalls.fetch_add(n, Ordering::AcqRel);
         }
         if on {
+            self.add_app_stalls(n);
             self.wake_idle_holders();
         }
     }
@@ -1437,6 +1469,13 @@ impl Reaper {
                     let mut words = vec![(&REAPER_BELL, bell)];
                     let mut asked = false;
                     for rt in pooled {
+                        // (a group's bell once, whichever of its definitions pools here)
+                        if let Some(a) = rt.app_counters()
+                            && words.len() < 128
+                            && !words.iter().any(|(w, _)| std::ptr::eq(*w, &a.app_bell))
+                        {
+                            words.push((&a.app_bell, a.app_bell.load(Ordering::Acquire)));
+                        }
                         if let Some(o) = rt.owner_claimed() {
                             // (futex_wait_any watches 128 words: past that, not watched)
                             if words.len() < 128 {

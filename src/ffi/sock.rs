@@ -461,6 +461,13 @@ pub struct SharedCounters {
     /// backlog after `Runtime::stall_after()`: connections then go back to the application
     /// instead of to requests queued for a `-max-conns` slot.
     pub stalls: std::sync::atomic::AtomicU32,
+    /// Used in the counters of the first of several definitions that reach the same
+    /// application (the group's leader, `backend::link_siblings`): the `stalls` of all of them
+    /// together, so that each can tell in one load whether a sibling's request is stalled.
+    pub app_stalls: std::sync::atomic::AtomicU32,
+    /// Leader's counters as above: a futex word the reapers holding idle connections of any
+    /// definition of the group sleep on, rung (all woken) when one of their requests stalls.
+    pub app_bell: std::sync::atomic::AtomicU32,
     /// Per-process shares of `open`.
     pub owners: [Owner; MAX_OWNERS],
     /// One past the highest entry of `owners` ever claimed (scans stop there).
@@ -511,6 +518,8 @@ impl Default for SharedCounters {
             open: Default::default(),
             waiting: Default::default(),
             stalls: Default::default(),
+            app_stalls: Default::default(),
+            app_bell: Default::default(),
             owners: std::array::from_fn(|_| Owner::default()),
             owners_hi: Default::default(),
             queued: Default::default(),
