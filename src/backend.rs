@@ -258,8 +258,7 @@ impl Runtime {
             return;
         }
         let cnt = self.counters();
-        let hi = (cnt.owners_hi.load(Ordering::Acquire) as usize).min(cnt.owners.len());
-        for o in &cnt.owners[..hi] {
+        for o in cnt.claimed_owners() {
             if o.pid.load(Ordering::Acquire) != 0 && o.idle.load(Ordering::Acquire) > 0 {
                 o.ring();
             }
@@ -396,8 +395,8 @@ impl Runtime {
     /// mirror their process's idle count; a process without an entry counts as all in use).
     fn in_use(&self) -> usize {
         let cnt = self.counters();
-        let hi = (cnt.owners_hi.load(Ordering::Acquire) as usize).min(cnt.owners.len());
-        let idle: usize = cnt.owners[..hi]
+        let idle: usize = cnt
+            .claimed_owners()
             .iter()
             .map(|o| o.idle.load(Ordering::Acquire) as usize)
             .sum();
@@ -742,8 +741,7 @@ impl Runtime {
         let tables = std::iter::once((self.counters(), true))
             .chain(siblings.iter().map(|s| (s.counters(), false)));
         for (cnt, own) in tables {
-            let hi = (cnt.owners_hi.load(Ordering::Acquire) as usize).min(cnt.owners.len());
-            for o in &cnt.owners[..hi] {
+            for o in cnt.claimed_owners() {
                 let pid = o.pid.load(Ordering::Acquire);
                 if pid == 0 || (own && pid == me) {
                     continue;
@@ -1164,16 +1162,9 @@ pub struct Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // The application keeps the connection open (FCGI_KEEP_CONN), so closing it here
-        // makes this side the one that closes first, and each such connection would sit 60 s
-        // in TIME_WAIT on a local port. Against an application on another host (where Linux
-        // does not reuse those ports: `tcp_tw_reuse` = 2 is for loopback only), a pool that
-        // moves connections between processes (prefork with the `-max-conns` cap binding:
-        // a connection per request) used up the 28,232 local ports in under a minute and
-        // requests failed with 503 (`connect() failed: Cannot assign requested address`).
-        // Nothing is in flight on a connection that ended cleanly, so a reset loses nothing;
-        // the application's process reads an error where it waited for the next request and
-        // goes back to accepting, as for an ordinary close.
+        // A FIN close from this side would hold a local port 60 s in TIME_WAIT, which Linux
+        // reuses towards loopback only: a pool moving connections between processes ran out
+        // of ports against an application on another host (503s). See `reset_on_close`.
         if self.reset_on_close
             && let Some(fd) = &self.fd
         {

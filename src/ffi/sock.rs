@@ -512,6 +512,15 @@ pub struct Stats {
     pub stalled: std::sync::atomic::AtomicU64,
 }
 
+impl SharedCounters {
+    /// The entries of `owners` ever claimed (scans stop at `owners_hi`).
+    pub fn claimed_owners(&self) -> &[Owner] {
+        let hi = (self.owners_hi.load(std::sync::atomic::Ordering::Acquire) as usize)
+            .min(self.owners.len());
+        &self.owners[..hi]
+    }
+}
+
 impl Default for SharedCounters {
     fn default() -> Self {
         SharedCounters {
@@ -654,31 +663,32 @@ pub fn set_linger_reset(fd: BorrowedFd<'_>) {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: valid descriptor, pointer to a live linger of the declared size.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&lg as *const libc::linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    let _ = set_opt(fd, libc::SOL_SOCKET, libc::SO_LINGER, &lg);
 }
 
 /// Turns on an IPPROTO_TCP boolean option; failures are ignored (both uses are optimisations).
 fn set_tcp_flag(fd: BorrowedFd<'_>, opt: libc::c_int) {
-    let one: libc::c_int = 1;
-    // SAFETY: valid descriptor, pointer to a live c_int of the declared size.
-    unsafe {
+    let _ = set_opt(fd, libc::IPPROTO_TCP, opt, &(1 as libc::c_int));
+}
+
+/// setsockopt(2) with `value` (a plain C option value: int, linger, timeval).
+fn set_opt<T>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: valid descriptor, pointer to a live value of the declared size.
+    cvt(unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            opt,
-            (&one as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
 }
 
 /// Puts a connected socket in blocking mode with a receive timeout: a receive without
@@ -693,17 +703,7 @@ pub fn set_blocking_recv(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
     };
-    // SAFETY: valid descriptor, pointer to a live timeval of the declared size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
+    set_opt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
 }
 
 /// Waits (a socket set up by `set_blocking_recv`: at most its receive timeout, then

@@ -162,6 +162,33 @@ pub fn start_fpm(
     pools: &[Pool],
     global_extra: &str,
 ) -> Result<(Server, FpmConf), String> {
+    start_fpm_with(
+        ctx,
+        dir,
+        pools,
+        global_extra,
+        Command::new(&ctx.env.php_fpm),
+    )
+}
+
+/// [`start_fpm`] inside another network namespace (its pools listen on `Endpoint::Remote`).
+pub fn start_fpm_in(
+    ctx: &Ctx,
+    ns: &crate::netns::NetNs,
+    dir: &Path,
+    pools: &[Pool],
+) -> Result<(Server, FpmConf), String> {
+    start_fpm_with(ctx, dir, pools, "", ns.command(&ctx.env.php_fpm))
+}
+
+/// [`start_fpm`] with the command that runs php-fpm given.
+fn start_fpm_with(
+    ctx: &Ctx,
+    dir: &Path,
+    pools: &[Pool],
+    global_extra: &str,
+    cmd: Command,
+) -> Result<(Server, FpmConf), String> {
     util::mkdir_p(&dir.join("logs"))?;
     let conf = FpmConf {
         conf_path: dir.join("php-fpm.conf"),
@@ -178,26 +205,7 @@ pub fn start_fpm(
         );
     }
     util::write_file(&conf.conf_path, text)?;
-    let server = spawn_fpm(ctx, &conf)?;
-    Ok((server, conf))
-}
-
-/// [`start_fpm`] inside another network namespace (its pools listen on `Endpoint::Remote`).
-pub fn start_fpm_in(
-    ctx: &Ctx,
-    ns: &crate::netns::NetNs,
-    dir: &Path,
-    pools: &[Pool],
-) -> Result<(Server, FpmConf), String> {
-    util::mkdir_p(&dir.join("logs"))?;
-    let conf = FpmConf {
-        conf_path: dir.join("php-fpm.conf"),
-        log: dir.join("logs/php-fpm.log"),
-        pid: dir.join("php-fpm.pid"),
-        pools: pools.to_vec(),
-    };
-    util::write_file(&conf.conf_path, conf.render())?;
-    let server = spawn_fpm_with(ctx, &conf, ns.command(&ctx.env.php_fpm))?;
+    let server = spawn_fpm_with(ctx, &conf, cmd)?;
     Ok((server, conf))
 }
 
