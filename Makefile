@@ -60,7 +60,9 @@ DEB_PACKAGES := apache2 apache2-dev php-fpm libclang-dev curl wrk ca-certificate
 # not used). `php` is named so that WordPress's "libapache2-mod-php | php" is met by php-fpm
 # rather than by installing mod_php; `dbconfig-no-thanks` so that phpMyAdmin's package does not
 # try to make a database in the system's MariaDB when it is installed.
-TEST_DEB_PACKAGES := php dokuwiki php-sabre-dav litmus wordpress dbconfig-no-thanks phpmyadmin mariadb-server php-mysql iproute2
+# Symfony's HttpFoundation and Guzzle's PSR-7 are what t/modphp.rs's script derives URLs with.
+TEST_DEB_PACKAGES := php dokuwiki php-sabre-dav litmus wordpress dbconfig-no-thanks phpmyadmin mariadb-server php-mysql iproute2 \
+                     php-symfony-http-foundation php-guzzlehttp-psr7
 # Debian layout for `make install` (overridable for other layouts).
 LIBEXECDIR   ?= $(shell $(APXS) -q LIBEXECDIR 2>/dev/null || echo /usr/lib/apache2/modules)
 SYSCONFDIR   ?= $(shell $(APXS) -q SYSCONFDIR 2>/dev/null || echo /etc/apache2)
@@ -122,16 +124,27 @@ test-httpd: build
 	done; \
 	if [ -n "$$failed" ]; then echo "httpd-tests failed for MPM(s):$$failed" >&2; exit 1; fi
 
-# mpm-itk (pool suite) is unpacked from its package under target/, not installed: installing
-# libapache2-mpm-itk switches the system's Apache to prefork.
+# mpm-itk (pool suite) and mod_php (modphp suite, the reference the module's variables are
+# compared with) are unpacked from their packages under target/, not installed: installing
+# libapache2-mpm-itk or libapache2-mod-php switches the system's Apache to prefork.
 ITK_DIR := target/test-deps/mpm-itk
+MODPHP_DIR := target/test-deps/mod-php
+# unpack_deb: download Debian package $(1) and unpack it into $(2) (apt-get update once if needed)
+define unpack_deb
+rm -rf $(2) && mkdir -p $(2) && cd $(2) && \
+{ apt-get download $(1) \
+  || { [ "$$(id -u)" -eq 0 ] && apt-get -o DPkg::Lock::Timeout=300 update && apt-get download $(1); }; } && \
+dpkg-deb -x $(1)_*.deb . && echo "deps: $(1) unpacked under $(2)"
+endef
 deps-test: deps
 	@$(call install_debs,$(TEST_DEB_PACKAGES))
 	@if [ ! -f $(ITK_DIR)/usr/lib/apache2/modules/mpm_itk.so ]; then \
-	  rm -rf $(ITK_DIR) && mkdir -p $(ITK_DIR) && cd $(ITK_DIR) && \
-	  { apt-get download libapache2-mpm-itk \
-	    || { [ "$$(id -u)" -eq 0 ] && apt-get -o DPkg::Lock::Timeout=300 update && apt-get download libapache2-mpm-itk; }; } && \
-	  dpkg-deb -x libapache2-mpm-itk_*.deb . && echo "deps: mpm-itk unpacked under $(ITK_DIR)"; \
+	  $(call unpack_deb,libapache2-mpm-itk,$(ITK_DIR)); \
+	fi
+	@v=$$(ls /usr/sbin/ | sed -n 's/^php-fpm\([0-9][0-9.]*\)$$/\1/p' | sort -V | tail -n 1); \
+	if [ -z "$$v" ]; then echo "ERROR: no /usr/sbin/php-fpm<version>" >&2; exit 1; fi; \
+	if [ ! -f $(MODPHP_DIR)/usr/lib/apache2/modules/libphp$${v}.so ]; then \
+	  $(call unpack_deb,libapache2-mod-php$${v},$(MODPHP_DIR)); \
 	fi
 
 # clippy with -D warnings (undocumented_unsafe_blocks is on in src/lib.rs); skipped with a

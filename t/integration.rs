@@ -17,7 +17,7 @@
 //! adds its vhosts (each on its own loopback port) in its `setup`. Output: one
 //! `test <name> ... ok|FAILED: <reason>` line per test and a final `N passed, N failed`.
 //! FILTER selects the tests whose name contains it, or all tests of the suite it names
-//! (`foundation`, `conformance`, `pool`, `direct`, `auth`, `faults`, `hostile`, `apps`, `wordpress`, `phpmyadmin`, `stack`,
+//! (`foundation`, `conformance`, `pool`, `direct`, `auth`, `faults`, `hostile`, `apps`, `dav`, `modphp`, `wordpress`, `phpmyadmin`, `stack`,
 //! `status`, `final`, `selftest`).
 
 #[path = "support/apache.rs"]
@@ -57,6 +57,7 @@ mod direct;
 mod faults;
 mod foundation;
 mod hostile;
+mod modphp;
 mod phpmyadmin;
 mod pool;
 mod selftest;
@@ -76,6 +77,7 @@ fn main() {
         hostile::SUITE,
         apps::SUITE,
         dav::SUITE,
+        modphp::SUITE,
         wordpress::SUITE,
         phpmyadmin::SUITE,
         stack::SUITE,
