@@ -1132,7 +1132,9 @@ fn apply_head(r: &mut Request<'_>, head: &Head<'_>, server: &str) -> Applied {
     // body it actually gets) unless the request carries `ap_trust_cgilike_cl`, httpd's own
     // switch for mod_cgi and mod_proxy_fcgi since 2.4.59. Kept, it is enforced: the body is
     // cut at that length and a shorter body fails the response (see `Exchange::complete`).
-    let trust = r.subprocess_env().get(c"ap_trust_cgilike_cl").is_some();
+    // An answer to HEAD has no body for a length to misframe, so there it is kept too: the
+    // client learns the size of what GET would send (a download's), as from mod_php.
+    let trust = r.header_only() || r.subprocess_env().get(c"ap_trust_cgilike_cl").is_some();
     let mut lengths: Vec<Vec<u8>> = Vec::new();
     let mut unbuffered = false;
     let (out, err_out) = (r.headers_out(), r.err_headers_out());

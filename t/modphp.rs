@@ -36,6 +36,7 @@ pub const SUITE: Suite = Suite {
     setup,
     tests: &[
         test("modphp_same_variables_as_mod_php", same_as_mod_php),
+        test("modphp_same_responses_as_mod_php", responses_as_mod_php),
         test("modphp_log_clean", log_clean),
     ],
 };
@@ -98,6 +99,65 @@ foreach ($o as $k => $v) {
 }
 "#;
 
+/// Responses a script makes, chosen by `?m=`: status codes, headers, cookies, compression,
+/// sizes. Under both servers the answer must be the same, headers and body.
+const RESP_PHP: &str = r#"<?php
+switch ($_GET['m'] ?? '') {
+case 'status201': http_response_code(201); echo "made\n"; break;
+case 'httpline': header('HTTP/1.1 404 Not Found'); echo "nf\n"; break;
+case 'redirect': header('Location: /dump.php'); break;
+case 'redirect301': header('Location: http://example.org/x', true, 301); echo 'moved'; break;
+case 'cookies': setcookie('a', '1'); setcookie('b', 'x y', ['expires' => 2000000000, 'path' => '/', 'samesite' => 'Lax']);
+    session_start(); $_SESSION['x'] = 1; echo "s\n"; break;
+case 'nocontent': http_response_code(204); echo 'x'; break;
+case 'notmodified': http_response_code(304); header('ETag: "e1"'); echo 'x'; break;
+case 'gzip': ini_set('zlib.output_compression', '1'); echo str_repeat("hello world\n", 2000); break;
+case 'json': header('Content-Type: application/json'); echo '{"a":1}'; break;
+case 'nobody': break;
+case 'big': echo str_repeat('0123456789abcdef', 131072); break;
+case 'auth': header('WWW-Authenticate: Basic realm="r"'); http_response_code(401); echo 'no'; break;
+case 'multi': header('X-A: 1'); header('X-A: 2', false); header('Cache-Control: no-cache');
+    header('Cache-Control: private', false); echo 'm'; break;
+case 'length': header('Content-Length: 5'); echo 'hello'; break;
+case 'lastmod': header('Last-Modified: Tue, 01 Dec 2026 00:00:00 GMT'); header('ETag: "abc"'); echo 'lm'; break;
+case 'vary': header('Vary: Accept-Language'); header('Content-Language: fr'); echo 'v'; break;
+case 'nopoweredby': header_remove('X-Powered-By'); echo 'r'; break;
+case 'exit': echo 'before'; exit(3);
+case 'late': ob_start(); echo 'buffered'; header('X-Late: 1'); ob_end_flush(); break;
+case 'download': header('Content-Disposition: attachment; filename="a b.txt"'); header('Content-Type: text/plain'); echo 'f'; break;
+case 'link': header('Link: </s.css>; rel=preload', false); header('Link: </t.js>; rel=preload', false); echo 'l'; break;
+case 'utf8header': header("X-U: \xc3\xbc"); echo 'u'; break;
+default: echo "default\n";
+}
+"#;
+
+/// The `?m=` modes of `resp.php` compared.
+const RESP_MODES: &[&str] = &[
+    "status201",
+    "httpline",
+    "redirect",
+    "redirect301",
+    "cookies",
+    "nocontent",
+    "notmodified",
+    "gzip",
+    "json",
+    "nobody",
+    "big",
+    "auth",
+    "multi",
+    "length",
+    "lastmod",
+    "vary",
+    "nopoweredby",
+    "exit",
+    "late",
+    "download",
+    "link",
+    "utf8header",
+    "",
+];
+
 /// The scripts' tree, relative to the suite's directory.
 const SCRIPTS: &[&str] = &[
     "www/dump.php",
@@ -146,6 +206,7 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         util::mkdir_p(f.parent().unwrap())?;
         util::write_file(&f, &dump)?;
     }
+    util::write_file(&root.join("www/resp.php"), RESP_PHP)?;
     util::write_file(&root.join("www/front/.htaccess"), FRONT_HTACCESS)?;
     let www = root.join("www");
     let sock = b.tmp.join("run/modphp.sock");
@@ -601,6 +662,83 @@ fn same_as_mod_php(ctx: &Ctx) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// A response as the client sees it, for comparison: status, the headers but those of the
+/// moment (`Date`, `Server`, `Keep-Alive`, `Connection`), in order, a session id replaced by a
+/// mark, and the body.
+fn response_shape(r: &Response) -> (u16, Vec<String>, Vec<u8>) {
+    let headers = r
+        .headers
+        .iter()
+        .filter(|(k, _)| {
+            !["date", "server", "keep-alive", "connection"]
+                .contains(&k.to_ascii_lowercase().as_str())
+        })
+        .map(|(k, v)| {
+            let v = match v.split_once("PHPSESSID=") {
+                Some((a, b)) => {
+                    let rest = b
+                        .split_once(';')
+                        .map(|(_, r)| format!(";{r}"))
+                        .unwrap_or_default();
+                    format!("{a}PHPSESSID=<id>{rest}")
+                }
+                None => v.clone(),
+            };
+            format!("{}: {v}", k.to_ascii_lowercase())
+        })
+        .collect();
+    (r.status, headers, r.body.clone())
+}
+
+/// What the client gets when a script sets statuses, headers and cookies, compresses its
+/// output or sends none: the same under mod_php and through the module, headers (order and
+/// repeats included) and body, for GET and HEAD. (A `Status:` header and a `Location` with a
+/// 200 are CGI's and mod_fastcgi's rules, which mod_php does not follow: *Request and
+/// response*, and the conformance suite.)
+fn responses_as_mod_php(ctx: &Ctx) -> Result<(), String> {
+    let root = PathBuf::from(ctx.val("modphp_root"));
+    let mut modphp = start_mod_php(ctx, &root)?;
+    let theirs = modphp.conf.vhosts[0].port;
+    let ours = ctx.vhost(ID).port;
+    let mut failures = Vec::new();
+    for m in RESP_MODES {
+        for head in [false, true] {
+            let target = format!("/resp.php?m={m}");
+            let r = if head {
+                Request::head(&target)
+            } else {
+                Request::get(&target)
+            };
+            let c = Case {
+                head,
+                ..case("response", req(r.header("Accept-Encoding", "gzip")))
+            };
+            let (a, b) = (fetch(theirs, &c)?, fetch(ours, &c)?);
+            let (sa, sb) = (response_shape(&a), response_shape(&b));
+            if sa != sb {
+                failures.push(format!(
+                    "{} {target}: mod_php {} {:?} ({} body bytes), the module {} {:?} ({} body bytes)",
+                    if head { "HEAD" } else { "GET" },
+                    sa.0,
+                    sa.1,
+                    sa.2.len(),
+                    sb.0,
+                    sb.1,
+                    sb.2.len()
+                ));
+            }
+        }
+    }
+    modphp.stop();
+    ensure(failures.is_empty(), || {
+        format!(
+            "{} responses differ from mod_php's:\n    {}",
+            failures.len(),
+            failures.join("\n    ")
+        )
+    })
 }
 
 fn log_clean(ctx: &Ctx) -> Result<(), String> {
