@@ -60,9 +60,10 @@ DEB_PACKAGES := apache2 apache2-dev php-fpm libclang-dev curl wrk ca-certificate
 # not used). `php` is named so that WordPress's "libapache2-mod-php | php" is met by php-fpm
 # rather than by installing mod_php; `dbconfig-no-thanks` so that phpMyAdmin's package does not
 # try to make a database in the system's MariaDB when it is installed.
-# Symfony's HttpFoundation and Guzzle's PSR-7 are what t/modphp.rs's script derives URLs with.
+# Symfony's HttpFoundation and Guzzle's PSR-7 are what t/modphp.rs's script derives URLs with;
+# fcgiwrap and git serve and drive git's smart HTTP in t/git.rs.
 TEST_DEB_PACKAGES := php dokuwiki php-sabre-dav litmus wordpress dbconfig-no-thanks phpmyadmin mariadb-server php-mysql iproute2 \
-                     php-symfony-http-foundation php-guzzlehttp-psr7
+                     php-symfony-http-foundation php-guzzlehttp-psr7 fcgiwrap git
 # Debian layout for `make install` (overridable for other layouts).
 LIBEXECDIR   ?= $(shell $(APXS) -q LIBEXECDIR 2>/dev/null || echo /usr/lib/apache2/modules)
 SYSCONFDIR   ?= $(shell $(APXS) -q SYSCONFDIR 2>/dev/null || echo /etc/apache2)

@@ -1534,6 +1534,7 @@ fn conf_examples_pass_config_test(ctx: &Ctx) -> Result<(), String> {
         "seed2-multiuser.conf",
         "seed3-virtual-site.conf",
         "authorizer.conf",
+        "git-http-backend.conf",
         "debian/fastcgi.conf",
     ] {
         let name = format!("example-{}", f.replace('/', "-"));

@@ -17,7 +17,7 @@
 //! adds its vhosts (each on its own loopback port) in its `setup`. Output: one
 //! `test <name> ... ok|FAILED: <reason>` line per test and a final `N passed, N failed`.
 //! FILTER selects the tests whose name contains it, or all tests of the suite it names
-//! (`foundation`, `conformance`, `pool`, `direct`, `auth`, `faults`, `hostile`, `apps`, `dav`, `modphp`, `wordpress`, `phpmyadmin`, `stack`,
+//! (`foundation`, `conformance`, `pool`, `direct`, `auth`, `faults`, `hostile`, `apps`, `dav`, `modphp`, `git`, `wordpress`, `phpmyadmin`, `stack`,
 //! `status`, `final`, `selftest`).
 
 #[path = "support/apache.rs"]
@@ -56,6 +56,7 @@ mod dav;
 mod direct;
 mod faults;
 mod foundation;
+mod git;
 mod hostile;
 mod modphp;
 mod phpmyadmin;
@@ -78,6 +79,7 @@ fn main() {
         apps::SUITE,
         dav::SUITE,
         modphp::SUITE,
+        git::SUITE,
         wordpress::SUITE,
         phpmyadmin::SUITE,
         stack::SUITE,
