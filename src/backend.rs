@@ -133,7 +133,26 @@ pub struct Runtime {
     /// ever read (an application that reads only when the next request comes, if there is
     /// such a one), unread bytes are no longer held against a connection.
     unread_seen: AtomicU32,
+    /// The reaper's looks at the application's listen backlog (`outsiders_waiting`).
+    backlog_look: Mutex<BacklogLook>,
 }
+
+/// What the reaper knows of the application's listen backlog: the prepared question (None
+/// until made, or after it found no listener), when it last looked or failed, and what it saw.
+#[derive(Debug, Default)]
+struct BacklogLook {
+    question: Option<crate::diag::ListenQuestion>,
+    /// When to look next (None: at the next pass).
+    next: Option<Instant>,
+    /// Connections seen waiting at the last look.
+    seen: u32,
+}
+
+/// How often a reaper holding idle connections looks at the application's listen backlog
+/// for clients it does not know of (`Runtime::outsiders_waiting`), and how long it leaves an
+/// application alone whose listener the kernel cannot show (another host, or none found).
+const BACKLOG_LOOK_EVERY: Duration = Duration::from_millis(100);
+const BACKLOG_UNKNOWN_RETRY: Duration = Duration::from_secs(1);
 
 const NO_OWNER: usize = usize::MAX;
 
@@ -200,6 +219,7 @@ impl Runtime {
             unread_seen: AtomicU32::new(0),
             bell_watched: AtomicBool::new(false),
             siblings: std::sync::OnceLock::new(),
+            backlog_look: Mutex::new(BacklogLook::default()),
         })
     }
 
@@ -968,14 +988,17 @@ impl Runtime {
         }
         let mut asked = self.take_release_requests() as usize;
         let others_wait = self.others_wait();
+        let mut outsiders = self.outsiders_waiting();
         let closing: Vec<(Conn, Instant)> = self.with_idle(|idle| {
             // the least recently used first (the list is LIFO: index 0 is the oldest)
             idle.extract_if(.., |(c, since)| {
                 let close = others_wait
                     || asked > 0
+                    || outsiders > 0
                     || since.elapsed() >= self.pool_idle
                     || !c.is_reusable();
                 asked = asked.saturating_sub(usize::from(close));
+                outsiders = outsiders.saturating_sub(usize::from(close));
                 close
             })
             .collect()
@@ -988,6 +1011,41 @@ impl Runtime {
         }
         // Closed here, after the lock is released.
         drop(closing);
+    }
+
+    /// How many idle connections to give up for clients this Apache does not know of: a
+    /// second web server, cron jobs talking FastCGI, another instance in front of the same
+    /// php-fpm pool. Their connections wait in the application's listen backlog while every
+    /// application process is held by an idle pooled connection, and this module's own looks
+    /// (`ask_after`, release requests) only see its own requests; without this they waited for
+    /// `-pool-idle-timeout`. Every BACKLOG_LOOK_EVERY (while this process holds idle
+    /// connections) the reaper asks the kernel how many connections wait to be accepted, and
+    /// gives up as many idle connections as waited at this look and the one before (a
+    /// connection of a busy server passes through the backlog in well under that). Where the
+    /// kernel cannot show the listener (an application on another host), nothing is done.
+    fn outsiders_waiting(&self) -> usize {
+        let mut look = self.backlog_look.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if look.next.is_some_and(|t| now < t) {
+            return 0;
+        }
+        look.next = Some(now + BACKLOG_LOOK_EVERY);
+        if look.question.is_none() {
+            look.question = self.with_idle(|idle| {
+                idle.last()
+                    .and_then(|(c, _)| crate::diag::ListenQuestion::new(c.fd(), c.tcp))
+            });
+        }
+        let Some(n) = look.question.as_ref().and_then(|q| q.backlog()) else {
+            // (the listener changed, or cannot be seen: try again later)
+            *look = BacklogLook {
+                next: Some(now + BACKLOG_UNKNOWN_RETRY),
+                ..BacklogLook::default()
+            };
+            return 0;
+        };
+        let before = std::mem::replace(&mut look.seen, n);
+        n.min(before) as usize
     }
 
     /// Closes every idle connection (child exit, graceful restart).

@@ -82,6 +82,93 @@ impl TcpQuestion {
     }
 }
 
+/// A prepared sock_diag question about the application's listening socket: how many
+/// connections wait in its accept queue (its backlog). Other clients of the application (a
+/// second web server, cron jobs talking FastCGI, another Apache) wait there when every
+/// application process is held by connections idle in this pool.
+#[derive(Debug, Clone, Copy)]
+pub enum ListenQuestion {
+    /// `inet_diag_req_v2` for the listener that accepts connections to the application's
+    /// address (an exact lookup finds a listener bound to it or to the wildcard address).
+    Tcp([u8; INET_REQ_LEN]),
+    /// The inode of the listening unix socket bound to the same file as the application's end
+    /// of a connection.
+    Unix(u32),
+}
+
+impl ListenQuestion {
+    /// Prepared from a connection to the application (None: not a connected socket, or the
+    /// kernel cannot tell).
+    pub fn new(fd: BorrowedFd<'_>, tcp: bool) -> Option<ListenQuestion> {
+        if tcp {
+            let peer = sock_addr(fd, true)?;
+            let (family, src) = match peer {
+                SocketAddr::V4(p) => (
+                    libc::AF_INET,
+                    [u32::from_ne_bytes(p.ip().octets()), 0, 0, 0],
+                ),
+                SocketAddr::V6(p) => {
+                    let b = p.ip().octets();
+                    (
+                        libc::AF_INET6,
+                        std::array::from_fn(|i| {
+                            u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+                        }),
+                    )
+                }
+            };
+            let mut req = [0u8; INET_REQ_LEN];
+            req[0] = family as u8;
+            req[1] = libc::IPPROTO_TCP as u8;
+            req[4..8].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+            req[8..10].copy_from_slice(&peer.port().to_be_bytes());
+            // (destination port and address stay 0: a listener's)
+            for (i, w) in src.iter().enumerate() {
+                req[12 + 4 * i..16 + 4 * i].copy_from_slice(&w.to_ne_bytes());
+            }
+            req[48..56].copy_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+            return Some(ListenQuestion::Tcp(req));
+        }
+        let nl = Netlink::open()?;
+        // SAFETY: libc::stat is plain data.
+        let mut st: libc::stat = unsafe { zeroed() };
+        // SAFETY: fstat fills the stat buffer we own.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return None;
+        }
+        let peer = nl.unix_attr(
+            u32::try_from(st.st_ino).ok()?,
+            UDIAG_SHOW_PEER,
+            UNIX_DIAG_PEER,
+        )?;
+        // The application's end was accepted from the listener and shares its file.
+        let file = nl.unix_attr(peer, UDIAG_SHOW_VFS, UNIX_DIAG_VFS)?;
+        nl.unix_listener_of_file(file).map(ListenQuestion::Unix)
+    }
+
+    /// Connections waiting in the listener's accept queue (None: the kernel cannot tell, as
+    /// for an application on another host, or the listener is gone).
+    pub fn backlog(&self) -> Option<u32> {
+        THREAD_NETLINK.with(|nl| {
+            let mut nl = nl.borrow_mut();
+            if nl.is_none() {
+                *nl = Netlink::open();
+            }
+            let nl = nl.as_ref()?;
+            match self {
+                ListenQuestion::Tcp(req) => {
+                    let mut buf = [0u8; 256];
+                    let msg = nl.ask_into(req, &mut buf)?;
+                    // inet_diag_msg: state at 1 (a listener's), rqueue at 56 (its accept queue)
+                    (msg.get(1) == Some(&(TCP_LISTEN as u8))).then_some(())?;
+                    u32_at(msg, 56)
+                }
+                ListenQuestion::Unix(ino) => nl.unix_attr(*ino, UDIAG_SHOW_RQLEN, UNIX_DIAG_RQLEN),
+            }
+        })
+    }
+}
+
 thread_local! {
     /// Each thread's netlink socket for `TcpQuestion::ask` (opened at its first question,
     /// closed when the thread ends).
@@ -125,8 +212,12 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The kernel's TCP_LISTEN state (also a listening unix socket's).
+const TCP_LISTEN: u32 = 10;
+const UDIAG_SHOW_VFS: u32 = 0x02;
 const UDIAG_SHOW_PEER: u32 = 0x04;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_RQLEN: u16 = 4;
 
@@ -201,6 +292,88 @@ impl Netlink {
             }
             return buf.get(16..hdr_len);
         }
+    }
+
+    /// The inode of the listening unix stream socket bound to the file whose inode is `file`
+    /// (a dump of the listening unix sockets: made once per definition and process, and again
+    /// only when the listener changed).
+    fn unix_listener_of_file(&self, file: u32) -> Option<u32> {
+        // struct unix_diag_req: listeners only, with their file
+        let mut req = [0u8; 24];
+        req[0] = libc::AF_UNIX as u8;
+        req[4..8].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+        req[12..16].copy_from_slice(&UDIAG_SHOW_VFS.to_ne_bytes());
+        req[16..24].copy_from_slice(&[0xff; 8]);
+        let len = 16 + req.len();
+        let mut m = [0u8; 40];
+        m[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        m[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        m[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+        m[16..len].copy_from_slice(&req);
+        // SAFETY: sockaddr_nl is plain data; zero = the kernel.
+        let mut to: libc::sockaddr_nl = unsafe { zeroed() };
+        to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: live buffers of the given lengths.
+        let rv = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                m.as_ptr().cast(),
+                len,
+                0,
+                (&to as *const libc::sockaddr_nl).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rv < 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut buf = vec![0u8; 32 * 1024];
+        // (a socket of its own, read to the end of the dump: the kernel fills each read)
+        for _ in 0..4096 {
+            // SAFETY: live buffer of its length.
+            let n = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            let n = usize::try_from(n).ok()?;
+            let mut at = 0;
+            while at + 16 <= n {
+                let mlen = u32_at(&buf, at)? as usize;
+                let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+                if mlen < 16 || at + mlen > n {
+                    return found;
+                }
+                if kind == libc::NLMSG_DONE as u16 || kind == libc::NLMSG_ERROR as u16 {
+                    return found;
+                }
+                // struct unix_diag_msg (16 bytes: family, type, state, pad, inode, cookie),
+                // then its attributes
+                let msg = &buf[at + 16..at + mlen];
+                if msg.get(1) == Some(&(libc::SOCK_STREAM as u8)) {
+                    let mut a = 16;
+                    while let Some(h) = msg.get(a..a + 4) {
+                        let (alen, akind) = (
+                            u16::from_ne_bytes([h[0], h[1]]) as usize,
+                            u16::from_ne_bytes([h[2], h[3]]),
+                        );
+                        if alen < 4 {
+                            break;
+                        }
+                        if akind == UNIX_DIAG_VFS && u32_at(msg, a + 4) == Some(file) {
+                            found = u32_at(msg, 4);
+                        }
+                        a += (alen + 3) & !3;
+                    }
+                }
+                at += (mlen + 3) & !3;
+            }
+        }
+        found
     }
 
     /// The u32 attribute `attr` of unix socket `ino`, asked for with `show`.
@@ -307,6 +480,58 @@ mod tests {
         assert_eq!(unread(&x), Some(true), "unix: 8 bytes unread");
         y.read_exact(&mut b[..8]).unwrap();
         assert_eq!(unread(&x), Some(false), "unix: all read");
+    }
+
+    /// The listener's backlog, asked from a connection it accepted: over TCP (IPv4, IPv6 where
+    /// the machine has it, a listener on the wildcard address) and over a unix socket; a
+    /// question about a listener that is gone has no answer.
+    #[test]
+    fn listen_backlog_of_the_application() {
+        for (bind, to) in [
+            ("127.0.0.1:0", None),
+            ("0.0.0.0:0", Some("127.0.0.1")),
+            ("[::1]:0", None),
+        ] {
+            let Ok(l) = std::net::TcpListener::bind(bind) else {
+                continue;
+            };
+            let mut addr = l.local_addr().unwrap();
+            if let Some(ip) = to {
+                addr.set_ip(ip.parse().unwrap());
+            }
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            let _a = l.accept().unwrap();
+            let q = ListenQuestion::new(c.as_fd(), true).unwrap();
+            assert_eq!(q.backlog(), Some(0), "{bind}: nobody waits");
+            let waiting: Vec<_> = (0..3)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert_eq!(q.backlog(), Some(3), "{bind}: three wait");
+            drop(waiting);
+            drop(l);
+            assert_eq!(q.backlog(), None, "{bind}: the listener is gone");
+        }
+        let dir = std::env::temp_dir().join(format!("mfcgi-listen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // another listener first, which must not be taken for this one
+        let other = std::os::unix::net::UnixListener::bind(dir.join("t")).unwrap();
+        let _o = std::os::unix::net::UnixStream::connect(dir.join("t")).unwrap();
+        let c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let _a = l.accept().unwrap();
+        let q = ListenQuestion::new(c.as_fd(), false).unwrap();
+        assert_eq!(q.backlog(), Some(0), "unix: nobody waits");
+        let waiting: Vec<_> = (0..2)
+            .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+            .collect();
+        assert_eq!(q.backlog(), Some(2), "unix: two wait");
+        drop(waiting);
+        drop(l);
+        drop(other);
+        assert_eq!(q.backlog(), None, "unix: the listener is gone");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The kernel tells a connection waiting in the listen backlog from one a process took.

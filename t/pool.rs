@@ -108,6 +108,10 @@ pub const SUITE: Suite = Suite {
             "pool_shared_backend_two_definitions",
             shared_backend_two_definitions,
         ),
+        test(
+            "pool_outside_client_not_starved",
+            outside_client_not_starved,
+        ),
         test("pool_mpm_itk_one_connection_per_request", mpm_itk),
         test("pool_remote_application", remote_application),
     ],
@@ -225,6 +229,18 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     let mut shared = tcp_pool("pool_shared", shared_port, &[]);
     shared.max_children = 2;
     b.pool(shared);
+    b.set("pool_shared_port", shared_port);
+    // two workers on a unix socket, pooled by one definition; other clients reach it directly
+    let outside_sock = tmp.join("run/pool-outside.sock");
+    let mut outside = Pool::new(
+        "pool_outside_unix",
+        "www-data",
+        "www-data",
+        Endpoint::Unix(outside_sock.clone()),
+    );
+    outside.max_children = 2;
+    b.pool(outside);
+    b.set("pool_outside_sock", p(&outside_sock));
     // its own workers: an idle connection of another definition holds one of pool_reuse's
     let large_port = pool_port(b, "pool_large", &[])?;
     let tail_port = pool_port(b, "pool_tail_tcp", &[])?;
@@ -425,6 +441,11 @@ fn setup(b: &mut Builder) -> Result<(), String> {
                 &format!("127.0.0.1:{shared_port}"),
                 "-max-conns 2",
             ),
+        ),
+        (
+            "pool_outside_unix",
+            php_chain(&fcgi_dir, "pool_outside_unix", "", "-max-conns 2")
+                .replace("-host  ", &format!("-socket {} ", q(p(&outside_sock)))),
         ),
         (
             "pool_shared_off",
@@ -1321,6 +1342,76 @@ fn shared_backend_two_definitions(ctx: &Ctx) -> Result<(), String> {
         format!("requests waited behind the other definition's idle connections: {slow:?}")
     })?;
     ensure(errs.is_empty(), || format!("error log lines: {errs:?}"))
+}
+
+/// A client this Apache does not know of (a second web server, a cron job talking FastCGI)
+/// reaching the php-fpm pool directly while the module's idle pooled connections hold every
+/// worker: it must be served within a second, over TCP (`pool_shared_b`: 2 workers, `-max-conns
+/// 2`) and over a unix socket (`pool_outside_unix`, the same). The build before left it in
+/// php-fpm's listen backlog until `-pool-idle-timeout` (5 s) expired the idle connections.
+fn outside_client_not_starved(ctx: &Ctx) -> Result<(), String> {
+    let docroot = PathBuf::from(ctx.val("pool_docroot"));
+    let script = p(&docroot.join("hello.php"));
+    let params = [
+        ("SCRIPT_FILENAME", script.as_str()),
+        ("SCRIPT_NAME", "/hello.php"),
+        ("REQUEST_URI", "/hello.php"),
+        ("REQUEST_METHOD", "GET"),
+        ("QUERY_STRING", ""),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+    ];
+    let tcp: SocketAddr = format!("127.0.0.1:{}", ctx.val("pool_shared_port"))
+        .parse()
+        .map_err(|e| format!("address: {e}"))?;
+    let sock = PathBuf::from(ctx.val("pool_outside_sock"));
+    let limit = Duration::from_secs(1);
+    let mut report = Vec::new();
+    let mut slow = Vec::new();
+    for (id, unix) in [("pool_shared_b", false), ("pool_outside_unix", true)] {
+        let v = ctx.vhost(id);
+        let log_off = util::file_len(&v.error_log);
+        for round in 0..3 {
+            // two at once: both workers end up held by idle pooled connections
+            for r in concurrent_sleeps(v.port, &v.server_name, 2, 30) {
+                let r = r.map_err(|e| format!("{id}: {e}"))?;
+                expect_status(&r, 200).map_err(|e| format!("{id}: {e}"))?;
+            }
+            thread::sleep(Duration::from_millis(50));
+            let t = Instant::now();
+            let (out, _) = if unix {
+                crate::pool_fcgi::fcgi_request_unix(&sock, &params, b"", Duration::from_secs(10))
+            } else {
+                crate::pool_fcgi::fcgi_request(tcp, &params, b"", Duration::from_secs(10))
+            }
+            .map_err(|e| format!("{id}: the outside client: {e}"))?;
+            let took = t.elapsed();
+            ensure(
+                String::from_utf8_lossy(&out).contains("hello from php-fpm"),
+                || {
+                    format!(
+                        "{id}: the outside client got {:?}",
+                        String::from_utf8_lossy(&out)
+                    )
+                },
+            )?;
+            report.push(format!("{id} {round}: {}", ms(took)));
+            if took >= limit {
+                slow.push(format!("{id}, round {round}: {}", ms(took)));
+            }
+        }
+        let errs = module_errors(&v.error_log, log_off);
+        ensure(errs.is_empty(), || {
+            format!("{id}: error log lines: {errs:?}")
+        })?;
+    }
+    println!(
+        "    pool: a client of php-fpm that Apache does not know of, behind 2 idle pooled connections holding both workers: [{}]",
+        report.join(", ")
+    );
+    ensure(slow.is_empty(), || {
+        format!("the outside client waited behind idle pooled connections: {slow:?}")
+    })
 }
 
 /// php-fpm on "another host": in a network namespace of its own, reached over a veth pair

@@ -490,6 +490,30 @@ pub fn fcgi_request(
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
+    fcgi_exchange(&mut s, &addr.to_string(), params, stdin)
+}
+
+/// [`fcgi_request`] over a unix socket.
+pub fn fcgi_request_unix(
+    path: &std::path::Path,
+    params: &[(&str, &str)],
+    stdin: &[u8],
+    timeout: Duration,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let addr = path.display().to_string();
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    fcgi_exchange(&mut s, &addr, params, stdin)
+}
+
+fn fcgi_exchange(
+    s: &mut (impl Read + Write),
+    addr: &str,
+    params: &[(&str, &str)],
+    stdin: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), String> {
     let mut out = Vec::new();
     push_record(&mut out, BEGIN_REQUEST, 1, &[0, 1, 0, 0, 0, 0, 0, 0], 0);
     push_stream(&mut out, PARAMS, 1, &encode_params(params), true);
@@ -498,7 +522,7 @@ pub fn fcgi_request(
         .map_err(|e| format!("write to {addr}: {e}"))?;
     let (mut so, mut se) = (Vec::new(), Vec::new());
     loop {
-        let rec = read_record(&mut s)
+        let rec = read_record(s)
             .map_err(|e| format!("read from {addr}: {e}"))?
             .ok_or_else(|| format!("{addr} closed before END_REQUEST"))?;
         match rec.rtype {
