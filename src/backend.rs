@@ -137,15 +137,12 @@ pub struct Runtime {
     backlog_look: Mutex<BacklogLook>,
 }
 
-/// What the reaper knows of the application's listen backlog: the prepared question (None
-/// until made, or after it found no listener), when it last looked or failed, and what it saw.
+/// This process's question about the application's listen backlog (None until made, or
+/// after it found no listener), and when it may try to make one again.
 #[derive(Debug, Default)]
 struct BacklogLook {
     question: Option<crate::diag::ListenQuestion>,
-    /// When to look next (None: at the next pass).
-    next: Option<Instant>,
-    /// Connections seen waiting at the last look.
-    seen: u32,
+    retry_at: Option<Instant>,
 }
 
 /// How often a reaper holding idle connections looks at the application's listen backlog
@@ -988,7 +985,7 @@ impl Runtime {
         }
         let mut asked = self.take_release_requests() as usize;
         let others_wait = self.others_wait();
-        let mut outsiders = self.outsiders_waiting();
+        let mut outsiders = self.outsiders_waiting(self.idle_count());
         let closing: Vec<(Conn, Instant)> = self.with_idle(|idle| {
             // the least recently used first (the list is LIFO: index 0 is the oldest)
             idle.extract_if(.., |(c, since)| {
@@ -1018,34 +1015,77 @@ impl Runtime {
     /// php-fpm pool. Their connections wait in the application's listen backlog while every
     /// application process is held by an idle pooled connection, and this module's own looks
     /// (`ask_after`, release requests) only see its own requests; without this they waited for
-    /// `-pool-idle-timeout`. Every BACKLOG_LOOK_EVERY (while this process holds idle
-    /// connections) the reaper asks the kernel how many connections wait to be accepted, and
-    /// gives up as many idle connections as waited at this look and the one before (a
-    /// connection of a busy server passes through the backlog in well under that). Where the
+    /// `-pool-idle-timeout`. Every BACKLOG_LOOK_EVERY one reaper of the instance holding idle
+    /// connections of the application asks the kernel how many connections wait to be
+    /// accepted (one look for all processes and for every definition that reaches the
+    /// application: its group's counters), and as many idle connections as waited at this look
+    /// and the one before (a connection of a busy server passes through the backlog in well
+    /// under that) are given up by the reapers that hold some, each taking its part. Where the
     /// kernel cannot show the listener (an application on another host), nothing is done.
-    fn outsiders_waiting(&self) -> usize {
-        let mut look = self.backlog_look.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if look.next.is_some_and(|t| now < t) {
-            return 0;
+    /// Returns this process's part, at most `idle_here`.
+    fn outsiders_waiting(&self, idle_here: usize) -> usize {
+        // one look per application for the whole instance (the group's counters)
+        let c = self.app_counters().unwrap_or_else(|| self.counters());
+        let now = sock::monotonic_ns();
+        let at = c.backlog_at.load(Ordering::Acquire);
+        let every = u64::try_from(BACKLOG_LOOK_EVERY.as_nanos()).unwrap_or(u64::MAX);
+        if now.saturating_sub(at) >= every
+            && c.backlog_at
+                .compare_exchange(at, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            match self.look_at_backlog() {
+                Some(n) => {
+                    let before = c.backlog_seen.swap(n, Ordering::AcqRel);
+                    c.outside_release.store(n.min(before), Ordering::Release);
+                }
+                None => {
+                    c.backlog_seen.store(0, Ordering::Release);
+                    c.outside_release.store(0, Ordering::Release);
+                }
+            }
         }
-        look.next = Some(now + BACKLOG_LOOK_EVERY);
+        // this process's part of what is to be given up
+        let mut left = c.outside_release.load(Ordering::Acquire);
+        loop {
+            let take = left.min(u32::try_from(idle_here).unwrap_or(u32::MAX));
+            if take == 0 {
+                return 0;
+            }
+            match c.outside_release.compare_exchange(
+                left,
+                left - take,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return take as usize,
+                Err(now_left) => left = now_left,
+            }
+        }
+    }
+
+    /// Connections waiting in the application's listen backlog, asked with this process's
+    /// question (made from one of its idle connections); None where the kernel cannot tell.
+    fn look_at_backlog(&self) -> Option<u32> {
+        let mut look = self.backlog_look.lock().unwrap_or_else(|e| e.into_inner());
         if look.question.is_none() {
+            if look.retry_at.is_some_and(|t| Instant::now() < t) {
+                return None;
+            }
             look.question = self.with_idle(|idle| {
                 idle.last()
                     .and_then(|(c, _)| crate::diag::ListenQuestion::new(c.fd(), c.tcp))
             });
         }
-        let Some(n) = look.question.as_ref().and_then(|q| q.backlog()) else {
-            // (the listener changed, or cannot be seen: try again later)
+        let n = look.question.as_ref().and_then(|q| q.backlog());
+        if n.is_none() {
+            // (the listener changed, or cannot be seen: not before BACKLOG_UNKNOWN_RETRY)
             *look = BacklogLook {
-                next: Some(now + BACKLOG_UNKNOWN_RETRY),
-                ..BacklogLook::default()
+                question: None,
+                retry_at: Some(Instant::now() + BACKLOG_UNKNOWN_RETRY),
             };
-            return 0;
-        };
-        let before = std::mem::replace(&mut look.seen, n);
-        n.min(before) as usize
+        }
+        n
     }
 
     /// Closes every idle connection (child exit, graceful restart).

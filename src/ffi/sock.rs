@@ -468,6 +468,14 @@ pub struct SharedCounters {
     /// Leader's counters as above: a futex word the reapers holding idle connections of any
     /// definition of the group sleep on, rung (all woken) when one of their requests stalls.
     pub app_bell: std::sync::atomic::AtomicU32,
+    /// Used in the counters of the group's leader (or of a definition alone): when a reaper
+    /// last looked at the application's listen backlog for clients this Apache does not know
+    /// of (monotonic ns; `Runtime::outsiders_waiting`), so that one process looks for all.
+    pub backlog_at: std::sync::atomic::AtomicU64,
+    /// Connections that waited in that backlog at the last look.
+    pub backlog_seen: std::sync::atomic::AtomicU32,
+    /// Idle connections still to be given up for them (reapers holding some take from it).
+    pub outside_release: std::sync::atomic::AtomicU32,
     /// Per-process shares of `open`.
     pub owners: [Owner; MAX_OWNERS],
     /// One past the highest entry of `owners` ever claimed (scans stop there).
@@ -529,6 +537,9 @@ impl Default for SharedCounters {
             stalls: Default::default(),
             app_stalls: Default::default(),
             app_bell: Default::default(),
+            backlog_at: Default::default(),
+            backlog_seen: Default::default(),
+            outside_release: Default::default(),
             owners: std::array::from_fn(|_| Owner::default()),
             owners_hi: Default::default(),
             queued: Default::default(),
