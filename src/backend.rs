@@ -985,7 +985,8 @@ impl Runtime {
         }
         let mut asked = self.take_release_requests() as usize;
         let others_wait = self.others_wait();
-        let mut outsiders = self.outsiders_waiting(self.idle_count());
+        let for_outsiders = self.outsiders_waiting(self.idle_count());
+        let mut outsiders = for_outsiders;
         let closing: Vec<(Conn, Instant)> = self.with_idle(|idle| {
             // the least recently used first (the list is LIFO: index 0 is the oldest)
             idle.extract_if(.., |(c, since)| {
@@ -1000,6 +1001,12 @@ impl Runtime {
             })
             .collect()
         });
+        let given = for_outsiders.min(closing.len());
+        if given > 0 {
+            self.stats()
+                .outsider_releases
+                .fetch_add(given as u64, Ordering::Relaxed);
+        }
         // more asked than were idle here: the rest for `checkin`
         if asked > 0
             && let Some(o) = self.owner_claimed()
@@ -1213,6 +1220,7 @@ impl Runtime {
             busy_passed: get(&st.busy_passed),
             backlogged: get(&st.backlogged),
             stalled: get(&st.stalled),
+            outsider_releases: get(&st.outsider_releases),
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub backlogged: u64,
     /// Of those, the ones still waiting after 20 ms (pooling stopped until served).
     pub stalled: u64,
+    /// Idle connections given up for clients of the application this Apache does not know of.
+    pub outsider_releases: u64,
 }
 
 /// One definition as shown: virtual path, address as written, state.
@@ -104,6 +106,7 @@ pub fn render_short(rows: &[Row<'_>]) -> String {
             ("BusyPassed", sn.busy_passed),
             ("Backlogged", sn.backlogged),
             ("Stalled", sn.stalled),
+            ("OutsiderReleases", sn.outsider_releases),
         ] {
             s.push_str(&format!("{k}{name}: {v}\n"));
         }
@@ -148,9 +151,10 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
             sn.busy_passed.to_string(),
             sn.backlogged.to_string(),
             sn.stalled.to_string(),
+            sn.outsider_releases.to_string(),
         ]
     };
-    const HEAD: [&str; 17] = [
+    const HEAD: [&str; 18] = [
         "Virtual path",
         "Address",
         "Pool",
@@ -168,6 +172,7 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
         "Idle ones passed over (application busy)",
         "New ones left in the backlog (no application process free)",
         "Left there over 20 ms",
+        "Idle ones released for clients Apache does not serve",
     ];
     let by_process = |sn: &Snapshot| -> String {
         sn.by_process
@@ -243,6 +248,7 @@ mod tests {
                 busy_passed: 4,
                 backlogged: 6,
                 stalled: 1,
+                outsider_releases: 3,
             },
         }
     }
@@ -257,6 +263,7 @@ mod tests {
         assert!(out.contains("FastCGIServer0Releases: 3\n"));
         assert!(out.contains("FastCGIServer0BusyPassed: 4\n"));
         assert!(out.contains("FastCGIServer0Backlogged: 6\n"));
+        assert!(out.contains("FastCGIServer0OutsiderReleases: 3\n"));
         assert!(out.contains("FastCGIServer0Stalled: 1\n"));
         // a newline in a path cannot forge a line
         assert!(out.contains("FastCGIServer1Path: /b?/x.fcgi\n"));

@@ -1368,9 +1368,16 @@ fn outside_client_not_starved(ctx: &Ctx) -> Result<(), String> {
     let limit = Duration::from_secs(1);
     let mut report = Vec::new();
     let mut slow = Vec::new();
+    let fcgi_dir = PathBuf::from(ctx.val("pool_fcgi_dir"));
     for (id, unix) in [("pool_shared_b", false), ("pool_outside_unix", true)] {
         let v = ctx.vhost(id);
         let log_off = util::file_len(&v.error_log);
+        let vpath = p(&fcgi_dir.join(format!("{id}.fcgi")));
+        let released = |what: &str| -> Result<u64, String> {
+            crate::status::num(&crate::status::auto(ctx, &vpath)?, "OutsiderReleases")
+                .map_err(|e| format!("{id} {what}: {e}"))
+        };
+        let released_before = released("before")?;
         for round in 0..3 {
             // two at once: both workers end up held by idle pooled connections
             for r in concurrent_sleeps(v.port, &v.server_name, 2, 30) {
@@ -1400,6 +1407,14 @@ fn outside_client_not_starved(ctx: &Ctx) -> Result<(), String> {
                 slow.push(format!("{id}, round {round}: {}", ms(took)));
             }
         }
+        // mod_status counts what was given up for them (the test's rounds, one each at least)
+        let given = released("after")? - released_before;
+        ensure(given >= 3, || {
+            format!(
+                "{id}: mod_status counts {given} idle connections given up for outside clients, want at least 3"
+            )
+        })?;
+        report.push(format!("{id}: {given} given up"));
         let errs = module_errors(&v.error_log, log_off);
         ensure(errs.is_empty(), || {
             format!("{id}: error log lines: {errs:?}")

@@ -135,7 +135,7 @@ fn setup(b: &mut Builder) -> Result<(), String> {
 
 /// The `?auto` lines of the definition whose path is `path`: name (without the
 /// `FastCGIServer<n>` prefix) → value.
-fn auto(ctx: &Ctx, path: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+pub fn auto(ctx: &Ctx, path: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
     let r = ctx.get("status_page", "/server-status?auto")?;
     expect_status(&r, 200)?;
     let text = r.text();
@@ -159,7 +159,7 @@ fn auto(ctx: &Ctx, path: &str) -> Result<std::collections::BTreeMap<String, Stri
         .collect())
 }
 
-fn num(m: &std::collections::BTreeMap<String, String>, k: &str) -> Result<u64, String> {
+pub fn num(m: &std::collections::BTreeMap<String, String>, k: &str) -> Result<u64, String> {
     m.get(k)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("no numeric {k} in {m:?}"))

@@ -518,6 +518,9 @@ pub struct Stats {
     /// Requests still in the backlog after 20 ms (or unknown to the kernel): pooling stopped
     /// in every child until they were served.
     pub stalled: std::sync::atomic::AtomicU64,
+    /// Idle connections given up for clients this Apache does not know of, seen waiting in the
+    /// application's listen backlog (`Runtime::outsiders_waiting`).
+    pub outsider_releases: std::sync::atomic::AtomicU64,
 }
 
 impl SharedCounters {
