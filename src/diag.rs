@@ -29,22 +29,10 @@ impl TcpQuestion {
     /// None for a socket that is not a connected TCP one.
     pub fn new(fd: BorrowedFd<'_>) -> Option<TcpQuestion> {
         let (ours, peer) = (sock_addr(fd, false)?, sock_addr(fd, true)?);
-        let (family, src, dst) = match (peer, ours) {
-            (SocketAddr::V4(p), SocketAddr::V4(o)) => {
-                let w = |a: std::net::Ipv4Addr| [u32::from_ne_bytes(a.octets()), 0, 0, 0];
-                (libc::AF_INET, w(*p.ip()), w(*o.ip()))
-            }
-            (SocketAddr::V6(p), SocketAddr::V6(o)) => {
-                let w = |a: std::net::Ipv6Addr| {
-                    let b = a.octets();
-                    std::array::from_fn(|i| {
-                        u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
-                    })
-                };
-                (libc::AF_INET6, w(*p.ip()), w(*o.ip()))
-            }
-            _ => return None,
-        };
+        let ((family, src), (ours_family, dst)) = (ip_words(peer), ip_words(ours));
+        if family != ours_family {
+            return None;
+        }
         // struct inet_diag_req_v2 for the application's socket: its source is our peer
         let mut req = [0u8; INET_REQ_LEN];
         let mut at = 0;
@@ -102,21 +90,7 @@ impl ListenQuestion {
     pub fn new(fd: BorrowedFd<'_>, tcp: bool) -> Option<ListenQuestion> {
         if tcp {
             let peer = sock_addr(fd, true)?;
-            let (family, src) = match peer {
-                SocketAddr::V4(p) => (
-                    libc::AF_INET,
-                    [u32::from_ne_bytes(p.ip().octets()), 0, 0, 0],
-                ),
-                SocketAddr::V6(p) => {
-                    let b = p.ip().octets();
-                    (
-                        libc::AF_INET6,
-                        std::array::from_fn(|i| {
-                            u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
-                        }),
-                    )
-                }
-            };
+            let (family, src) = ip_words(peer);
             let mut req = [0u8; INET_REQ_LEN];
             req[0] = family as u8;
             req[1] = libc::IPPROTO_TCP as u8;
@@ -206,6 +180,45 @@ fn app_end(fd: BorrowedFd<'_>, tcp: bool) -> Option<(bool, u32)> {
     Some((true, rqueue))
 }
 
+/// An address as inet_diag carries it: its family, and four words in network order.
+fn ip_words(a: SocketAddr) -> (libc::c_int, [u32; 4]) {
+    match a {
+        SocketAddr::V4(a) => (
+            libc::AF_INET,
+            [u32::from_ne_bytes(a.ip().octets()), 0, 0, 0],
+        ),
+        SocketAddr::V6(a) => {
+            let b = a.ip().octets();
+            (
+                libc::AF_INET6,
+                std::array::from_fn(|i| {
+                    u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+                }),
+            )
+        }
+    }
+}
+
+/// The u32 value of attribute `attr` among a unix_diag_msg's attributes (after its 16 bytes:
+/// length, type, value; 4-aligned).
+fn unix_msg_attr(msg: &[u8], attr: u16) -> Option<u32> {
+    let mut at = 16;
+    while let Some(h) = msg.get(at..at + 4) {
+        let (len, kind) = (
+            u16::from_ne_bytes([h[0], h[1]]) as usize,
+            u16::from_ne_bytes([h[2], h[3]]),
+        );
+        if len < 4 {
+            return None;
+        }
+        if kind == attr {
+            return u32_at(msg, at + 4);
+        }
+        at += (len + 3) & !3;
+    }
+    None
+}
+
 /// The native-endian u32 at `at` (netlink messages are in host order).
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
@@ -238,10 +251,9 @@ impl Netlink {
         (fd >= 0).then(|| Netlink(unsafe { OwnedFd::from_raw_fd(fd) }, std::cell::Cell::new(0)))
     }
 
-    /// Sends one SOCK_DIAG_BY_FAMILY request with `body` (at most 64 bytes) and returns the
-    /// payload of the answer, read into `buf` (None for an error answer: no such socket, or no
-    /// diag support).
-    fn ask_into<'b>(&self, body: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    /// Sends one SOCK_DIAG_BY_FAMILY message with `flags` and `body` (at most 64 bytes);
+    /// returns its sequence number.
+    fn send(&self, flags: u16, body: &[u8]) -> Option<u32> {
         let len = 16 + body.len();
         let mut m = [0u8; 80];
         let seq = self.1.get().wrapping_add(1);
@@ -249,7 +261,7 @@ impl Netlink {
         m.get_mut(16..len)?.copy_from_slice(body);
         m[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
         m[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        m[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+        m[6..8].copy_from_slice(&flags.to_ne_bytes());
         m[8..12].copy_from_slice(&seq.to_ne_bytes());
         // (port id 0: the kernel's)
         // SAFETY: sockaddr_nl is plain data; zero = the kernel.
@@ -266,9 +278,14 @@ impl Netlink {
                 size_of::<libc::sockaddr_nl>() as libc::socklen_t,
             )
         };
-        if rv < 0 {
-            return None;
-        }
+        (rv >= 0).then_some(seq)
+    }
+
+    /// Sends one SOCK_DIAG_BY_FAMILY request with `body` (at most 64 bytes) and returns the
+    /// payload of the answer, read into `buf` (None for an error answer: no such socket, or no
+    /// diag support).
+    fn ask_into<'b>(&self, body: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+        let seq = self.send(libc::NLM_F_REQUEST as u16, body)?;
         // The answer is queued before sendto returns; never wait for one that does not come.
         // An answer to an earlier question (its reader gave up) is skipped by its sequence.
         loop {
@@ -304,29 +321,7 @@ impl Netlink {
         req[4..8].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
         req[12..16].copy_from_slice(&UDIAG_SHOW_VFS.to_ne_bytes());
         req[16..24].copy_from_slice(&[0xff; 8]);
-        let len = 16 + req.len();
-        let mut m = [0u8; 40];
-        m[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
-        m[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        m[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-        m[16..len].copy_from_slice(&req);
-        // SAFETY: sockaddr_nl is plain data; zero = the kernel.
-        let mut to: libc::sockaddr_nl = unsafe { zeroed() };
-        to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: live buffers of the given lengths.
-        let rv = unsafe {
-            libc::sendto(
-                self.0.as_raw_fd(),
-                m.as_ptr().cast(),
-                len,
-                0,
-                (&to as *const libc::sockaddr_nl).cast(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rv < 0 {
-            return None;
-        }
+        self.send((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16, &req)?;
         let mut found = None;
         let mut buf = vec![0u8; 32 * 1024];
         // (a socket of its own, read to the end of the dump: the kernel fills each read)
@@ -354,21 +349,10 @@ impl Netlink {
                 // struct unix_diag_msg (16 bytes: family, type, state, pad, inode, cookie),
                 // then its attributes
                 let msg = &buf[at + 16..at + mlen];
-                if msg.get(1) == Some(&(libc::SOCK_STREAM as u8)) {
-                    let mut a = 16;
-                    while let Some(h) = msg.get(a..a + 4) {
-                        let (alen, akind) = (
-                            u16::from_ne_bytes([h[0], h[1]]) as usize,
-                            u16::from_ne_bytes([h[2], h[3]]),
-                        );
-                        if alen < 4 {
-                            break;
-                        }
-                        if akind == UNIX_DIAG_VFS && u32_at(msg, a + 4) == Some(file) {
-                            found = u32_at(msg, 4);
-                        }
-                        a += (alen + 3) & !3;
-                    }
+                if msg.get(1) == Some(&(libc::SOCK_STREAM as u8))
+                    && unix_msg_attr(msg, UNIX_DIAG_VFS) == Some(file)
+                {
+                    found = u32_at(msg, 4);
                 }
                 at += (mlen + 3) & !3;
             }
@@ -387,22 +371,7 @@ impl Netlink {
         req.extend_from_slice(&[0xff; 8]); // no cookie
         let mut buf = vec![0u8; 8192];
         let msg = self.ask_into(&req, &mut buf)?;
-        // struct unix_diag_msg (16 bytes), then attributes (len, type, value; 4-aligned)
-        let mut at = 16;
-        while let Some(h) = msg.get(at..at + 4) {
-            let (len, kind) = (
-                u16::from_ne_bytes([h[0], h[1]]) as usize,
-                u16::from_ne_bytes([h[2], h[3]]),
-            );
-            if len < 4 {
-                return None;
-            }
-            if kind == attr {
-                return u32_at(msg, at + 4);
-            }
-            at += (len + 3) & !3;
-        }
-        None
+        unix_msg_attr(msg, attr)
     }
 }
 

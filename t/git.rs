@@ -248,18 +248,7 @@ fn smart_http(ctx: &Ctx) -> Result<(), String> {
         || format!("a push without credentials failed otherwise than by a 401: {refused}"),
     )?;
     // with them: the pack goes up as a chunked request body
-    let traced = git(ctx, &a, &["push", "-q", &auth_url, "main"])
-        .env("GIT_TRACE_CURL", "1")
-        .env("GIT_TRACE_CURL_NO_DATA", "1")
-        .output()
-        .map_err(|e| format!("git push: {e}"))?;
-    let trace = String::from_utf8_lossy(&traced.stderr);
-    ensure(traced.status.success(), || {
-        format!(
-            "git push with credentials failed: {}",
-            tail_lines(&trace, 30)
-        )
-    })?;
+    let trace = run_traced(ctx, &a, &["push", "-q", &auth_url, "main"])?;
     ensure(
         trace.contains("Send header: Transfer-Encoding: chunked"),
         || {
@@ -306,15 +295,7 @@ fn smart_http(ctx: &Ctx) -> Result<(), String> {
     run_git(ctx, &a, &["add", "more.bin"], true)?;
     run_git(ctx, &a, &["commit", "-q", "-m", "more"], true)?;
     run_git(ctx, &a, &["push", "-q", &auth_url, "main"], true)?;
-    let fetched = git(ctx, &b, &["fetch", "-q", "origin"])
-        .env("GIT_TRACE_CURL", "1")
-        .env("GIT_TRACE_CURL_NO_DATA", "1")
-        .output()
-        .map_err(|e| format!("git fetch: {e}"))?;
-    let trace = String::from_utf8_lossy(&fetched.stderr);
-    ensure(fetched.status.success(), || {
-        format!("git fetch failed: {}", tail_lines(&trace, 30))
-    })?;
+    let trace = run_traced(ctx, &b, &["fetch", "-q", "origin"])?;
     ensure(
         trace.contains("Send header: Content-Encoding: gzip"),
         || {
@@ -335,6 +316,21 @@ fn smart_http(ctx: &Ctx) -> Result<(), String> {
         true,
     )?;
     Ok(())
+}
+
+/// Runs git with curl's trace of the headers it sends (on stderr); the trace, or an error
+/// with its end if git failed.
+fn run_traced(ctx: &Ctx, dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = git(ctx, dir, args)
+        .env("GIT_TRACE_CURL", "1")
+        .env("GIT_TRACE_CURL_NO_DATA", "1")
+        .output()
+        .map_err(|e| format!("git {}: {e}", args.join(" ")))?;
+    let trace = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure(out.status.success(), || {
+        format!("git {} failed: {}", args.join(" "), tail_lines(&trace, 30))
+    })?;
+    Ok(trace)
 }
 
 fn tail_lines(s: &str, n: usize) -> String {
