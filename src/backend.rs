@@ -990,22 +990,35 @@ impl Runtime {
         let closing: Vec<(Conn, Instant)> = self.with_idle(|idle| {
             // the least recently used first (the list is LIFO: index 0 is the oldest)
             idle.extract_if(.., |(c, since)| {
-                let close = others_wait
+                // (a connection the application closed holds none of its processes: closing
+                // it gives nobody anything)
+                let dead = !c.is_reusable();
+                let close = dead
+                    || others_wait
                     || asked > 0
                     || outsiders > 0
-                    || since.elapsed() >= self.pool_idle
-                    || !c.is_reusable();
-                asked = asked.saturating_sub(usize::from(close));
-                outsiders = outsiders.saturating_sub(usize::from(close));
+                    || since.elapsed() >= self.pool_idle;
+                let gives = usize::from(close && !dead);
+                asked = asked.saturating_sub(gives);
+                outsiders = outsiders.saturating_sub(gives);
                 close
             })
             .collect()
         });
-        let given = for_outsiders.min(closing.len());
+        let given = for_outsiders - outsiders;
         if given > 0 {
             self.stats()
                 .outsider_releases
                 .fetch_add(given as u64, Ordering::Relaxed);
+        }
+        // taken for outsiders but not given (a request took the connection meanwhile): back
+        // to the instance's count, for a process that still holds some
+        if outsiders > 0 {
+            let c = self.app_counters().unwrap_or_else(|| self.counters());
+            c.outside_release.fetch_add(
+                u32::try_from(outsiders).unwrap_or(u32::MAX),
+                Ordering::AcqRel,
+            );
         }
         // more asked than were idle here: the rest for `checkin`
         if asked > 0
@@ -1044,11 +1057,21 @@ impl Runtime {
             match self.look_at_backlog() {
                 Some(n) => {
                     let before = c.backlog_seen.swap(n, Ordering::AcqRel);
+                    // (a look from long ago says nothing of what waits now)
+                    let before = if now.saturating_sub(at) <= 2 * every {
+                        before
+                    } else {
+                        0
+                    };
                     c.outside_release.store(n.min(before), Ordering::Release);
                 }
                 None => {
-                    c.backlog_seen.store(0, Ordering::Release);
-                    c.outside_release.store(0, Ordering::Release);
+                    // This process cannot tell (no question yet, or its listener is gone or
+                    // cannot be seen): the last look's figures stay, and the look is left to
+                    // another process (or to this one at its next question).
+                    let _ =
+                        c.backlog_at
+                            .compare_exchange(now, at, Ordering::AcqRel, Ordering::Acquire);
                 }
             }
         }
@@ -1079,9 +1102,13 @@ impl Runtime {
             if look.retry_at.is_some_and(|t| Instant::now() < t) {
                 return None;
             }
+            // (from the newest idle connection that can tell: an older one's application
+            // process may have exited meanwhile, pm.max_requests)
             look.question = self.with_idle(|idle| {
-                idle.last()
-                    .and_then(|(c, _)| crate::diag::ListenQuestion::new(c.fd(), c.tcp))
+                idle.iter()
+                    .rev()
+                    .take(4)
+                    .find_map(|(c, _)| crate::diag::ListenQuestion::new(c.fd(), c.tcp))
             });
         }
         let n = look.question.as_ref().and_then(|q| q.backlog());

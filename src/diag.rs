@@ -115,8 +115,10 @@ impl ListenQuestion {
             UDIAG_SHOW_PEER,
             UNIX_DIAG_PEER,
         )?;
-        // The application's end was accepted from the listener and shares its file.
-        let file = nl.unix_attr(peer, UDIAG_SHOW_VFS, UNIX_DIAG_VFS)?;
+        // The application's end was accepted from the listener and shares its file: the
+        // file's inode and device (inode numbers alone repeat across tmpfs mounts: /run,
+        // /run/user/N and /tmp each number their own).
+        let file = nl.unix_vfs(peer)?;
         nl.unix_listener_of_file(file).map(ListenQuestion::Unix)
     }
 
@@ -199,9 +201,9 @@ fn ip_words(a: SocketAddr) -> (libc::c_int, [u32; 4]) {
     }
 }
 
-/// The u32 value of attribute `attr` among a unix_diag_msg's attributes (after its 16 bytes:
+/// The value of attribute `attr` among a unix_diag_msg's attributes (after its 16 bytes:
 /// length, type, value; 4-aligned).
-fn unix_msg_attr(msg: &[u8], attr: u16) -> Option<u32> {
+fn unix_msg_attr(msg: &[u8], attr: u16) -> Option<&[u8]> {
     let mut at = 16;
     while let Some(h) = msg.get(at..at + 4) {
         let (len, kind) = (
@@ -212,11 +214,16 @@ fn unix_msg_attr(msg: &[u8], attr: u16) -> Option<u32> {
             return None;
         }
         if kind == attr {
-            return u32_at(msg, at + 4);
+            return msg.get(at + 4..at + len);
         }
         at += (len + 3) & !3;
     }
     None
+}
+
+/// A unix_diag_msg's UNIX_DIAG_VFS value: the inode and the device of the socket's file.
+fn vfs_of(msg: &[u8]) -> Option<[u8; 8]> {
+    unix_msg_attr(msg, UNIX_DIAG_VFS)?.get(..8)?.try_into().ok()
 }
 
 /// The native-endian u32 at `at` (netlink messages are in host order).
@@ -311,10 +318,10 @@ impl Netlink {
         }
     }
 
-    /// The inode of the listening unix stream socket bound to the file whose inode is `file`
+    /// The inode of the listening unix stream socket bound to the file `file` (inode and device)
     /// (a dump of the listening unix sockets: made once per definition and process, and again
     /// only when the listener changed).
-    fn unix_listener_of_file(&self, file: u32) -> Option<u32> {
+    fn unix_listener_of_file(&self, file: [u8; 8]) -> Option<u32> {
         // struct unix_diag_req: listeners only, with their file
         let mut req = [0u8; 24];
         req[0] = libc::AF_UNIX as u8;
@@ -349,9 +356,7 @@ impl Netlink {
                 // struct unix_diag_msg (16 bytes: family, type, state, pad, inode, cookie),
                 // then its attributes
                 let msg = &buf[at + 16..at + mlen];
-                if msg.get(1) == Some(&(libc::SOCK_STREAM as u8))
-                    && unix_msg_attr(msg, UNIX_DIAG_VFS) == Some(file)
-                {
+                if msg.get(1) == Some(&(libc::SOCK_STREAM as u8)) && vfs_of(msg) == Some(file) {
                     found = u32_at(msg, 4);
                 }
                 at += (mlen + 3) & !3;
@@ -362,6 +367,16 @@ impl Netlink {
 
     /// The u32 attribute `attr` of unix socket `ino`, asked for with `show`.
     fn unix_attr(&self, ino: u32, show: u32, attr: u16) -> Option<u32> {
+        self.ask_unix(ino, show, |msg| u32_at(unix_msg_attr(msg, attr)?, 0))
+    }
+
+    /// The file unix socket `ino` is bound to: its inode and device (struct unix_diag_vfs).
+    fn unix_vfs(&self, ino: u32) -> Option<[u8; 8]> {
+        self.ask_unix(ino, UDIAG_SHOW_VFS, vfs_of)
+    }
+
+    /// Asks about unix socket `ino` with `show`, and reads the answer with `read`.
+    fn ask_unix<T>(&self, ino: u32, show: u32, read: impl FnOnce(&[u8]) -> Option<T>) -> Option<T> {
         // struct unix_diag_req
         let mut req = Vec::with_capacity(24);
         req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
@@ -370,8 +385,7 @@ impl Netlink {
         req.extend_from_slice(&show.to_ne_bytes());
         req.extend_from_slice(&[0xff; 8]); // no cookie
         let mut buf = vec![0u8; 8192];
-        let msg = self.ask_into(&req, &mut buf)?;
-        unix_msg_attr(msg, attr)
+        read(self.ask_into(&req, &mut buf)?)
     }
 }
 
@@ -420,6 +434,39 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
+
+    /// A unix_diag_msg with the given attributes (type, value).
+    fn unix_msg(attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut m = vec![0u8; 16];
+        for (kind, value) in attrs {
+            m.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+            m.extend_from_slice(&kind.to_ne_bytes());
+            m.extend_from_slice(value);
+            m.resize((m.len() + 3) & !3, 0);
+        }
+        m
+    }
+
+    #[test]
+    fn socket_file_is_inode_and_device() {
+        let vfs =
+            |ino: u32, dev: u32| -> Vec<u8> { [ino.to_ne_bytes(), dev.to_ne_bytes()].concat() };
+        let rq = 9u32.to_ne_bytes();
+        let m = unix_msg(&[(UNIX_DIAG_RQLEN, &rq), (UNIX_DIAG_VFS, &vfs(41, 7))]);
+        assert_eq!(vfs_of(&m), Some(vfs(41, 7).try_into().unwrap()));
+        // the same inode number on another device (another tmpfs) is another file
+        let other = unix_msg(&[(UNIX_DIAG_VFS, &vfs(41, 8))]);
+        assert_ne!(vfs_of(&other), vfs_of(&m));
+        assert_eq!(
+            u32_at(unix_msg_attr(&m, UNIX_DIAG_RQLEN).unwrap(), 0),
+            Some(9)
+        );
+        assert_eq!(vfs_of(&unix_msg(&[(UNIX_DIAG_RQLEN, &rq)])), None);
+        // a value cut short is no value
+        let mut cut = unix_msg(&[(UNIX_DIAG_VFS, &vfs(41, 7))]);
+        cut.truncate(16 + 4 + 6);
+        assert_eq!(vfs_of(&cut), None);
+    }
 
     fn expect(fd: std::os::fd::BorrowedFd<'_>, tcp: bool, want: bool, what: &str) {
         assert_eq!(request_untouched(fd, tcp, 100), Some(want), "{what}");
