@@ -1014,8 +1014,7 @@ impl Runtime {
         // taken for outsiders but not given (a request took the connection meanwhile): back
         // to the instance's count, for a process that still holds some
         if outsiders > 0 {
-            let c = self.app_counters().unwrap_or_else(|| self.counters());
-            c.outside_release.fetch_add(
+            self.look_counters().outside_release.fetch_add(
                 u32::try_from(outsiders).unwrap_or(u32::MAX),
                 Ordering::AcqRel,
             );
@@ -1044,8 +1043,7 @@ impl Runtime {
     /// kernel cannot show the listener (an application on another host), nothing is done.
     /// Returns this process's part, at most `idle_here`.
     fn outsiders_waiting(&self, idle_here: usize) -> usize {
-        // one look per application for the whole instance (the group's counters)
-        let c = self.app_counters().unwrap_or_else(|| self.counters());
+        let c = self.look_counters();
         let now = sock::monotonic_ns();
         let at = c.backlog_at.load(Ordering::Acquire);
         let every = u64::try_from(BACKLOG_LOOK_EVERY.as_nanos()).unwrap_or(u64::MAX);
@@ -1092,6 +1090,12 @@ impl Runtime {
                 Err(now_left) => left = now_left,
             }
         }
+    }
+
+    /// Where the backlog look is kept: one look per application for the whole instance, in the
+    /// counters of its group's leader (or of this definition alone).
+    fn look_counters(&self) -> &SharedCounters {
+        self.app_counters().unwrap_or_else(|| self.counters())
     }
 
     /// Connections waiting in the application's listen backlog, asked with this process's

@@ -322,12 +322,8 @@ impl Netlink {
     /// (a dump of the listening unix sockets: made once per definition and process, and again
     /// only when the listener changed).
     fn unix_listener_of_file(&self, file: [u8; 8]) -> Option<u32> {
-        // struct unix_diag_req: listeners only, with their file
-        let mut req = [0u8; 24];
-        req[0] = libc::AF_UNIX as u8;
-        req[4..8].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
-        req[12..16].copy_from_slice(&UDIAG_SHOW_VFS.to_ne_bytes());
-        req[16..24].copy_from_slice(&[0xff; 8]);
+        // listeners only (any inode: a dump), with their file
+        let req = unix_diag_req(1 << TCP_LISTEN, 0, UDIAG_SHOW_VFS);
         self.send((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16, &req)?;
         let mut found = None;
         let mut buf = vec![0u8; 32 * 1024];
@@ -377,16 +373,22 @@ impl Netlink {
 
     /// Asks about unix socket `ino` with `show`, and reads the answer with `read`.
     fn ask_unix<T>(&self, ino: u32, show: u32, read: impl FnOnce(&[u8]) -> Option<T>) -> Option<T> {
-        // struct unix_diag_req
-        let mut req = Vec::with_capacity(24);
-        req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
-        req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
-        req.extend_from_slice(&ino.to_ne_bytes());
-        req.extend_from_slice(&show.to_ne_bytes());
-        req.extend_from_slice(&[0xff; 8]); // no cookie
-        let mut buf = vec![0u8; 8192];
-        read(self.ask_into(&req, &mut buf)?)
+        // (the answer about one socket: a unix_diag_msg and an attribute or two, as for TCP)
+        let mut buf = [0u8; 256];
+        read(self.ask_into(&unix_diag_req(u32::MAX, ino, show), &mut buf)?)
     }
+}
+
+/// struct unix_diag_req: sockets in `states` (a bit per state), inode `ino` (0 with a dump),
+/// the attributes `show`, no cookie.
+fn unix_diag_req(states: u32, ino: u32, show: u32) -> [u8; 24] {
+    let mut req = [0u8; 24];
+    req[0] = libc::AF_UNIX as u8;
+    req[4..8].copy_from_slice(&states.to_ne_bytes());
+    req[8..12].copy_from_slice(&ino.to_ne_bytes());
+    req[12..16].copy_from_slice(&show.to_ne_bytes());
+    req[16..24].copy_from_slice(&[0xff; 8]);
+    req
 }
 
 /// This socket's own address, or its peer's.
