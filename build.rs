@@ -132,10 +132,14 @@ fn main() {
     cold_text_layout(&out);
 }
 
-/// The input sections of the code that never runs in a working server: the standard library's
-/// backtrace printer and DWARF symbolizer (gimli, addr2line, object, miniz_oxide,
+/// The input sections of the code that never runs in a working server's children: the standard
+/// library's backtrace printer and DWARF symbolizer (gimli, addr2line, object, miniz_oxide,
 /// rustc_demangle), which Rust links into every program through its default panic hook although
-/// the module replaces that hook. About 180 KB, a third of the module's code.
+/// the module replaces that hook (about 180 KB, a third of the module's code); and the module's
+/// own functions marked `#[cold]` (rustc puts them in `.text.unlikely.<symbol>`): the reading of
+/// the configuration, which runs in Apache's parent only, and mod_status's page (about 45 KB).
+/// The standard library's own `#[cold]` functions stay with the rest: some run in every child
+/// (a `Vec` that grows, the CPU feature detection of `memchr`).
 const COLD_SECTIONS: &[&str] = &[
     ".text.*5gimli*",
     ".text.*9addr2line*",
@@ -149,6 +153,7 @@ const COLD_SECTIONS: &[&str] = &[
     ".text.*3sys9backtrace4lock*",
     ".text.*3sys9backtrace15output_filename*",
     ".text.*12default_hook*",
+    ".text.unlikely.*11mod_fastcgi*",
 ];
 
 /// Puts the cold sections together, before the rest of the code, and starts the rest on a

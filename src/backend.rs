@@ -1217,6 +1217,7 @@ impl Runtime {
     }
 
     /// What mod_status shows of this server definition.
+    #[cold]
     pub fn snapshot(&self) -> crate::status::Snapshot {
         let cnt = self.counters();
         let st = &cnt.stats;

@@ -37,6 +37,7 @@ pub struct PassHeader {
 }
 
 impl PassHeader {
+    #[cold]
     pub fn new(name: &str) -> Self {
         let mut env = b"HTTP_".to_vec();
         env.extend(name.bytes().map(|c| match c {
@@ -93,6 +94,7 @@ pub struct ServerDef {
 }
 
 /// An on/off option value (`on`/`off`, or yes/no, true/false, 1/0).
+#[cold]
 fn on_off(name: &str, v: &str) -> Result<bool, String> {
     match v.to_ascii_lowercase().as_str() {
         "on" | "yes" | "true" | "1" => Ok(true),
@@ -103,11 +105,13 @@ fn on_off(name: &str, v: &str) -> Result<bool, String> {
     }
 }
 
+#[cold]
 fn display(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 /// Makes `p` absolute against `root` and removes `.`, `..`, empty segments and any trailing `/`.
+#[cold]
 pub fn normalize_path(p: &[u8], root: &[u8]) -> Vec<u8> {
     let mut joined = Vec::with_capacity(root.len() + p.len() + 1);
     if !p.starts_with(b"/") {
@@ -150,6 +154,7 @@ fn is_token(s: &str) -> bool {
 }
 
 /// Parses `-host` values: `host:port`, `[v6]:port`, `v6:port` (last colon splits).
+#[cold]
 pub fn parse_host(v: &str) -> Result<Vec<SocketAddr>, String> {
     let (host, port) = if let Some(rest) = v.strip_prefix('[') {
         let Some((h, after)) = rest.split_once(']') else {
@@ -195,6 +200,7 @@ pub fn parse_host(v: &str) -> Result<Vec<SocketAddr>, String> {
     }
 }
 
+#[cold]
 fn parse_uint(opt: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
     let n: u64 = v
         .parse()
@@ -210,6 +216,7 @@ fn parse_uint(opt: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
 
 /// Parses the arguments of one `FastCgiExternalServer` line (everything after the directive
 /// name). Errors are complete messages naming the directive and the problem.
+#[cold]
 pub fn parse_external_server(args: &[&str], ctx: &ParseCtx<'_>) -> Result<ServerDef, String> {
     const D: &str = "FastCgiExternalServer";
     let Some((&raw_path, opts)) = args.split_first().filter(|(p, _)| !p.is_empty()) else {
@@ -390,6 +397,7 @@ impl<T> Registry<T> {
     /// Adds a definition. The same path defined again with identical options (the classic :80
     /// and :443 pair of vhosts) is accepted once; different options for one path are an error.
     /// `make` builds the runtime companion of a new entry.
+    #[cold]
     pub fn add(
         &mut self,
         def: ServerDef,
@@ -485,6 +493,7 @@ impl AuthPhase {
         }
     }
     /// The phase a directive name configures, and whether it is the `...Authoritative` flag.
+    #[cold]
     pub fn from_directive(name: &str) -> Option<(AuthPhase, bool)> {
         let (base, flag) = match name.strip_suffix("Authoritative") {
             Some(b) => (b, true),
@@ -541,6 +550,7 @@ impl DirConf {
 }
 
 /// `FastCgiAuthenticator|FastCgiAuthorizer|FastCgiAccessChecker <path> [-compat]`.
+#[cold]
 pub fn parse_auth(phase: AuthPhase, args: &[&str], server_root: &[u8]) -> Result<AuthSpec, String> {
     let name = phase.directive();
     let (path, rest) = match args {
@@ -568,6 +578,7 @@ pub fn parse_auth(phase: AuthPhase, args: &[&str], server_root: &[u8]) -> Result
 }
 
 /// `...Authoritative On|Off`.
+#[cold]
 pub fn parse_flag(name: &str, args: &[&str]) -> Result<bool, String> {
     match args {
         [v] if v.eq_ignore_ascii_case("on") => Ok(true),

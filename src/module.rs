@@ -144,6 +144,7 @@ fn shared_mut<'a>(s: Server<'a>) -> Option<&'a mut Shared> {
     unsafe { p.as_mut() }
 }
 
+#[cold]
 unsafe extern "C" fn create_server_config(
     p: *mut ffi::apr_pool_t,
     _s: *mut ffi::server_rec,
@@ -163,6 +164,7 @@ unsafe extern "C" fn create_server_config(
     })
 }
 
+#[cold]
 unsafe extern "C" fn merge_server_config(
     _p: *mut ffi::apr_pool_t,
     base: *mut c_void,
@@ -213,6 +215,7 @@ fn dir_conf<'a>(r: &Request<'a>) -> Option<&'a DirConf> {
 
 /// `FastCgiAuthenticator`, `FastCgiAuthorizer`, `FastCgiAccessChecker` and their
 /// `...Authoritative` flags.
+#[cold]
 unsafe extern "C" fn cmd_auth(
     cmd: *mut ffi::cmd_parms,
     m: *mut c_void,
@@ -260,6 +263,7 @@ unsafe extern "C" fn cmd_auth(
 
 /// Every path named by an authorizer directive must be served by a FastCgiExternalServer
 /// (checked once all of the configuration is read, so `apachectl -t` reports it).
+#[cold]
 unsafe extern "C" fn check_config(
     _pconf: *mut ffi::apr_pool_t,
     _plog: *mut ffi::apr_pool_t,
@@ -344,6 +348,7 @@ unsafe extern "C" fn check_access(r: *mut ffi::request_rec) -> c_int {
 ///
 /// # Safety
 /// `argv` must hold `argc` NUL-terminated strings.
+#[cold]
 unsafe fn args<'a>(argc: c_int, argv: *const *mut c_char) -> Vec<std::borrow::Cow<'a, str>> {
     let n = usize::try_from(argc).unwrap_or(0);
     if argv.is_null() || n == 0 {
@@ -358,6 +363,7 @@ unsafe fn args<'a>(argc: c_int, argv: *const *mut c_char) -> Vec<std::borrow::Co
         .collect()
 }
 
+#[cold]
 unsafe extern "C" fn cmd_external_server(
     cmd: *mut ffi::cmd_parms,
     _m: *mut c_void,
@@ -401,6 +407,7 @@ unsafe extern "C" fn cmd_external_server(
     })
 }
 
+#[cold]
 unsafe extern "C" fn cmd_ipc_dir(
     cmd: *mut ffi::cmd_parms,
     _m: *mut c_void,
@@ -433,6 +440,7 @@ unsafe extern "C" fn cmd_ipc_dir(
     })
 }
 
+#[cold]
 unsafe extern "C" fn cmd_wrapper(
     cmd: *mut ffi::cmd_parms,
     _m: *mut c_void,
@@ -460,6 +468,7 @@ unsafe extern "C" fn cmd_wrapper(
     })
 }
 
+#[cold]
 unsafe extern "C" fn cmd_config(
     cmd: *mut ffi::cmd_parms,
     _m: *mut c_void,
@@ -485,6 +494,7 @@ unsafe extern "C" fn cmd_config(
     })
 }
 
+#[cold]
 unsafe extern "C" fn cmd_unsupported(
     cmd: *mut ffi::cmd_parms,
     _m: *mut c_void,
@@ -509,6 +519,7 @@ unsafe extern "C" fn cmd_unsupported(
 /// virtual path when mpm_itk is loaded before this module).
 static SUCC_DIRWALK: StaticPtrs<2> = StaticPtrs([c"mpm_itk.c".as_ptr(), null()]);
 
+#[cold]
 unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
     boundary!((), {
         crate::install_quiet_panic_hook();
@@ -573,6 +584,7 @@ unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
 }
 
 /// mod_status: a section with every FastCgiExternalServer's pool and totals.
+#[cold]
 unsafe extern "C" fn status_hook(r: *mut ffi::request_rec, flags: c_int) -> c_int {
     boundary!(ffi::OK, {
         // SAFETY: mod_status passes the live request it is answering, on this thread.
@@ -712,6 +724,7 @@ unsafe extern "C" fn handler(r: *mut ffi::request_rec) -> c_int {
     })
 }
 
+#[cold]
 unsafe extern "C" fn post_config(
     pconf: *mut ffi::apr_pool_t,
     _plog: *mut ffi::apr_pool_t,

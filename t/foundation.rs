@@ -1951,12 +1951,30 @@ fn pages_present(pid: u32, first: u64, end: u64) -> Result<usize, String> {
         .count())
 }
 
+/// Where the module's function whose mangled name contains `part` starts (`nm`, from binutils,
+/// which apache2-dev's build tools bring).
+fn symbol_address(so: &Path, part: &str) -> Result<u64, String> {
+    let out = std::process::Command::new("nm")
+        .arg(so)
+        .output()
+        .map_err(|e| format!("nm: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(part) && (l.contains(" t ") || l.contains(" T ")))
+        .ok_or_else(|| format!("nm {}: no symbol containing {part}", so.display()))?;
+    let hex = line.split_whitespace().next().unwrap_or("");
+    u64::from_str_radix(hex, 16).map_err(|e| format!("nm line {line:?}: {e}"))
+}
+
 /// Rust's backtrace symbolizer, linked into the module through the default panic hook that
-/// the module replaces, is about a third of its code and never runs: build.rs links it as a
-/// section of its own (`.text.cold`) that ends on a 64 KiB boundary, so that the kernel's
-/// 64 KiB fault-around never maps it into a process. After the load run, no page of it (but
-/// the first, which it shares with `.init`) is mapped in any child; before the layout, 111 to
-/// 127 of the module's 127 code pages were.
+/// the module replaces, is about a third of its code and never runs; the module's `#[cold]`
+/// functions (the configuration parser, mod_status's page) run in Apache's parent only or
+/// rarely: build.rs links both as a section of their own (`.text.cold`) that ends on a 64 KiB
+/// boundary, so that the kernel's 64 KiB fault-around never maps it into a child that does not
+/// run it. After the load run, no page of it (but the first, which it shares with `.init`) is
+/// mapped in any child; before the layout, 111 to 127 of the module's 127 code pages were, and
+/// a `#[cold]` function that does run per request would show here.
 fn cold_code_never_mapped(ctx: &Ctx) -> Result<(), String> {
     let so = &ctx.env.module_so;
     let (addr, size) = elf_section(so, ".text.cold")?.ok_or_else(|| {
@@ -1968,6 +1986,14 @@ fn cold_code_never_mapped(ctx: &Ctx) -> Result<(), String> {
     ensure(size >= 64 * 1024, || {
         format!(".text.cold holds only {size} bytes")
     })?;
+    for sym in ["21parse_external_server", "11render_html"] {
+        let at = symbol_address(so, sym)?;
+        ensure((addr..addr + size).contains(&at), || {
+            format!(
+                "{sym} at {at:#x} is not in .text.cold ({addr:#x}+{size:#x}): #[cold] no longer moves it"
+            )
+        })?;
+    }
     if ctx.env.valgrind {
         // valgrind runs the code from its own translations: what the kernel maps says nothing
         return Ok(());

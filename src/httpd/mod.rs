@@ -1089,6 +1089,7 @@ impl<'a> Cmd<'a> {
         let e = unsafe { ffi::ap_check_cmd_context(self.c.as_ptr(), ffi::GLOBAL_ONLY as u32) };
         (!e.is_null()).then_some(e)
     }
+    #[cold]
     pub fn server_root_relative(&self, p: &[u8]) -> Vec<u8> {
         let c = cstring_lossy(p);
         // SAFETY: live pool; returns a pool string or NULL for an invalid path.
@@ -1101,6 +1102,7 @@ impl<'a> Cmd<'a> {
         .map(<[u8]>::to_vec)
         .unwrap_or_else(|| p.to_vec())
     }
+    #[cold]
     pub fn runtime_dir_relative(&self, p: &[u8]) -> Vec<u8> {
         let c = cstring_lossy(p);
         // SAFETY: live pool; returns a pool string or NULL.
@@ -1114,6 +1116,7 @@ impl<'a> Cmd<'a> {
         .unwrap_or_else(|| p.to_vec())
     }
     /// The name of the directive being parsed.
+    #[cold]
     pub fn directive_name(&self) -> String {
         // SAFETY: cmd->cmd is the command_rec being run (or NULL); names are static strings.
         unsafe { self.raw().cmd.as_ref().and_then(|c| cbytes(c.name)) }
