@@ -146,8 +146,10 @@ fn litmus(ctx: &Ctx) -> Result<(), String> {
     let url = format!("http://127.0.0.1:{}/", ctx.vhost(ID).port);
     let mut report = Vec::new();
     for &(suite, min_pass, allowed) in SUITES {
+        // (litmus writes its debug.log and child.log into the current directory)
         let out = Command::new(LITMUS)
             .env("TESTS", suite)
+            .current_dir(&ctx.tmp)
             .arg(&url)
             .output()
             .map_err(|e| format!("litmus: {e}"))?;
