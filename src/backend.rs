@@ -40,6 +40,13 @@ const STALL_AFTER_CAPPED: Duration = Duration::from_millis(100);
 /// A fresh connection still in the backlog this long after its request asked for an
 /// application process asks for another one.
 pub const ASK_AGAIN: Duration = Duration::from_millis(4);
+/// A request still unanswered this long after it was sent is looked at (then at twice that,
+/// and so on, until the kernel says so): has the application read it? A failure after that
+/// is never replayed, whatever the method: the script may have acted on the request (a
+/// php-fpm worker killed by `request_terminate_timeout` or a crash resets the connection,
+/// as one stopped before reading it does). It is also the receive timeout of a pooled
+/// connection (see `Conn::recv_share_wait`), so that answers quicker than this cost no poll.
+pub const LOOK_AFTER: Duration = Duration::from_millis(50);
 /// A queued request looks at the slots at least this often even if nobody wakes it.
 const WAIT_RECHECK: Duration = Duration::from_millis(20);
 /// A connection freed while requests queue for `-max-conns` slots goes to the request that has
@@ -255,6 +262,17 @@ impl Runtime {
     fn others_wait(&self) -> bool {
         self.counters().waiting.load(Ordering::Acquire) > self.local_waiting.load(Ordering::Acquire)
             || self.sibling_stalled()
+    }
+
+    /// `others_wait`, not counting what children that were killed while a request of theirs
+    /// waited left in the counts: those shares are given back first (at most every 50 ms).
+    /// Otherwise a child killed then (OOM killer, a crash in another module) would keep every
+    /// process from pooling until the next restart.
+    fn others_wait_alive(&self) -> bool {
+        self.others_wait() && {
+            self.reclaim_dead();
+            self.others_wait()
+        }
     }
 
     /// Adds `n` (1, or u32::MAX to take one away) to the group's count of stalled requests.
@@ -525,18 +543,23 @@ impl Runtime {
         } else {
             cnt.open.fetch_add(1, Ordering::AcqRel);
         }
+        // The slot is this process's from now on, also while it connects (seconds, while the
+        // application restarts): a child killed meanwhile gives it back (`reclaim_dead`).
+        self.owner_add(1);
         match self.connect_or_wait(targets, deadline) {
             Ok(mut c) => {
-                self.owner_add(1);
                 // A connection meant for the pool serves many requests: two system calls now
                 // save a poll on every one of them (see `recv_share_wait`).
-                if self.keep_conn() && sock::set_blocking_recv(c.fd(), self.idle_timeout).is_ok() {
+                if self.keep_conn()
+                    && sock::set_blocking_recv(c.fd(), LOOK_AFTER.min(self.idle_timeout)).is_ok()
+                {
                     c.blocking = true;
                 }
                 c.rt = Some(Arc::clone(self));
                 Ok(c)
             }
             Err(e) => {
+                self.owner_add(u32::MAX);
                 cnt.open.fetch_sub(1, Ordering::AcqRel);
                 self.slot_released();
                 Err(e)
@@ -938,7 +961,7 @@ impl Runtime {
             }
             return;
         }
-        if self.others_wait() || self.take_one_release_request() {
+        if self.others_wait_alive() || self.take_one_release_request() {
             // (another process asked for an application process: this one is it)
             return;
         }
@@ -984,7 +1007,7 @@ impl Runtime {
             return;
         }
         let mut asked = self.take_release_requests() as usize;
-        let others_wait = self.others_wait();
+        let others_wait = self.others_wait_alive();
         let for_outsiders = self.outsiders_waiting(self.idle_count());
         let mut outsiders = for_outsiders;
         let closing: Vec<(Conn, Instant)> = self.with_idle(|idle| {
@@ -1281,7 +1304,7 @@ pub struct Conn {
     fd: Option<OwnedFd>,
     /// Came from the pool (the application may have closed it meanwhile).
     pub reused: bool,
-    /// In blocking mode with the idle timeout as receive timeout (see `recv_share_wait`).
+    /// In blocking mode with LOOK_AFTER as receive timeout (see `recv_share_wait`).
     blocking: bool,
     /// A TCP connection (not a unix socket): see `ack_promptly`.
     tcp: bool,
@@ -1458,7 +1481,7 @@ impl Conn {
         self.blocking
     }
 
-    /// Read into a [`ShareBuf`] that waits for data (at most the idle timeout, then
+    /// Read into a [`ShareBuf`] that waits for data (at most LOOK_AFTER, then
     /// `WouldBlock`): replaces a poll + read when there is nothing to send and nothing else to
     /// watch. Only for connections where `can_wait_in_recv` is true.
     /// When `buf` has no buffer at hand (it gave its block back, see `ShareBuf::park`), the

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::backend::{ASK_AGAIN, Conn, ConnectError, Runtime};
+use crate::backend::{ASK_AGAIN, Conn, ConnectError, LOOK_AFTER, Runtime};
 use crate::config::{AuthPhase, AuthSpec, ServerDef};
 use crate::fcgi::headers::{Feed, Head, HeaderScanner};
 use crate::fcgi::params::ParamsWriter;
@@ -222,13 +222,20 @@ struct Exchange<'r, 'd> {
     trailing: bool,
     /// This request is counted as waiting for the application (fresh connection unanswered).
     stall_marked: bool,
-    /// The kernel said an application process took this fresh connection's request: its
-    /// silence is the script's time, not a queue (no stall to watch for).
+    /// The kernel said an application process read this request: its silence is the
+    /// script's time, not a queue (no stall to watch for), and a failure from now on is not
+    /// replayed (the script may have acted on the request).
     taken: bool,
     /// When (since the request was sent) the fresh connection is next looked at:
     /// `Runtime::ask_after()`, then every ASK_AGAIN while it waits in the backlog (None: no
     /// more looks, the kernel cannot tell).
     next_ask: Option<Duration>,
+    /// When (since the request was sent) a request not watched for a stall is next looked at:
+    /// has the application read it (`taken`)? LOOK_AFTER, then twice as long each time.
+    next_look: Option<Duration>,
+    /// The receive of a pooled connection waited its timeout (LOOK_AFTER): wait with a poll
+    /// from then on, not with receives that end every LOOK_AFTER.
+    recv_timed_out: bool,
     /// An application process was asked for (see `Runtime::ask_release`).
     asked: bool,
     /// Bytes of the request sent on this connection.
@@ -657,6 +664,8 @@ fn exchange(
             stall_marked: false,
             taken: false,
             next_ask: Some(rt.ask_after()),
+            next_look: Some(LOOK_AFTER),
+            recv_timed_out: false,
             asked: false,
             sent_total: 0,
             out,
@@ -701,6 +710,8 @@ fn exchange(
                     "FastCGI: server \"{server}\" reset a new connection without reading the whole request (application stopping?); retrying it once on another connection"
                 );
             }
+            // (a request marked stalled while it sat in the backlog is not waiting any more)
+            x.unmark_stall();
             let Exchange {
                 out: sent,
                 in_place: ip,
@@ -1289,10 +1300,27 @@ impl<'r, 'd> Exchange<'r, 'd> {
                 }
             }
             // Nothing to send, nothing to flush, no stall to watch for: a pooled connection
-            // waits for the answer in the receive itself (its receive timeout is the idle
-            // timeout), one system call instead of a poll and a receive.
-            let in_recv =
-                self.conn.can_wait_in_recv() && !want_write && !self.unflushed && !stall_pending;
+            // waits for the answer in the receive itself (its receive timeout is LOOK_AFTER),
+            // one system call instead of a poll and a receive.
+            let in_recv = self.conn.can_wait_in_recv()
+                && !self.recv_timed_out
+                && !want_write
+                && !self.unflushed
+                && !stall_pending;
+            // Has the application read the request yet? (A request watched for a stall is
+            // looked at above.)
+            if !stall_pending
+                && !self.taken
+                && self.received == 0
+                && let Some(at) = self.next_look
+            {
+                let since = started.elapsed();
+                if since >= at {
+                    self.look_if_taken(since);
+                } else if !in_recv {
+                    wait = wait.min(at - since);
+                }
+            }
             let ready = if in_recv {
                 Ok(Some(sock::Ready {
                     readable: true,
@@ -1369,10 +1397,14 @@ impl<'r, 'd> Exchange<'r, 'd> {
                         }
                         continue;
                     }
-                    // The receive waited the whole idle timeout, which began after the last
-                    // activity.
+                    // The receive waited its timeout (LOOK_AFTER): look at the request, then
+                    // wait by poll for the rest of the idle timeout.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock && in_recv => {
-                        return Err(self.idle_timed_out(r, server));
+                        if last_activity.elapsed() >= self.idle() {
+                            return Err(self.idle_timed_out(r, server));
+                        }
+                        self.recv_timed_out = true;
+                        rbuf.park();
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => rbuf.park(),
                     Err(e) if self.replayable_reset(&e) => return Err(Fail::Retry),
@@ -1713,17 +1745,33 @@ impl<'r, 'd> Exchange<'r, 'd> {
         self.conn.reused && self.nothing_exchanged()
     }
 
-    /// No response byte arrived and no request body was taken from the client.
+    /// No response byte arrived, no request body was taken from the client, and the
+    /// application was not seen reading the request (see LOOK_AFTER).
     fn nothing_exchanged(&self) -> bool {
-        self.received == 0 && !self.consumed_client
+        self.received == 0 && !self.consumed_client && !self.taken
     }
 
-    /// A reset (or a write to a closed peer) before any response byte. On a pooled connection
-    /// this is the idle-close race. On a new one it means the application closed the
-    /// connection with part of the request unread — typically a php-fpm worker told to stop
-    /// (reload) right after accepting it — so it cannot have served it; idempotent requests
-    /// are replayed once. A clean EOF on a new connection is never replayed: the application
-    /// may have read and acted on the request.
+    /// Asks the kernel whether the application read the request (`taken`); if not yet, looks
+    /// again after twice the time.
+    fn look_if_taken(&mut self, since: Duration) {
+        self.next_look = match self.conn.request_untouched(self.sent_total) {
+            Some(false) => {
+                self.taken = true;
+                None
+            }
+            Some(true) => Some(since * 2),
+            None => None,
+        };
+    }
+
+    /// A reset (or a write to a closed peer) before any response byte, the application not
+    /// seen reading the request. On a pooled connection this is the idle-close race. On a new
+    /// one, the application closed the connection with part of the request unread —
+    /// typically a php-fpm worker told to stop (reload) right after accepting it; idempotent
+    /// requests are replayed once. (php-fpm leaves the request's last record unread while the
+    /// script runs, so a worker killed mid-script resets the connection too: such a request
+    /// was seen read by then, unless it failed within LOOK_AFTER.) A clean EOF on a new
+    /// connection is never replayed: the application may have read and acted on the request.
     fn replayable_reset(&self, e: &io::Error) -> bool {
         is_peer_gone(e) && (self.conn.reused || self.retry_on_reset) && self.nothing_exchanged()
     }

@@ -21,6 +21,7 @@ use crate::fakefcgi::{Action, Backend, Req, pattern_byte, raw_record, rtype};
 use crate::fpm::{Pool, big_piece};
 use crate::harness::{Builder, Ctx, Suite, test};
 use crate::http::Request;
+use crate::pool_fcgi::reset_close;
 use crate::procs::{self, Endpoint};
 use crate::scenario::{AppSite, Logs, add_app_site, expect_aborted, host, late, ms, vpath};
 use crate::util::{self, q};
@@ -54,6 +55,10 @@ pub const SUITE: Suite = Suite {
         test(
             "hostile_app_resets_new_connection_unread",
             app_resets_new_connection_unread,
+        ),
+        test(
+            "hostile_app_killed_mid_script_not_replayed",
+            app_killed_mid_script_not_replayed,
         ),
         // hostile clients
         test("hostile_client_aborts_mid_upload", client_aborts_mid_upload),
@@ -459,7 +464,22 @@ impl RawBackend {
             }
             match h[1] {
                 1 => {}
-                4 if len == 0 => params_done = true,
+                4 if len == 0 => {
+                    params_done = true;
+                    let killed = decode_pairs(&stream).is_ok_and(|p| {
+                        p.iter()
+                            .any(|(k, v)| k == b"QUERY_STRING" && v == b"killed")
+                    });
+                    if killed {
+                        // a php-fpm worker killed while its script runs: the request read but
+                        // for the record that ends its (empty) body, then a reset
+                        req.params = decode_pairs(&stream).unwrap_or_default();
+                        self.reqs.lock().unwrap().push(req);
+                        thread::sleep(Duration::from_millis(200));
+                        reset_close(s);
+                        return;
+                    }
+                }
                 4 => {
                     if params_done {
                         req.problems
@@ -506,26 +526,6 @@ impl RawBackend {
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
     }
-}
-
-/// Close with SO_LINGER {on, 0}: the peer gets a RST.
-fn reset_close(s: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid socket descriptor and a correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(s);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -817,6 +817,43 @@ fn app_reset_mid_response(ctx: &Ctx) -> Result<(), String> {
 /// worker stopped by a reload just after accept): an idempotent request is sent again once on
 /// another connection and succeeds with one warning; a POST is not replayed (502, one error);
 /// two resets in a row give 502.
+/// php-fpm reads a request but for its last record (the end of the body) before it runs the
+/// script, so a worker killed mid-script (`request_terminate_timeout`, a crash) resets the
+/// connection as one stopped before reading does. The module saw the request read, so it
+/// does not run the script a second time: a 502 and one error line, no FCGI025.
+fn app_killed_mid_script_not_replayed(ctx: &Ctx) -> Result<(), String> {
+    let id = "err_hx_rstnew";
+    let rb = raw_backend(id);
+    let h = host(ctx, id);
+    for method in ["GET", "DELETE"] {
+        let logs = Logs::mark(ctx, id);
+        let (c0, n0) = (rb.connections.load(Ordering::SeqCst), rb.reqs().len());
+        let mut req = Request::get("/app/x?killed").host(&h);
+        req.method = method.to_string();
+        let r = ctx
+            .connect(id)?
+            .roundtrip(&req)
+            .map_err(|e| format!("{method}: {e}"))?;
+        let (c1, n1) = (rb.connections.load(Ordering::SeqCst), rb.reqs().len());
+        ensure(r.status == 502, || {
+            format!("{method}: want 502, got {}", r.summary())
+        })?;
+        ensure(c1 - c0 == 1 && n1 - n0 == 1, || {
+            format!(
+                "{method}: backend saw {} connection(s) and {} request(s), want 1 and 1 (no replay)",
+                c1 - c0,
+                n1 - n0
+            )
+        })?;
+        logs.expect_one_error(&["aborted: read failed"])
+            .map_err(|e| format!("{method}: {e}"))?;
+        ensure(!logs.text().contains("FCGI025"), || {
+            format!("{method}: FCGI025 (replay) logged")
+        })?;
+    }
+    Ok(())
+}
+
 fn app_resets_new_connection_unread(ctx: &Ctx) -> Result<(), String> {
     let id = "err_hx_rstnew";
     let rb = raw_backend(id);

@@ -73,6 +73,10 @@ pub const SUITE: Suite = Suite {
         test("pool_backend_ignores_keep_conn", backend_ignores_keep_conn),
         test("pool_ipv6_php_fpm", ipv6_php_fpm),
         test("pool_stale_conn_replay_without_stall", stale_conn_replay),
+        test(
+            "pool_reused_conn_dies_mid_script_not_replayed",
+            dies_mid_script_not_replayed,
+        ),
         test("pool_fpm_max_requests_recycling", fpm_max_requests),
         test("pool_fpm_ondemand", fpm_ondemand),
         test(
@@ -99,6 +103,10 @@ pub const SUITE: Suite = Suite {
         test(
             "pool_killed_child_releases_its_slots",
             killed_child_releases_slots,
+        ),
+        test(
+            "pool_killed_child_leaves_no_waiting_request",
+            killed_child_with_waiting_request,
         ),
         test(
             "pool_capped_above_app_capacity_sequential",
@@ -128,6 +136,7 @@ struct State {
     fake_delay: FakeFcgi,
     fake_next: FakeFcgi,
     fake_late: FakeFcgi,
+    fake_dies: FakeFcgi,
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -279,6 +288,7 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         fake_delay: FakeFcgi::start(b.port()?, KeepMode::CloseAfterDelay(2))?,
         fake_next: FakeFcgi::start(b.port()?, KeepMode::CloseOnNextRequest)?,
         fake_late: FakeFcgi::start(b.port()?, KeepMode::HonorAcceptingLate(8))?,
+        fake_dies: FakeFcgi::start(b.port()?, KeepMode::DiesMidScript(200))?,
     };
 
     let vhosts: Vec<(&str, String)> = vec![
@@ -412,6 +422,15 @@ fn setup(b: &mut Builder) -> Result<(), String> {
                 &fcgi_dir,
                 "pool_fake_next",
                 st.fake_next.port,
+                "-max-conns 4",
+            ),
+        ),
+        (
+            "pool_fake_dies",
+            fake_chain(
+                &fcgi_dir,
+                "pool_fake_dies",
+                st.fake_dies.port,
                 "-max-conns 4",
             ),
         ),
@@ -955,6 +974,57 @@ fn stale_conn_replay(ctx: &Ctx) -> Result<(), String> {
             "reads the next request, then closes",
         )],
     )
+}
+
+/// A request on a pooled connection whose application process reads it and then dies (killed
+/// by `request_terminate_timeout`, a crash) is not sent again, whatever its method: the script
+/// may have acted on it. A 502, one error line; the application saw it once. (A connection the
+/// application closes without reading the request is replayed: `stale_conn_replay`.)
+fn dies_mid_script_not_replayed(ctx: &Ctx) -> Result<(), String> {
+    let st = state();
+    let fake = &st.fake_dies;
+    let id = "pool_fake_dies";
+    let v = ctx.vhost(id);
+    for post in [false, true] {
+        let log_off = util::file_len(&v.error_log);
+        let (acc0, ans0, _, drop0) = fake.stats.snapshot();
+        let mut conn = ctx.connect(id)?;
+        let first = Request::get("/fake/s?i=first").host(&v.server_name);
+        let r = conn.roundtrip(&first).map_err(|e| e.to_string())?;
+        expect_status(&r, 200)?;
+        check_fake(&first, &r)?;
+        let second = if post {
+            Request::post("/fake/s?i=dies", b"a=1&b=2".to_vec())
+        } else {
+            Request::get("/fake/s?i=dies")
+        }
+        .host(&v.server_name);
+        let r = conn.roundtrip(&second).map_err(|e| e.to_string())?;
+        let method = &second.method;
+        thread::sleep(Duration::from_millis(100));
+        let (acc, ans, _, dropped) = fake.stats.snapshot();
+        let (acc, ans, dropped) = (acc - acc0, ans - ans0, dropped - drop0);
+        ensure(r.status == 502, || {
+            format!(
+                "{method} on the pooled connection: want 502 (not replayed), got {}",
+                r.summary()
+            )
+        })?;
+        ensure(acc == 1 && ans == 1 && dropped == 1, || {
+            format!(
+                "{method}: the backend saw {acc} connection(s), answered {ans} and dropped {dropped} request(s); want 1, 1, 1 (no replay)"
+            )
+        })?;
+        let errs = module_errors(&v.error_log, log_off);
+        ensure(errs.len() == 1, || {
+            format!("{method}: want one error line, got {errs:?}")
+        })?;
+        ensure(
+            lines_with(&v.error_log, log_off, "FCGI024").is_empty(),
+            || format!("{method}: a replay was logged (FCGI024)"),
+        )?;
+    }
+    Ok(())
 }
 
 fn fake_cases(ctx: &Ctx, cases: &[(&str, &FakeFcgi, &str)]) -> Result<(), String> {
@@ -2406,6 +2476,59 @@ fn killed_child_releases_slots(ctx: &Ctx) -> Result<(), String> {
             )
         },
     )
+}
+
+/// A child killed while one of its requests waits in php-fpm's backlog (counted as waiting:
+/// stalled): what it leaves in the shared counts must not keep the other processes from
+/// pooling for the rest of the generation (while a request waits anywhere, finished requests
+/// close their connection so that the waiter gets a php-fpm worker). Expected: after the kill,
+/// sequential requests on one client connection reuse one connection to php-fpm.
+fn killed_child_with_waiting_request(ctx: &Ctx) -> Result<(), String> {
+    let prefork = inst::mpm_block("prefork", 6, 1);
+    let (mut apache, port, fpm_port) = edge_instance(ctx, "killwait", "-keep-conn on", &prefork)?;
+    let host = "killwait.test";
+    // php-fpm has 4 workers: 4 requests hold them for 700 ms, a 5th waits in its backlog
+    let busy = thread::spawn(move || concurrent_sleeps(port, host, 5, 700));
+    thread::sleep(Duration::from_millis(300));
+    let victims = apache.children();
+    for &c in &victims {
+        // SAFETY: kill(2) on a child of the Apache instance this test started.
+        unsafe { libc::kill(c as libc::pid_t, libc::SIGKILL) };
+    }
+    let t = Instant::now();
+    while (apache.children().iter().any(|c| victims.contains(c)) || apache.children().is_empty())
+        && t.elapsed() < Duration::from_secs(15)
+    {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = busy.join();
+    // php-fpm's workers finish the sleeps of the killed requests
+    thread::sleep(Duration::from_millis(1000));
+    let mut conn = Conn::connect(port).map_err(|e| e.to_string())?;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let req = Request::get(&format!("/hello.php?after_kill={i}")).host(host);
+        let r = conn
+            .roundtrip(&req)
+            .map_err(|e| format!("request {i}: {e}"))?;
+        statuses.push(r.status);
+    }
+    thread::sleep(Duration::from_millis(100));
+    let held = backend_sockets(fpm_port).held();
+    apache.stop();
+    println!(
+        "    pool: killed {} child(ren) while a request waited in php-fpm's backlog: 6 sequential requests after it got {statuses:?}, {held} connection(s) to php-fpm held after them",
+        victims.len()
+    );
+    ensure(statuses.iter().all(|&s| s == 200), || {
+        format!("requests after the kill got {statuses:?}")
+    })?;
+    ensure(held == 1, || {
+        format!(
+            "after the kill, 6 sequential requests left {held} pooled connection(s) to php-fpm, want 1: \
+             the killed child's waiting request is still counted, so every request closes its connection"
+        )
+    })
 }
 
 /// Debian's mpm-itk: `MFCGI_MPM_ITK_SO`, else the copy `make deps-test` unpacks from the

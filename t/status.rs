@@ -17,6 +17,10 @@ pub const SUITE: Suite = Suite {
         test("status_counts_failures", failures),
         test("status_counts_client_aborts", client_aborts),
         test("status_counts_backlogged_and_stalled", backlogged),
+        test(
+            "status_replayed_stalled_request_not_left_waiting",
+            replayed_stalled,
+        ),
         test("status_binding_cap_hands_connections_over", binding_cap),
         test("status_html_and_notable", html),
     ],
@@ -117,6 +121,24 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         ),
     );
     b.set("status_stuck_path", p(&stuck_path));
+    // the pool without -max-conns in front of an application that leaves its first connection
+    // unread (the request is marked stalled) and then resets it, as php-fpm stopping does; the
+    // request is replayed on a second connection, which is answered
+    let addr = resets_first_then_answers()?;
+    let replay_path = vdir.join("replay.fcgi");
+    let port = b.port()?;
+    b.vhost(
+        "status_replay",
+        port,
+        "status-replay.test",
+        &docroot,
+        &chain(
+            &replay_path,
+            "/replay.fcgi",
+            &format!("-host {addr} -keep-conn on"),
+        ),
+    );
+    b.set("status_replay_path", p(&replay_path));
     // the status page itself, on a docroot no FastCgiExternalServer covers
     let page_root = b.tmp.join("htdocs/status-page");
     util::mkdir_p(&page_root)?;
@@ -243,6 +265,76 @@ fn backlogged(ctx: &Ctx) -> Result<(), String> {
     )?;
     ensure(num(&after, "Waiting")? == 0, || {
         format!("still counted as waiting after it ended: {after:?}")
+    })
+}
+
+/// An application on 127.0.0.1 whose every other connection is held unread for 150 ms and
+/// then reset; the others get their request read and a short answer.
+fn resets_first_then_answers() -> Result<std::net::SocketAddr, String> {
+    use crate::fakefcgi::{raw_record, rtype};
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let addr = l.local_addr().map_err(|e| format!("local_addr: {e}"))?;
+    std::thread::spawn(move || {
+        for (n, s) in l.incoming().enumerate() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                if n % 2 == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(150));
+                    crate::pool_fcgi::reset_close(s);
+                    return;
+                }
+                // read records up to the empty STDIN one
+                loop {
+                    let mut h = [0u8; 8];
+                    if s.read_exact(&mut h).is_err() {
+                        return;
+                    }
+                    let len = u16::from_be_bytes([h[4], h[5]]) as usize + h[6] as usize;
+                    let mut c = vec![0u8; len];
+                    if s.read_exact(&mut c).is_err() {
+                        return;
+                    }
+                    if h[1] == rtype::STDIN && len == 0 {
+                        break;
+                    }
+                }
+                let mut out = raw_record(
+                    1,
+                    rtype::STDOUT,
+                    1,
+                    b"Content-Type: text/plain\r\n\r\nok",
+                    0,
+                );
+                out.extend_from_slice(&raw_record(1, rtype::STDOUT, 1, b"", 0));
+                out.extend_from_slice(&raw_record(1, rtype::END_REQUEST, 1, &[0; 8], 0));
+                let _ = s.write_all(&out);
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A request marked as waiting for the application (stalled: 150 ms unread on a fresh
+/// connection) and then replayed on another connection after a reset is not counted as
+/// waiting once it was served: a leftover count would make every process close its idle
+/// connections (the starvation guard) until the child exits.
+fn replayed_stalled(ctx: &Ctx) -> Result<(), String> {
+    let path = ctx.val("status_replay_path");
+    let before = auto(ctx, path)?;
+    let r = ctx.get("status_replay", "/info.php")?;
+    expect_status(&r, 200)?;
+    ensure(r.text() == "ok", || {
+        format!("unexpected answer {}", r.summary())
+    })?;
+    let after = auto(ctx, path)?;
+    let d = |k: &str| -> Result<u64, String> { Ok(num(&after, k)? - num(&before, k)?) };
+    ensure(
+        d("Requests")? == 1 && d("Connects")? == 2 && d("Replays")? == 1 && d("Stalled")? == 1,
+        || format!("one request, stalled and replayed: before {before:?}, after {after:?}"),
+    )?;
+    ensure(num(&after, "Waiting")? == 0, || {
+        format!("still counted as waiting after it was served: {after:?}")
     })
 }
 

@@ -171,10 +171,14 @@ pub enum KeepMode {
     /// Ignores the flag: closes this many milliseconds after END_REQUEST (the module may pick
     /// the connection from its pool and send a request before the close arrives).
     CloseAfterDelay(u64),
-    /// Serves one request per connection, keeps the connection open, then reads the next
-    /// request completely and closes without answering (what a php-fpm worker that is stopped
-    /// while idle on a kept connection can look like).
+    /// Serves one request per connection, keeps the connection open, then closes it as soon
+    /// as the next request arrives, without reading it (what a php-fpm worker that is stopped
+    /// while idle on a kept connection can look like: a reset).
     CloseOnNextRequest,
+    /// Serves one request per connection, keeps the connection open, then reads the next
+    /// request completely, stays silent this many milliseconds and resets the connection (a
+    /// php-fpm worker killed while it runs a script: `request_terminate_timeout`, a crash).
+    DiesMidScript(u64),
     /// Keeps connections as `Honor` does, but takes new ones from its listen backlog only
     /// every this many milliseconds: an application whose free process needs a moment to get
     /// the CPU (a loaded or stolen-from CPU), so a new connection waits up to that long.
@@ -359,6 +363,15 @@ fn serve_conn(mut s: TcpStream, conn_no: usize, mode: KeepMode, st: &FakeStats) 
     let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
     let mut seq = 0usize;
     loop {
+        if mode == KeepMode::CloseOnNextRequest && seq >= 1 {
+            // wait for the request to arrive, then close with it unread
+            let mut b = [0u8; 1];
+            if matches!(s.peek(&mut b), Ok(n) if n > 0) {
+                st.dropped.fetch_add(1, Ordering::SeqCst);
+            }
+            reset_close(s);
+            return;
+        }
         let req = match read_request(&mut s) {
             Ok(Some(r)) => r,
             Ok(None) => return,
@@ -377,9 +390,12 @@ fn serve_conn(mut s: TcpStream, conn_no: usize, mode: KeepMode, st: &FakeStats) 
         if req.keep {
             st.keep_flag.fetch_add(1, Ordering::SeqCst);
         }
-        if mode == KeepMode::CloseOnNextRequest && seq >= 1 {
+        if let KeepMode::DiesMidScript(ms) = mode
+            && seq >= 1
+        {
             st.dropped.fetch_add(1, Ordering::SeqCst);
-            let _ = s.shutdown(Shutdown::Both);
+            thread::sleep(Duration::from_millis(ms));
+            reset_close(s);
             return;
         }
         seq += 1;
@@ -390,7 +406,7 @@ fn serve_conn(mut s: TcpStream, conn_no: usize, mode: KeepMode, st: &FakeStats) 
         st.max_per_conn.fetch_max(seq, Ordering::SeqCst);
         match mode {
             KeepMode::Honor | KeepMode::HonorAcceptingLate(_) if req.keep => continue,
-            KeepMode::CloseOnNextRequest => continue,
+            KeepMode::CloseOnNextRequest | KeepMode::DiesMidScript(_) => continue,
             KeepMode::CloseAfterDelay(ms) => {
                 thread::sleep(Duration::from_millis(ms));
                 return;
@@ -398,6 +414,27 @@ fn serve_conn(mut s: TcpStream, conn_no: usize, mode: KeepMode, st: &FakeStats) 
             _ => return,
         }
     }
+}
+
+/// Closes with SO_LINGER {on, 0}: the peer gets a reset, as from a process that died with
+/// data unread.
+pub fn reset_close(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket descriptor and a correctly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const l).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(s);
 }
 
 // ------------------------------------------------------------------------------------------
