@@ -137,7 +137,9 @@ fn main() {
 /// rustc_demangle), which Rust links into every program through its default panic hook although
 /// the module replaces that hook (about 180 KB, a third of the module's code); and the module's
 /// own functions marked `#[cold]` (rustc puts them in `.text.unlikely.<symbol>`): the reading of
-/// the configuration, which runs in Apache's parent only, and mod_status's page (about 45 KB).
+/// the configuration, which runs in Apache's parent only (about 35 KB). (Code that a child runs
+/// however rarely — mod_status's page, the log line of a failed connect — stays with the rest:
+/// running it would map 64 KiB of this section.)
 /// The standard library's own `#[cold]` functions stay with the rest: some run in every child
 /// (a `Vec` that grows, the CPU feature detection of `memchr`).
 const COLD_SECTIONS: &[&str] = &[

@@ -1240,7 +1240,6 @@ impl Runtime {
     }
 
     /// What mod_status shows of this server definition.
-    #[cold]
     pub fn snapshot(&self) -> crate::status::Snapshot {
         let cnt = self.counters();
         let st = &cnt.stats;

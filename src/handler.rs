@@ -770,7 +770,6 @@ fn finish_early(r: &mut Request<'_>, f: Fail) -> c_int {
     }
 }
 
-#[cold]
 fn log_connect_error(r: &Request<'_>, def: &ServerDef, e: &ConnectError, timeout: Duration) {
     let server = String::from_utf8_lossy(&def.path);
     let errno = e.error.raw_os_error().unwrap_or(0);

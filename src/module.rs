@@ -584,7 +584,6 @@ unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
 }
 
 /// mod_status: a section with every FastCgiExternalServer's pool and totals.
-#[cold]
 unsafe extern "C" fn status_hook(r: *mut ffi::request_rec, flags: c_int) -> c_int {
     boundary!(ffi::OK, {
         // SAFETY: mod_status passes the live request it is answering, on this thread.

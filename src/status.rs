@@ -46,7 +46,6 @@ pub struct Row<'a> {
     pub snap: Snapshot,
 }
 
-#[cold]
 fn html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -64,14 +63,12 @@ fn html(s: &str) -> String {
 
 /// Printable form of a path for `?auto` lines: no control characters (a path with a newline
 /// would forge a line).
-#[cold]
 fn line_safe(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
 }
 
-#[cold]
 fn pool_text(s: &Snapshot) -> String {
     match (s.keep_conn, s.max_conns) {
         (false, _) => "off (a connection per request)".into(),
@@ -81,7 +78,6 @@ fn pool_text(s: &Snapshot) -> String {
 }
 
 /// `?auto`: `Key: value` lines, definitions numbered in configuration order.
-#[cold]
 pub fn render_short(rows: &[Row<'_>]) -> String {
     let mut s = String::new();
     for (i, row) in rows.iter().enumerate() {
@@ -119,7 +115,6 @@ pub fn render_short(rows: &[Row<'_>]) -> String {
 }
 
 /// The HTML section (`tables`: false for mod_status's `?notable`).
-#[cold]
 pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
     let mut s = String::from("<hr>\n<h2>FastCGI external servers (mod_fastcgi-rs)</h2>\n");
     if rows.is_empty() {
@@ -136,7 +131,6 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
         s.push_str(" Shared memory was not available: the figures are this process's alone.");
     }
     s.push_str("</p>\n");
-    #[cold]
     fn cells(row: &Row<'_>) -> Vec<String> {
         let sn = &row.snap;
         vec![
@@ -180,7 +174,6 @@ pub fn render_html(rows: &[Row<'_>], tables: bool) -> String {
         "Left there over 20 ms",
         "Idle ones released for clients Apache does not serve",
     ];
-    #[cold]
     fn by_process(sn: &Snapshot) -> String {
         sn.by_process
             .iter()

@@ -1969,12 +1969,12 @@ fn symbol_address(so: &Path, part: &str) -> Result<u64, String> {
 
 /// Rust's backtrace symbolizer, linked into the module through the default panic hook that
 /// the module replaces, is about a third of its code and never runs; the module's `#[cold]`
-/// functions (the configuration parser, mod_status's page) run in Apache's parent only or
-/// rarely: build.rs links both as a section of their own (`.text.cold`) that ends on a 64 KiB
-/// boundary, so that the kernel's 64 KiB fault-around never maps it into a child that does not
-/// run it. After the load run, no page of it (but the first, which it shares with `.init`) is
-/// mapped in any child; before the layout, 111 to 127 of the module's 127 code pages were, and
-/// a `#[cold]` function that does run per request would show here.
+/// functions (the configuration parser, the directive handlers, post_config) run in Apache's
+/// parent only: build.rs links both as a section of their own (`.text.cold`) that ends on a
+/// 64 KiB boundary, so that the kernel's 64 KiB fault-around never maps it into a child. After
+/// the load run (and whatever tests ran before it in the same instance), no page of it (but the
+/// first, which it shares with `.init`) is mapped in any child; before the layout, 111 to 127 of
+/// the module's 127 code pages were, and a `#[cold]` function that a child runs would show here.
 fn cold_code_never_mapped(ctx: &Ctx) -> Result<(), String> {
     let so = &ctx.env.module_so;
     let (addr, size) = elf_section(so, ".text.cold")?.ok_or_else(|| {
@@ -1986,7 +1986,7 @@ fn cold_code_never_mapped(ctx: &Ctx) -> Result<(), String> {
     ensure(size >= 64 * 1024, || {
         format!(".text.cold holds only {size} bytes")
     })?;
-    for sym in ["21parse_external_server", "11render_html"] {
+    for sym in ["21parse_external_server", "11post_config"] {
         let at = symbol_address(so, sym)?;
         ensure((addr..addr + size).contains(&at), || {
             format!(

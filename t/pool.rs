@@ -426,10 +426,10 @@ fn setup(b: &mut Builder) -> Result<(), String> {
             ),
         ),
         (
-            "pool_fake_dies",
+            "err_pool_fake_dies",
             fake_chain(
                 &fcgi_dir,
-                "pool_fake_dies",
+                "err_pool_fake_dies",
                 st.fake_dies.port,
                 "-max-conns 4",
             ),
@@ -983,7 +983,7 @@ fn stale_conn_replay(ctx: &Ctx) -> Result<(), String> {
 fn dies_mid_script_not_replayed(ctx: &Ctx) -> Result<(), String> {
     let st = state();
     let fake = &st.fake_dies;
-    let id = "pool_fake_dies";
+    let id = "err_pool_fake_dies";
     let v = ctx.vhost(id);
     for post in [false, true] {
         let log_off = util::file_len(&v.error_log);
