@@ -95,6 +95,10 @@ pub const SUITE: Suite = Suite {
         ),
         test("conformance_nph_file_name_prefix", nph_file_name_prefix),
         test(
+            "conformance_action_virtual_with_accept_path_info_off",
+            action_virtual_accept_path_info_off,
+        ),
+        test(
             "conformance_user_group_ignored_with_warning",
             user_group_ignored_with_warning,
         ),
@@ -708,6 +712,22 @@ fn setup(b: &mut Builder) -> Result<(), String> {
             .push((id.to_string(), Arc::new(be)));
     }
 
+    // `AcceptPathInfo Off` where a URL with no file behind it goes to the application through
+    // `Action ... virtual`
+    let croot = b.docroot("conformance")?;
+    add_site(
+        b,
+        "cf_action_virtual",
+        &backend("cf_play").fces_target(),
+        "",
+        &format!(
+            "<Directory {d}>\n    AcceptPathInfo Off\n</Directory>\n\
+             <Location /api>\n    SetHandler cf-api\n    Action cf-api /app virtual\n</Location>\n",
+            d = q(p(&croot))
+        ),
+        "",
+    )?;
+
     // NPH by file name (nph-*), no -nph option; the same fake application as cf_nph.
     let nph_target = backend("cf_nph").fces_target();
     add_site(b, "cf_nph_name", &nph_target, "", "", "nph-cf")?;
@@ -862,6 +882,29 @@ fn add_site(
         extra,
     };
     add_app_site(b, id, site)
+}
+
+/// `AcceptPathInfo Off` does not refuse a URL that `Action ... virtual` sends to the
+/// application with no file behind it (`<Location /api> SetHandler`, no /api in the document
+/// root): the part after the last existing directory is not a path after a script, and mod_cgi
+/// serves such a URL too. (A real script's trailing path is still refused:
+/// `seed1_accept_path_info_off`.)
+fn action_virtual_accept_path_info_off(ctx: &Ctx) -> Result<(), String> {
+    let id = "cf_action_virtual";
+    let logs = Logs::mark(ctx, id);
+    let r = ctx.get(id, "/api/v1/users?params=1")?;
+    ensure(
+        r.status == 200 && r.text().contains("PATH_INFO=/api/v1/users\n"),
+        || {
+            format!(
+                "want the application's answer with PATH_INFO /api/v1/users, got {}",
+                r.summary()
+            )
+        },
+    )?;
+    ensure(!logs.text().contains("FCGI064"), || {
+        "refused as a trailing path (FCGI064)".to_string()
+    })
 }
 
 // ------------------------------------------------------------------------------------------

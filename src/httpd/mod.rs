@@ -295,9 +295,15 @@ impl<'a> Request<'a> {
     }
     /// The trailing path that `AcceptPathInfo Off` refuses for this response, if any: the
     /// setting and the trailing path are those of the script's request (`script_request`).
+    /// Through `Action ... virtual` there may be no script at all (`<Location /api> SetHandler
+    /// app`, no file under /api): the trailing path is then only where a missing directory cut
+    /// the URL, not a path after a script, and the request is served, as mod_cgi serves the
+    /// action script.
     pub fn refused_path_info(&self) -> Option<&'a [u8]> {
         let r = self.script_request();
-        if r.used_path_info != ffi::AP_REQ_REJECT_PATH_INFO {
+        if r.used_path_info != ffi::AP_REQ_REJECT_PATH_INFO
+            || (!std::ptr::eq(r, self.raw()) && r.finfo.filetype != ffi::apr_filetype_e_APR_REG)
+        {
             return None;
         }
         // SAFETY: pool string or NULL, live for the request (and its redirects).
