@@ -28,7 +28,11 @@ const INET_REQ_LEN: usize = 56;
 impl TcpQuestion {
     /// None for a socket that is not a connected TCP one.
     pub fn new(fd: BorrowedFd<'_>) -> Option<TcpQuestion> {
-        let (ours, peer) = (sock_addr(fd, false)?, sock_addr(fd, true)?);
+        TcpQuestion::between(sock_addr(fd, false)?, sock_addr(fd, true)?)
+    }
+
+    /// The question about the socket at `peer` connected to `ours`.
+    fn between(ours: SocketAddr, peer: SocketAddr) -> Option<TcpQuestion> {
         let ((family, src), (ours_family, dst)) = (ip_words(peer), ip_words(ours));
         if family != ours_family {
             return None;
@@ -63,6 +67,13 @@ impl TcpQuestion {
             }
             let mut buf = [0u8; 256];
             let msg = nl.as_ref()?.ask_into(&self.0, &mut buf)?;
+            // Where the application's end is gone (closed: a reset may be on its way), the
+            // kernel's lookup answers with the listener of its port instead, whose queue is
+            // its backlog: that says nothing of this connection (it read it as "accepted,
+            // nothing unread", so a request looked taken and was not replayed).
+            if msg.get(1) == Some(&(TCP_LISTEN as u8)) {
+                return None;
+            }
             // struct inet_diag_msg: 4 bytes, the 48-byte id, expires, rqueue, wqueue, uid, inode
             let (rqueue, inode) = (u32_at(msg, 56)?, u32_at(msg, 68)?);
             Some((inode != 0, rqueue))
@@ -550,6 +561,29 @@ mod tests {
         drop(other);
         assert_eq!(q.backlog(), None, "unix: the listener is gone");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A question about a connection whose application end is gone gets no answer, not the
+    /// listener's.
+    #[test]
+    fn a_gone_application_end_is_not_its_listener() {
+        // no connection from this port exists: the kernel's lookup falls back to the listener
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(l) = std::net::TcpListener::bind(addr) else {
+                continue;
+            };
+            let app = l.local_addr().unwrap();
+            let unused = std::net::TcpListener::bind(addr)
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let q = TcpQuestion::between(unused, app).unwrap();
+            assert_eq!(
+                q.ask(),
+                None,
+                "{addr}: the listener was taken for the connection"
+            );
+        }
     }
 
     /// The kernel tells a connection waiting in the listen backlog from one a process took.
