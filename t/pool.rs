@@ -2426,17 +2426,7 @@ fn killed_child_releases_slots(ctx: &Ctx) -> Result<(), String> {
         edge_instance(ctx, "kill", "-max-conns 4 -appConnTimeout 3", &prefork)?;
     let host = "kill.test";
     let held_before = fill_pools(port, host, fpm_port)?;
-    let victims = apache.children();
-    for &c in &victims {
-        // SAFETY: kill(2) on a child of the Apache instance this test started.
-        unsafe { libc::kill(c as libc::pid_t, libc::SIGKILL) };
-    }
-    let t = Instant::now();
-    while (apache.children().iter().any(|c| victims.contains(c)) || apache.children().is_empty())
-        && t.elapsed() < Duration::from_secs(15)
-    {
-        thread::sleep(Duration::from_millis(50));
-    }
+    let victims = kill_children(&apache);
     thread::sleep(Duration::from_millis(500));
     let held_after = backend_sockets(fpm_port).held();
     let mut results = Vec::new();
@@ -2478,6 +2468,23 @@ fn killed_child_releases_slots(ctx: &Ctx) -> Result<(), String> {
     )
 }
 
+/// SIGKILLs every child of `apache` and waits (15 s at most) until the parent has replaced
+/// them; returns the killed ones.
+fn kill_children(apache: &Apache) -> Vec<u32> {
+    let victims = apache.children();
+    for &c in &victims {
+        // SAFETY: kill(2) on a child of the Apache instance this test started.
+        unsafe { libc::kill(c as libc::pid_t, libc::SIGKILL) };
+    }
+    let t = Instant::now();
+    while (apache.children().iter().any(|c| victims.contains(c)) || apache.children().is_empty())
+        && t.elapsed() < Duration::from_secs(15)
+    {
+        thread::sleep(Duration::from_millis(50));
+    }
+    victims
+}
+
 /// A child killed while one of its requests waits in php-fpm's backlog (counted as waiting:
 /// stalled): what it leaves in the shared counts must not keep the other processes from
 /// pooling for the rest of the generation (while a request waits anywhere, finished requests
@@ -2490,17 +2497,7 @@ fn killed_child_with_waiting_request(ctx: &Ctx) -> Result<(), String> {
     // php-fpm has 4 workers: 4 requests hold them for 700 ms, a 5th waits in its backlog
     let busy = thread::spawn(move || concurrent_sleeps(port, host, 5, 700));
     thread::sleep(Duration::from_millis(300));
-    let victims = apache.children();
-    for &c in &victims {
-        // SAFETY: kill(2) on a child of the Apache instance this test started.
-        unsafe { libc::kill(c as libc::pid_t, libc::SIGKILL) };
-    }
-    let t = Instant::now();
-    while (apache.children().iter().any(|c| victims.contains(c)) || apache.children().is_empty())
-        && t.elapsed() < Duration::from_secs(15)
-    {
-        thread::sleep(Duration::from_millis(50));
-    }
+    let victims = kill_children(&apache);
     let _ = busy.join();
     // php-fpm's workers finish the sleeps of the killed requests
     thread::sleep(Duration::from_millis(1000));
