@@ -1512,9 +1512,27 @@ impl Conn {
         sock::sendv(self.fd(), bufs)
     }
 
-    /// See `diag::request_untouched`.
-    pub fn request_untouched(&self, sent: u64) -> Option<bool> {
-        crate::diag::request_untouched(self.fd(), self.tcp, sent)
+    /// Whether the application has not begun to read the request of `sent` bytes on this
+    /// connection: Some(true) while it waits in the listen backlog (not accepted) or none of it
+    /// was read, Some(false) once a process took it, None when the kernel cannot tell (an
+    /// application on another host, sock_diag unavailable). A few system calls (sock_diag),
+    /// for requests that have been silent a while.
+    pub fn request_untouched(&mut self, sent: u64) -> Option<bool> {
+        let end = if self.tcp {
+            self.tcp_question()?.ask()?
+        } else {
+            crate::diag::unix_app_end(self.fd())?
+        };
+        Some(crate::diag::untouched(end, sent))
+    }
+
+    /// The sock_diag question about the application's end of this TCP connection, prepared
+    /// once (None: the kernel cannot tell).
+    fn tcp_question(&mut self) -> Option<crate::diag::TcpQuestion> {
+        if self.tcp_question.is_none() {
+            self.tcp_question = crate::diag::TcpQuestion::new(self.fd());
+        }
+        self.tcp_question
     }
 
     /// True when an idle connection is still open and clean (for pooling).
@@ -1535,10 +1553,7 @@ impl Conn {
             return None;
         }
         let busy = if self.tcp {
-            if self.tcp_question.is_none() {
-                self.tcp_question = crate::diag::TcpQuestion::new(self.fd());
-            }
-            self.tcp_question
+            self.tcp_question()
                 .and_then(|q| q.ask())
                 .map(|(_, unread)| unread > 0)
         } else {

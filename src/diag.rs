@@ -6,15 +6,24 @@ use std::mem::{size_of, zeroed};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// Whether the application has not begun to read the request sent on this fresh connection:
+/// `Conn::request_untouched` on a bare socket, with a question made for each call (tests):
 /// Some(true) while the connection waits in the application's listen backlog (not accepted:
 /// its socket has no inode yet) or nothing of the `sent` bytes has been read; Some(false) once
-/// a process took it; None when the kernel cannot tell (the application on another host,
-/// sock_diag unavailable). Asks the kernel (sock_diag over netlink) about the application's
-/// end of the connection: a few system calls, for connections that have been silent a while.
+/// a process took it; None when the kernel cannot tell.
+#[cfg(test)]
 pub fn request_untouched(fd: BorrowedFd<'_>, tcp: bool, sent: u64) -> Option<bool> {
-    let (accepted, unread) = app_end(fd, tcp)?;
-    Some(!accepted || u64::from(unread) >= sent)
+    let end = if tcp {
+        TcpQuestion::new(fd)?.ask()?
+    } else {
+        unix_app_end(fd)?
+    };
+    Some(untouched(end, sent))
+}
+
+/// `request_untouched` from the application's end of the connection (`TcpQuestion::ask`,
+/// `unix_app_end`): not accepted yet, or none of the `sent` bytes read.
+pub fn untouched((accepted, unread): (bool, u32), sent: u64) -> bool {
+    !accepted || u64::from(unread) >= sent
 }
 
 /// A prepared sock_diag question about the application's end of one TCP connection (its
@@ -171,12 +180,9 @@ pub fn unix_unread_by_peer(fd: BorrowedFd<'_>) -> Option<bool> {
     (rv == 0).then_some(n > 0)
 }
 
-/// The application's end of a connection: whether a process accepted it, and how many bytes
-/// wait unread in its receive queue.
-fn app_end(fd: BorrowedFd<'_>, tcp: bool) -> Option<(bool, u32)> {
-    if tcp {
-        return TcpQuestion::new(fd)?.ask();
-    }
+/// The application's end of a unix connection: whether a process accepted it, and how many
+/// bytes wait unread in its receive queue (`TcpQuestion::ask` for TCP).
+pub fn unix_app_end(fd: BorrowedFd<'_>) -> Option<(bool, u32)> {
     let nl = Netlink::open()?;
     // SAFETY: libc::stat is plain data.
     let mut st: libc::stat = unsafe { zeroed() };
