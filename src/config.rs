@@ -372,13 +372,22 @@ pub enum Fake {
     File,
 }
 
+/// A missing path the registry knows of: on the way to virtual paths, a virtual path, or both
+/// (a virtual path with another one below it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File,
+    FileAndDir,
+}
+
 /// All definitions of one configuration generation, shared by every virtual host (as in
 /// mod_fastcgi, a definition inside a `<VirtualHost>` serves any request that maps to its path).
 #[derive(Debug)]
 pub struct Registry<T> {
     entries: Vec<(ServerDef, T)>,
     by_path: HashMap<Vec<u8>, usize>,
-    fakes: HashMap<Vec<u8>, Fake>,
+    fakes: HashMap<Vec<u8>, Node>,
     longest: usize,
 }
 
@@ -414,12 +423,18 @@ impl<T> Registry<T> {
         }
         let t = make(&def);
         self.by_path.insert(def.path.clone(), self.entries.len());
-        // Every ancestor directory is a fake directory unless it is itself a virtual path.
+        // Every ancestor directory is a fake directory; one that is itself a virtual path is both.
         let p = &def.path;
         for (i, _) in p.iter().enumerate().filter(|&(i, &c)| c == b'/' && i > 0) {
-            self.fakes.entry(p[..i].to_vec()).or_insert(Fake::Dir);
+            let node = self.fakes.entry(p[..i].to_vec()).or_insert(Node::Dir);
+            if *node == Node::File {
+                *node = Node::FileAndDir;
+            }
         }
-        self.fakes.insert(p.clone(), Fake::File);
+        let node = self.fakes.entry(p.clone()).or_insert(Node::File);
+        if *node == Node::Dir {
+            *node = Node::FileAndDir;
+        }
         self.longest = self.longest.max(p.len());
         self.entries.push((def, t));
         Ok(())
@@ -455,12 +470,27 @@ impl<T> Registry<T> {
         }
     }
 
-    /// For the directory walk: does `path` lie on the way to (or equal) a virtual path?
-    pub fn fake_for(&self, path: &[u8]) -> Option<Fake> {
+    /// For the directory walk, which has reached `path` with `rest` of the request's path still
+    /// to walk: does `path` lie on the way to (or equal) a virtual path? A virtual path with
+    /// another one below it is a directory when the longest virtual path serving `path` +
+    /// `rest` lies below it (as `lookup` routes), and the script otherwise, so the walk stops
+    /// there and `rest` becomes its PATH_INFO.
+    pub fn fake_for(&self, path: &[u8], rest: &[u8]) -> Option<Fake> {
         if self.fakes.is_empty() {
             return None;
         }
-        self.fakes.get(trim_trailing_slashes(path)).copied()
+        let path = trim_trailing_slashes(path);
+        match self.fakes.get(path)? {
+            Node::Dir => Some(Fake::Dir),
+            Node::File => Some(Fake::File),
+            Node::FileAndDir => {
+                let full = [path, rest].concat();
+                let deeper = self
+                    .lookup(&full)
+                    .is_some_and(|(def, _)| def.path.len() > path.len());
+                Some(if deeper { Fake::Dir } else { Fake::File })
+            }
+        }
     }
 }
 
@@ -847,12 +877,40 @@ mod tests {
         assert_eq!(id(b"/site/www/index.php"), Some(2));
         assert_eq!(id(b"/site/deeper/x"), Some(3));
         assert_eq!(id(b"/site/deeperx"), Some(2));
-        assert_eq!(r.fake_for(b"/x"), Some(Fake::Dir));
-        assert_eq!(r.fake_for(b"/x/"), Some(Fake::Dir));
-        assert_eq!(r.fake_for(b"/x/php.fcgi"), Some(Fake::File));
-        assert_eq!(r.fake_for(b"/x/php.fcgi/a"), None);
-        assert_eq!(r.fake_for(b"/site"), Some(Fake::File));
-        assert_eq!(r.fake_for(b"/y"), None);
+        assert_eq!(r.fake_for(b"/x", b"/php.fcgi"), Some(Fake::Dir));
+        assert_eq!(r.fake_for(b"/x/", b""), Some(Fake::Dir));
+        assert_eq!(r.fake_for(b"/x/php.fcgi", b""), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/x/php.fcgi", b"/a/b"), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/x/php.fcgi/a", b"/b"), None);
+        assert_eq!(r.fake_for(b"/y", b""), None);
+        // /site has /site/deeper below it: the walk goes on where the rest leads there.
+        assert_eq!(r.fake_for(b"/site", b""), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/site", b"/"), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/site", b"/www/index.php"), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/site", b"/deeperx"), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/site", b"/deeper"), Some(Fake::Dir));
+        assert_eq!(r.fake_for(b"/site", b"/deeper/x"), Some(Fake::Dir));
+        assert_eq!(r.fake_for(b"/site/deeper", b"/x"), Some(Fake::File));
+    }
+
+    #[test]
+    fn nested_virtual_paths_in_either_order() {
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let paths = ["/a", "/a/b/c", "/a/b/c/d"];
+            let mut r: Registry<usize> = Registry::default();
+            for i in order {
+                r.add(parse(&[paths[i], "-socket", "/s"]).unwrap(), |_| i)
+                    .unwrap();
+            }
+            let f = |p: &[u8], rest: &[u8]| r.fake_for(p, rest);
+            assert_eq!(f(b"/a", b"/b/x"), Some(Fake::File), "{order:?}");
+            assert_eq!(f(b"/a", b"/b/c"), Some(Fake::Dir), "{order:?}");
+            assert_eq!(f(b"/a/b", b"/c/d/e"), Some(Fake::Dir), "{order:?}");
+            assert_eq!(f(b"/a/b/c", b"/e"), Some(Fake::File), "{order:?}");
+            assert_eq!(f(b"/a/b/c", b"/d/e"), Some(Fake::Dir), "{order:?}");
+            assert_eq!(f(b"/a/b/c/d", b"/e"), Some(Fake::File), "{order:?}");
+            assert_eq!(r.lookup(b"/a/b/c/e").map(|e| e.1), Some(1));
+        }
     }
 
     #[test]

@@ -632,7 +632,8 @@ unsafe extern "C" fn dirwalk_stat(
         let Some(name) = req.filename() else {
             return ffi::AP_DECLINED;
         };
-        let Some(kind) = sh.registry.fake_for(name) else {
+        let rest = req.path_info().unwrap_or_default();
+        let Some(kind) = sh.registry.fake_for(name, rest) else {
             return ffi::AP_DECLINED;
         };
         if finfo.is_null() {

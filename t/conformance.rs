@@ -99,6 +99,10 @@ pub const SUITE: Suite = Suite {
             action_virtual_accept_path_info_off,
         ),
         test(
+            "conformance_nested_virtual_paths_longest_serves",
+            nested_virtual_paths,
+        ),
+        test(
             "conformance_user_group_ignored_with_warning",
             user_group_ignored_with_warning,
         ),
@@ -728,6 +732,23 @@ fn setup(b: &mut Builder) -> Result<(), String> {
         "",
     )?;
 
+    // Two virtual paths, one below the other, neither on disk (nor their directory): the
+    // longest one that the filename reaches serves it, whatever the order of definition.
+    let nest = b.tmp.join("cf-fcgi").join("cf_nested.fcgi");
+    add_site(
+        b,
+        "cf_nested",
+        &backend("cf_play").fces_target(),
+        "",
+        &format!(
+            "FastCgiExternalServer {v2} {t}\nFastCgiExternalServer {v3} {t}\n",
+            v2 = q(p(&nest.join("v2"))),
+            v3 = q(p(&nest.join("v2/deep/v3"))),
+            t = backend("cf_play").fces_target(),
+        ),
+        "",
+    )?;
+
     // NPH by file name (nph-*), no -nph option; the same fake application as cf_nph.
     let nph_target = backend("cf_nph").fces_target();
     add_site(b, "cf_nph_name", &nph_target, "", "", "nph-cf")?;
@@ -905,6 +926,46 @@ fn action_virtual_accept_path_info_off(ctx: &Ctx) -> Result<(), String> {
     ensure(!logs.text().contains("FCGI064"), || {
         "refused as a trailing path (FCGI064)".to_string()
     })
+}
+
+/// Nested virtual paths (`…/cf_nested.fcgi`, `…/cf_nested.fcgi/v2` and
+/// `…/cf_nested.fcgi/v2/deep/v3`, none on disk): a URL reaching a deeper one is its script with
+/// the rest as PATH_INFO; anything else is the shorter one's PATH_INFO. (The directory walk
+/// used to stop at the shortest, so the deeper definitions were never used.)
+fn nested_virtual_paths(ctx: &Ctx) -> Result<(), String> {
+    let id = "cf_nested";
+    let base = ctx.val(&format!("{id}.vpath"));
+    let cases = [
+        ("/app/x/y", "/app", "", "/x/y"),
+        ("/app/v2/x", "/app/v2", "/v2", "/x"),
+        ("/app/v2", "/app/v2", "/v2", ""),
+        ("/app/v2x", "/app", "", "/v2x"),
+        ("/app/v2/deep/x", "/app/v2", "/v2", "/deep/x"),
+        ("/app/v2/deep/v3/z", "/app/v2/deep/v3", "/v2/deep/v3", "/z"),
+    ];
+    for (url, script_name, below, path_info) in cases {
+        let r = ctx.get(id, &format!("{url}?params"))?;
+        let text = r.text();
+        let want = [
+            format!("SCRIPT_NAME={script_name}\n"),
+            format!("SCRIPT_FILENAME={base}{below}\n"),
+        ];
+        let info_ok = if path_info.is_empty() {
+            !text.contains("PATH_INFO=")
+        } else {
+            text.contains(&format!("PATH_INFO={path_info}\n"))
+        };
+        ensure(
+            r.status == 200 && want.iter().all(|w| text.contains(w.as_str())) && info_ok,
+            || {
+                format!(
+                    "{url}: want SCRIPT_NAME={script_name}, SCRIPT_FILENAME={base}{below}, PATH_INFO={path_info:?}; got {}",
+                    r.summary()
+                )
+            },
+        )?;
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------------
