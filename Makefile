@@ -9,7 +9,7 @@
 #   make demo-stop    stop the demo servers (by PID)
 #   make install      install the module (apxs -i) + Debian mods-available files
 #   make clippy       cargo clippy --release -- -D warnings
-#   make fuzz         run every cargo-fuzz target for $(FUZZ_SECONDS)s (not part of `make test`);
+#   make fuzz         run every fuzz target for $(FUZZ_LONG_SECONDS)s (not part of `make test`);
 #                     fuzz/corpus/<t> is read as seeds, new inputs go to fuzz/target/fuzz-corpus/<t>
 #   make check-valgrind  the request-path integration suites with their Apache under valgrind
 #                     memcheck (-X, prefork; MFCGI_VALGRIND=1); fails on a failed test, any
@@ -38,6 +38,7 @@ TEST_TIMEOUT ?= 900
 VALGRIND_TESTS   ?= foundation conformance direct auth hostile status final harness_valgrind
 VALGRIND_TIMEOUT ?= 600
 FUZZ_SECONDS ?= 60
+FUZZ_LONG_SECONDS ?= 600
 DEMO_PORT    ?= 8080
 DEMO_MPM     ?= event
 DESTDIR      ?=
@@ -230,19 +231,10 @@ clippy: check-cargo
 	  else echo "ERROR: cargo clippy missing and no rustup to install it" >&2; exit 1; fi; }
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
+# Longer fuzzing by hand: every target for FUZZ_LONG_SECONDS (the corpus grows in
+# fuzz/target/fuzz-corpus/<target>).
 fuzz: check-cargo
-	@test -f fuzz/Cargo.toml || { echo "fuzz/Cargo.toml not there yet; nothing to fuzz"; exit 0; }; \
-	export RUSTC_BOOTSTRAP=1; \
-	$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked; \
-	cd fuzz; \
-	targets=$$($(CARGO) fuzz list); \
-	[ -n "$$targets" ] || { echo "no fuzz targets"; exit 0; }; \
-	for t in $$targets; do \
-	  echo "=== fuzzing $$t for $(FUZZ_SECONDS)s (new inputs: fuzz/target/fuzz-corpus/$$t, seeds: fuzz/corpus/$$t)"; \
-	  mkdir -p "target/fuzz-corpus/$$t"; \
-	  seeds=""; if [ -d "corpus/$$t" ]; then seeds="corpus/$$t"; fi; \
-	  $(CARGO) fuzz run "$$t" "target/fuzz-corpus/$$t" $$seeds -- -max_total_time=$(FUZZ_SECONDS); \
-	done
+	FUZZ_SECONDS=$(FUZZ_LONG_SECONDS) CARGO=$(CARGO) scripts/fuzz-ci.sh
 
 # Memory check: the request-path suites with the suite's Apache under valgrind memcheck as one
 # process (t/support/valgrind.rs); after the last test Apache is stopped and the memcheck log
@@ -257,7 +249,8 @@ check-valgrind: build
 	MFCGI_VALGRIND=1 MPM=prefork MOD_FASTCGI_SO="$${MOD_FASTCGI_SO:-$(CURDIR)/$(SO_BUILT)}" \
 	  timeout -k 30 $(VALGRIND_TIMEOUT) $(CARGO) test --release --test integration -- $(VALGRIND_TESTS) </dev/null
 
-# CI fuzzing: fixed time per target, fails on any crash; installs cargo-fuzz if missing.
+# CI fuzzing: FUZZ_SECONDS per target, fails on any crash (scripts/fuzz-ci.sh builds the
+# targets with cargo-fuzz's instrumentation without needing cargo-fuzz).
 fuzz-ci: check-cargo
 	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO=$(CARGO) scripts/fuzz-ci.sh
 
