@@ -10,7 +10,7 @@
 # The result is the median of the per-pair ratios A/B, overall and over the pairs whose slices
 # lost less than STEAL_MAX % of either CPU to steal, with the quartiles of the ratios.
 #
-# Variants (as in run.sh): fcgi-pool fcgi-pool-b fcgi-capped fcgi-nopool fcgi-guard proxy proxy-reuse
+# Variants (as in run.sh): fcgi-pool fcgi-pool-b fcgi-capped fcgi-capped-b fcgi-nopool fcgi-guard proxy proxy-reuse
 # proxy-capped nginx static, and fpm-direct: no web server, benches/null-backend's fcgi-load sends
 # the GETs (hello 1mib null busy sleep) to php-fpm or the null backend over FastCGI itself — what
 # the application alone serves, the second term of the bound 1/(1/static + 1/direct). Workloads: hello 1mib post256k null, and busy (~2 ms of CPU),
@@ -21,7 +21,7 @@
 #   A=fcgi-pool B=proxy-reuse WORKLOADS="hello"  PAIRS=20 SLICE=2 WARM=0.5 STEAL_MAX=5
 #   CONNS=32 WRK_THREADS=1 APACHE_MPM=event APACHE_PROCS=2 APACHE_THREADS=25
 #   FPM_CHILDREN=$((APACHE_PROCS * APACHE_THREADS)) FCGI_CAPPED_CONNS=8 TRANSPORT=tcp|unix
-#   MOD_FASTCGI_SO=... MOD_FASTCGI_SO_B=... (for fcgi-pool-b) CPU_SERVER=0 CPU_CLIENT=1 KEEP=1
+#   MOD_FASTCGI_SO=... MOD_FASTCGI_SO_B=... (for the -b variants) CPU_SERVER=0 CPU_CLIENT=1 KEEP=1
 #   CLIENT_CLOSE=1: a new client connection for every request (Connection: close), so that
 #   requests land on any Apache child rather than stay with the child of a kept connection.
 #   POLICY_A=normal|batch POLICY_B=normal|batch: scheduling policy of that side's server (Apache
@@ -155,7 +155,7 @@ start_instance() {
     fi
     # null.php goes to the null backend, everything else to php-fpm
     case $v in
-    fcgi-pool | fcgi-pool-b | fcgi-capped | fcgi-nopool | fcgi-guard | fcgi-guard-b)
+    fcgi-pool | fcgi-pool-b | fcgi-capped | fcgi-capped-b | fcgi-nopool | fcgi-guard | fcgi-guard-b)
         opts=$(fcgi_opts "$v")
         so=$MOD_FASTCGI_SO
         case $v in *-b) so=${MOD_FASTCGI_SO_B:-}; [ -f "$so" ] || die "$v needs MOD_FASTCGI_SO_B" ;; esac

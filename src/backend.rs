@@ -638,6 +638,12 @@ impl Runtime {
                 .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         })?;
+        // Before anything else: a scan that misses the entry misses a request that has not
+        // looked at the slots yet (it does, after this).
+        cnt.queue_hi.fetch_max(
+            u32::try_from(index + 1).unwrap_or(u32::MAX),
+            Ordering::AcqRel,
+        );
         let since = sock::monotonic_ns().max(1);
         cnt.queue[index].since.store(since, Ordering::Release);
         cnt.queued.fetch_add(1, Ordering::AcqRel);
@@ -665,7 +671,7 @@ impl Runtime {
             .saturating_sub(cnt.open.load(Ordering::Acquire))
             .max(1) as usize;
         let mut q: Vec<(u64, usize)> = cnt
-            .queue
+            .claimed_waiters()
             .iter()
             .enumerate()
             .filter(|(_, w)| w.pid.load(Ordering::Acquire) != 0)
@@ -695,7 +701,7 @@ impl Runtime {
         if cnt.queued.load(Ordering::Acquire) == 0 {
             return 0;
         }
-        cnt.queue
+        cnt.claimed_waiters()
             .iter()
             .enumerate()
             .filter(|(i, w)| {
@@ -856,7 +862,7 @@ impl Runtime {
                 self.give_back_shares(o);
             }
         }
-        for w in &cnt.queue {
+        for w in cnt.claimed_waiters() {
             let pid = w.pid.load(Ordering::Acquire);
             if pid == 0 || pid == me || sock::process_alive(pid) {
                 continue;
@@ -983,7 +989,7 @@ impl Runtime {
     /// (pid, queue index, when it queued).
     fn oldest_queued(&self, pid: Option<u32>) -> Option<(u32, usize, u64)> {
         self.counters()
-            .queue
+            .claimed_waiters()
             .iter()
             .enumerate()
             .filter_map(|(i, w)| {

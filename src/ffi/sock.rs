@@ -482,6 +482,9 @@ pub struct SharedCounters {
     pub owners_hi: std::sync::atomic::AtomicU32,
     /// Registered entries in `queue`.
     pub queued: std::sync::atomic::AtomicU32,
+    /// One past the highest entry of `queue` ever claimed (scans stop there: entries are
+    /// claimed lowest first, so a queue of 32 requests is read as 32 entries, not 512).
+    pub queue_hi: std::sync::atomic::AtomicU32,
     /// Requests waiting for a `-max-conns` slot: slots go to the longest-waiting first.
     pub queue: [Waiter; MAX_WAITERS],
     /// Totals since the configuration was (re)loaded, for mod_status.
@@ -530,6 +533,13 @@ impl SharedCounters {
             .min(self.owners.len());
         &self.owners[..hi]
     }
+
+    /// The entries of `queue` ever claimed (scans stop at `queue_hi`).
+    pub fn claimed_waiters(&self) -> &[Waiter] {
+        let hi = (self.queue_hi.load(std::sync::atomic::Ordering::Acquire) as usize)
+            .min(self.queue.len());
+        &self.queue[..hi]
+    }
 }
 
 impl Default for SharedCounters {
@@ -546,6 +556,7 @@ impl Default for SharedCounters {
             owners: std::array::from_fn(|_| Owner::default()),
             owners_hi: Default::default(),
             queued: Default::default(),
+            queue_hi: Default::default(),
             queue: std::array::from_fn(|_| Waiter::default()),
             stats: Stats::default(),
         }
