@@ -372,13 +372,14 @@ pub enum Fake {
     File,
 }
 
-/// A missing path the registry knows of: on the way to virtual paths, a virtual path, or both
-/// (a virtual path with another one below it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Node {
-    Dir,
-    File,
-    FileAndDir,
+/// A missing path the registry knows of: on the way to virtual paths (`dir`), a virtual path
+/// (`file`), or both; `under_file`: a virtual path lies above it, so whether the walk should
+/// see it at all depends on the rest of the request's path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Node {
+    dir: bool,
+    file: bool,
+    under_file: bool,
 }
 
 /// All definitions of one configuration generation, shared by every virtual host (as in
@@ -423,17 +424,19 @@ impl<T> Registry<T> {
         }
         let t = make(&def);
         self.by_path.insert(def.path.clone(), self.entries.len());
-        // Every ancestor directory is a fake directory; one that is itself a virtual path is both.
+        // Every ancestor directory is a fake directory (and may be a virtual path as well).
         let p = &def.path;
         for (i, _) in p.iter().enumerate().filter(|&(i, &c)| c == b'/' && i > 0) {
-            let node = self.fakes.entry(p[..i].to_vec()).or_insert(Node::Dir);
-            if *node == Node::File {
-                *node = Node::FileAndDir;
-            }
+            self.fakes.entry(p[..i].to_vec()).or_default().dir = true;
         }
-        let node = self.fakes.entry(p.clone()).or_insert(Node::File);
-        if *node == Node::Dir {
-            *node = Node::FileAndDir;
+        self.fakes.entry(p.clone()).or_default().file = true;
+        // Which nodes lie below a virtual path: the new one may be above earlier nodes.
+        let by_path = &self.by_path;
+        for (path, node) in self.fakes.iter_mut() {
+            node.under_file = path
+                .iter()
+                .enumerate()
+                .any(|(i, &c)| c == b'/' && i > 0 && by_path.contains_key(&path[..i]));
         }
         self.longest = self.longest.max(p.len());
         self.entries.push((def, t));
@@ -471,26 +474,28 @@ impl<T> Registry<T> {
     }
 
     /// For the directory walk, which has reached `path` with `rest` of the request's path still
-    /// to walk: does `path` lie on the way to (or equal) a virtual path? A virtual path with
-    /// another one below it is a directory when the longest virtual path serving `path` +
-    /// `rest` lies below it (as `lookup` routes), and the script otherwise, so the walk stops
-    /// there and `rest` becomes its PATH_INFO.
+    /// to walk: does `path` lie on the way to (or equal) a virtual path? Where virtual paths
+    /// are nested, the walk follows `lookup`: a node is a directory only while the longest
+    /// virtual path serving `path` + `rest` lies below it; a virtual path that serves the
+    /// request itself is the script (the walk stops, `rest` becomes its PATH_INFO), and a
+    /// directory below that script is not reported at all.
     pub fn fake_for(&self, path: &[u8], rest: &[u8]) -> Option<Fake> {
         if self.fakes.is_empty() {
             return None;
         }
         let path = trim_trailing_slashes(path);
-        match self.fakes.get(path)? {
-            Node::Dir => Some(Fake::Dir),
-            Node::File => Some(Fake::File),
-            Node::FileAndDir => {
-                let full = [path, rest].concat();
-                let deeper = self
-                    .lookup(&full)
-                    .is_some_and(|(def, _)| def.path.len() > path.len());
-                Some(if deeper { Fake::Dir } else { Fake::File })
+        let node = self.fakes.get(path)?;
+        if node.dir && (node.file || node.under_file) {
+            let full = [path, rest].concat();
+            if self
+                .lookup(&full)
+                .is_some_and(|(def, _)| def.path.len() > path.len())
+            {
+                return Some(Fake::Dir);
             }
+            return node.file.then_some(Fake::File);
         }
+        Some(if node.dir { Fake::Dir } else { Fake::File })
     }
 }
 
@@ -909,6 +914,12 @@ mod tests {
             assert_eq!(f(b"/a/b/c", b"/e"), Some(Fake::File), "{order:?}");
             assert_eq!(f(b"/a/b/c", b"/d/e"), Some(Fake::Dir), "{order:?}");
             assert_eq!(f(b"/a/b/c/d", b"/e"), Some(Fake::File), "{order:?}");
+            // below /a but not on the way to what serves the request: not reported (as when
+            // the walk's first stat asks about the whole filename, with no rest)
+            assert_eq!(f(b"/a/b", b""), None, "{order:?}");
+            assert_eq!(f(b"/a/b/", b""), None, "{order:?}");
+            assert_eq!(f(b"/a/b", b"/x"), None, "{order:?}");
+            assert_eq!(f(b"/a/b/c", b""), Some(Fake::File), "{order:?}");
             assert_eq!(r.lookup(b"/a/b/c/e").map(|e| e.1), Some(1));
         }
     }
