@@ -670,12 +670,16 @@ impl Runtime {
             .max_conns
             .saturating_sub(cnt.open.load(Ordering::Acquire))
             .max(1) as usize;
+        // (an entry still being claimed, since 0, is left out: that request looks at the
+        // slots itself once queued, and counting it as the oldest would take a wake-up from
+        // one that sleeps)
         let mut q: Vec<(u64, usize)> = cnt
             .claimed_waiters()
             .iter()
             .enumerate()
             .filter(|(_, w)| w.pid.load(Ordering::Acquire) != 0)
             .map(|(i, w)| (w.since.load(Ordering::Acquire), i))
+            .filter(|&(since, _)| since != 0)
             .collect();
         let n = free.min(q.len());
         if n == 0 {
@@ -996,6 +1000,8 @@ impl Runtime {
                 let p = w.pid.load(Ordering::Acquire);
                 (p != 0 && pid.is_none_or(|want| want == p))
                     .then(|| (w.since.load(Ordering::Acquire), i, p))
+                    // (still being claimed: not the oldest, see slot_released)
+                    .filter(|&(since, _, _)| since != 0)
             })
             .min()
             .map(|(since, i, p)| (p, i, since))
