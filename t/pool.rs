@@ -1477,11 +1477,16 @@ fn outside_client_not_starved(ctx: &Ctx) -> Result<(), String> {
                 slow.push(format!("{id}, round {round}: {}", ms(took)));
             }
         }
-        // mod_status counts what was given up for them (the test's rounds, one each at least)
+        // mod_status counts what was given up for them. Not necessarily one per round: a
+        // release request of this definition's own (a request that asked another process for
+        // its idle connection just as that process's next request took it, then got a slot
+        // anyway) can close a connection at its next checkin, and the outside client of that
+        // round then finds a free worker (seen once in a prefork CI pass: 2 of 3). The rounds'
+        // times, below, are what the client sees.
         let given = released("after")? - released_before;
-        ensure(given >= 3, || {
+        ensure(given >= 1, || {
             format!(
-                "{id}: mod_status counts {given} idle connections given up for outside clients, want at least 3"
+                "{id}: mod_status counts {given} idle connections given up for outside clients, want at least 1"
             )
         })?;
         report.push(format!("{id}: {given} given up"));
