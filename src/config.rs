@@ -479,14 +479,15 @@ impl<T> Registry<T> {
     /// virtual path serving `path` + `rest` lies below it; a virtual path that serves the
     /// request itself is the script (the walk stops, `rest` becomes its PATH_INFO), and a
     /// directory below that script is not reported at all.
-    pub fn fake_for(&self, path: &[u8], rest: &[u8]) -> Option<Fake> {
+    /// `rest` is asked for only there (the walk's other steps need not measure it).
+    pub fn fake_for<'r>(&self, path: &[u8], rest: impl FnOnce() -> &'r [u8]) -> Option<Fake> {
         if self.fakes.is_empty() {
             return None;
         }
         let path = trim_trailing_slashes(path);
         let node = self.fakes.get(path)?;
         if node.dir && (node.file || node.under_file) {
-            let full = [path, rest].concat();
+            let full = [path, rest()].concat();
             if self
                 .lookup(&full)
                 .is_some_and(|(def, _)| def.path.len() > path.len())
@@ -882,20 +883,20 @@ mod tests {
         assert_eq!(id(b"/site/www/index.php"), Some(2));
         assert_eq!(id(b"/site/deeper/x"), Some(3));
         assert_eq!(id(b"/site/deeperx"), Some(2));
-        assert_eq!(r.fake_for(b"/x", b"/php.fcgi"), Some(Fake::Dir));
-        assert_eq!(r.fake_for(b"/x/", b""), Some(Fake::Dir));
-        assert_eq!(r.fake_for(b"/x/php.fcgi", b""), Some(Fake::File));
-        assert_eq!(r.fake_for(b"/x/php.fcgi", b"/a/b"), Some(Fake::File));
-        assert_eq!(r.fake_for(b"/x/php.fcgi/a", b"/b"), None);
-        assert_eq!(r.fake_for(b"/y", b""), None);
+        assert_eq!(r.fake_for(b"/x", || b"/php.fcgi"), Some(Fake::Dir));
+        assert_eq!(r.fake_for(b"/x/", || b""), Some(Fake::Dir));
+        assert_eq!(r.fake_for(b"/x/php.fcgi", || b""), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/x/php.fcgi", || b"/a/b"), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/x/php.fcgi/a", || b"/b"), None);
+        assert_eq!(r.fake_for(b"/y", || b""), None);
         // /site has /site/deeper below it: the walk goes on where the rest leads there.
-        assert_eq!(r.fake_for(b"/site", b""), Some(Fake::File));
-        assert_eq!(r.fake_for(b"/site", b"/"), Some(Fake::File));
-        assert_eq!(r.fake_for(b"/site", b"/www/index.php"), Some(Fake::File));
-        assert_eq!(r.fake_for(b"/site", b"/deeperx"), Some(Fake::File));
-        assert_eq!(r.fake_for(b"/site", b"/deeper"), Some(Fake::Dir));
-        assert_eq!(r.fake_for(b"/site", b"/deeper/x"), Some(Fake::Dir));
-        assert_eq!(r.fake_for(b"/site/deeper", b"/x"), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/site", || b""), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/site", || b"/"), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/site", || b"/www/index.php"), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/site", || b"/deeperx"), Some(Fake::File));
+        assert_eq!(r.fake_for(b"/site", || b"/deeper"), Some(Fake::Dir));
+        assert_eq!(r.fake_for(b"/site", || b"/deeper/x"), Some(Fake::Dir));
+        assert_eq!(r.fake_for(b"/site/deeper", || b"/x"), Some(Fake::File));
     }
 
     #[test]
@@ -907,7 +908,7 @@ mod tests {
                 r.add(parse(&[paths[i], "-socket", "/s"]).unwrap(), |_| i)
                     .unwrap();
             }
-            let f = |p: &[u8], rest: &[u8]| r.fake_for(p, rest);
+            let f = |p: &[u8], rest: &[u8]| r.fake_for(p, || rest);
             assert_eq!(f(b"/a", b"/b/x"), Some(Fake::File), "{order:?}");
             assert_eq!(f(b"/a", b"/b/c"), Some(Fake::Dir), "{order:?}");
             assert_eq!(f(b"/a/b", b"/c/d/e"), Some(Fake::Dir), "{order:?}");

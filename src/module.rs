@@ -632,7 +632,7 @@ unsafe extern "C" fn dirwalk_stat(
         let Some(name) = req.filename() else {
             return ffi::AP_DECLINED;
         };
-        let rest = req.path_info().unwrap_or_default();
+        let rest = || req.path_info().unwrap_or_default();
         let Some(kind) = sh.registry.fake_for(name, rest) else {
             return ffi::AP_DECLINED;
         };

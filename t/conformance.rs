@@ -735,16 +735,16 @@ fn setup(b: &mut Builder) -> Result<(), String> {
     // Two virtual paths, one below the other, neither on disk (nor their directory): the
     // longest one that the filename reaches serves it, whatever the order of definition.
     let nest = b.tmp.join("cf-fcgi").join("cf_nested.fcgi");
+    let play = backend("cf_play").fces_target();
     add_site(
         b,
         "cf_nested",
-        &backend("cf_play").fces_target(),
+        &play,
         "",
         &format!(
-            "FastCgiExternalServer {v2} {t}\nFastCgiExternalServer {v3} {t}\n",
+            "FastCgiExternalServer {v2} {play}\nFastCgiExternalServer {v3} {play}\n",
             v2 = q(p(&nest.join("v2"))),
             v3 = q(p(&nest.join("v2/deep/v3"))),
-            t = backend("cf_play").fces_target(),
         ),
         "",
     )?;
